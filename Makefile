@@ -1,0 +1,43 @@
+# The two commands: `make run` (try it) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-fast lint format bench setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+## Serve the dashboard with the simulators and a worker on http://127.0.0.1:8000 (demo / demo).
+run: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash bin/run-dev
+
+## The whole suite: unit, integration against the simulators, and browser tests.
+test: $(STAMP)
+	bash bin/ensure-chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Everything but the browser and slow tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,259 @@
+"""The Django admin: everything manageable, secrets never displayed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .jobs import job_cancel, job_retry
+from .models import (
+    ApiToken,
+    AuditEvent,
+    Credential,
+    Job,
+    JobEvent,
+    JobUnit,
+    Membership,
+    ModelCatalogEntry,
+    ModelInstance,
+    Team,
+)
+from .status import JOB_ACTIVE
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at", "cost_per_gb_second"]
+    search_fields = ["name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "team", "role", "created_at"]
+    list_filter = ["role", "team"]
+    search_fields = ["user__username", "team__name"]
+    autocomplete_fields = ["user", "team"]
+
+
+class CredentialAdminForm(forms.ModelForm):
+    """The secret is write-only: empty keeps the stored one."""
+
+    new_secret = forms.CharField(
+        required=False,
+        label="Secret",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted and never shown. Leave empty to keep the current secret.",
+    )
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = Credential
+        fields = [
+            "team",
+            "provider",
+            "name",
+            "base_url",
+            "options",
+            "max_concurrency",
+            "requests_per_minute",
+            "created_by",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.instance.pk and not data.get("new_secret"):
+            self.add_error("new_secret", "A new credential needs a secret.")
+        return data
+
+    def save(self, commit: bool = True) -> Credential:
+        credential = super().save(commit=False)
+        if self.cleaned_data.get("new_secret"):
+            credential.secret = self.cleaned_data["new_secret"]
+        if commit:
+            credential.save()
+        return credential
+
+
+@admin.register(Credential)
+class CredentialAdmin(admin.ModelAdmin):
+    form = CredentialAdminForm
+    list_display = [
+        "name",
+        "provider",
+        "team",
+        "base_url",
+        "max_concurrency",
+        "last_used_at",
+        "last_error_at",
+    ]
+    list_filter = ["provider", "team"]
+    search_fields = ["name", "base_url", "team__name"]
+    readonly_fields = [
+        "created_at",
+        "last_used_at",
+        "last_error",
+        "last_error_at",
+        "consecutive_failures",
+        "circuit_open_until",
+        "poll_lease_owner",
+        "poll_lease_expires_at",
+    ]
+
+
+class JobEventInline(admin.TabularInline):
+    model = JobEvent
+    extra = 0
+    fields = ["created_at", "kind", "message", "author"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class JobUnitInline(admin.TabularInline):
+    model = JobUnit
+    extra = 0
+    fields = [
+        "index",
+        "state",
+        "remote_id",
+        "provider_status",
+        "log_length",
+        "error",
+        "submitted_at",
+    ]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "status",
+        "provider_status",
+        "provider",
+        "model",
+        "credential_name",
+        "team",
+        "created_by",
+        "progress_done",
+        "progress_total",
+        "created_at",
+    ]
+    list_filter = ["status", "provider", "team", "created_at"]
+    search_fields = ["=id", "model", "credential_name", "created_by__username", "error"]
+    date_hierarchy = "created_at"
+    list_select_related = ["team", "created_by"]
+    readonly_fields = [
+        "status",
+        "provider_status",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "attempts",
+        "lease_owner",
+        "lease_expires_at",
+        "next_check_at",
+    ]
+    raw_id_fields = ["credential", "retry_of", "created_by"]
+    inlines = [JobUnitInline, JobEventInline]
+    actions = ["cancel_jobs", "retry_jobs"]
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        cancelled = sum(
+            job_cancel(job, user=request.user) for job in queryset.filter(status__in=JOB_ACTIVE)
+        )
+        self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry selected jobs")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        created = 0
+        for job in queryset:
+            try:
+                job_retry(job, user=request.user)
+                created += 1
+            except ValueError as exc:
+                self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
+        self.message_user(request, f"Created {created} retry job(s).", messages.SUCCESS)
+
+
+@admin.register(JobEvent)
+class JobEventAdmin(admin.ModelAdmin):
+    list_display = ["job", "kind", "short_message", "author", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["message", "=job__id"]
+    raw_id_fields = ["job", "author"]
+
+    @admin.display(description="message")
+    def short_message(self, event: JobEvent) -> str:
+        return event.message[:120]
+
+
+@admin.register(ModelInstance)
+class ModelInstanceAdmin(admin.ModelAdmin):
+    list_display = [
+        "model",
+        "status",
+        "provider_status",
+        "credential",
+        "team",
+        "concurrency",
+        "inferences",
+        "expires_at",
+        "external",
+    ]
+    list_filter = ["status", "external", "team"]
+    search_fields = ["model", "credential__name"]
+    raw_id_fields = ["credential", "created_by"]
+
+
+@admin.register(ModelCatalogEntry)
+class ModelCatalogEntryAdmin(admin.ModelAdmin):
+    list_display = ["name", "credential", "required_ram_gb", "benchmarked", "fetched_at"]
+    search_fields = ["name"]
+    raw_id_fields = ["credential"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    search_fields = ["name", "user__username", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    raw_id_fields = ["user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are issued by the UI or `manage.py create_api_token`
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "actor", "team", "action", "target"]
+    list_filter = ["action", "team"]
+    search_fields = ["target", "actor__username"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

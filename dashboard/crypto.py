@@ -1,0 +1,128 @@
+"""Secrets at rest: a thin model field over cryptography's MultiFernet.
+
+The keys come from ``DASHBOARD_ENCRYPTION_KEYS`` (comma-separated Fernet keys;
+the first encrypts, all decrypt), never from SECRET_KEY. Without keys a
+development key is kept in a file under the data directory, with a warning;
+with DEBUG off and no keys, nothing starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "fernet:"
+
+
+class SecretDecryptionError(Exception):
+    """A stored secret cannot be decrypted with the configured keys."""
+
+
+@cache
+def multifernet() -> MultiFernet:
+    keys = list(settings.DASHBOARD_ENCRYPTION_KEYS) or [_development_key()]
+    try:
+        return MultiFernet([Fernet(key.encode()) for key in keys])
+    except (ValueError, TypeError):
+        raise ImproperlyConfigured(
+            "DASHBOARD_ENCRYPTION_KEYS must be comma-separated Fernet keys "
+            "(make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')"
+        ) from None
+
+
+def _development_key() -> str:
+    if not (settings.DEBUG or settings.TESTING):
+        raise ImproperlyConfigured(
+            "Set DASHBOARD_ENCRYPTION_KEYS: it encrypts provider secrets at rest (DEBUG is off)."
+        )
+    path = Path(settings.DATA_DIR) / "dev-encryption.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Fernet.generate_key().decode())
+    logger.warning(
+        "DASHBOARD_ENCRYPTION_KEYS is not set: using the development key in %s. "
+        "Set real keys before storing real credentials.",
+        path,
+    )
+    return path.read_text().strip()
+
+
+def encrypt(plaintext: str) -> str:
+    return PREFIX + multifernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(stored: str) -> str:
+    if not stored.startswith(PREFIX):
+        raise SecretDecryptionError("The stored secret is not in the encrypted format.")
+    try:
+        return multifernet().decrypt(stored[len(PREFIX) :].encode()).decode()
+    except InvalidToken:
+        raise SecretDecryptionError(
+            "The stored secret cannot be decrypted with DASHBOARD_ENCRYPTION_KEYS "
+            "(was the key that encrypted it removed?)."
+        ) from None
+
+
+def rotate(stored: str) -> str:
+    """Re-encrypt under the first key (MultiFernet.rotate keeps the timestamp)."""
+    if not stored.startswith(PREFIX):
+        raise SecretDecryptionError("The stored secret is not in the encrypted format.")
+    try:
+        return PREFIX + multifernet().rotate(stored[len(PREFIX) :].encode()).decode()
+    except InvalidToken:
+        raise SecretDecryptionError(
+            "A stored secret cannot be decrypted with any key of DASHBOARD_ENCRYPTION_KEYS."
+        ) from None
+
+
+class Secret:
+    """A decrypted secret that does not show itself in reprs, logs or templates."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "********"
+
+    __repr__ = __str__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class EncryptedSecretField(models.TextField):
+    """Stores ``encrypt(value)``; the Python value is the ciphertext string.
+
+    Decryption is explicit (``decrypt(credential.secret_encrypted)``) so a secret
+    is never decrypted by accident when a row is loaded or rendered.
+    """
+
+    def get_prep_value(self, value: object) -> object:
+        value = super().get_prep_value(value)
+        if value in (None, ""):
+            return value
+        if isinstance(value, Secret):
+            return encrypt(value.reveal())
+        if isinstance(value, str) and not value.startswith(PREFIX):
+            return encrypt(value)
+        return value

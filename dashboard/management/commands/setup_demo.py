@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from dashboard.models import Credential, Membership, Role, Team
+from providers import get_provider_class
+from providers.simulators import DEFAULT_TOKEN, available
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the demo login (demo/demo), the Demo team and credentials for the local simulators."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--base-port", type=int, default=8901)
+        parser.add_argument("--username", default="demo")
+        parser.add_argument("--password", default="demo")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        user, created = User.objects.get_or_create(
+            username=options["username"], defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_password(options["password"])
+            user.save()
+        team, _ = Team.objects.get_or_create(name="Demo")
+        Membership.objects.update_or_create(team=team, user=user, defaults={"role": Role.ADMIN})
+        for offset, slug in enumerate(available()):
+            base_url = f"http://{options['host']}:{options['base_port'] + offset}"
+            label = get_provider_class(slug).label
+            credential, made = Credential.objects.get_or_create(
+                team=team,
+                name=f"{label} (simulator)",
+                defaults={
+                    "provider": slug,
+                    "secret": DEFAULT_TOKEN,
+                    "base_url": base_url,
+                    "max_concurrency": 8,
+                },
+            )
+            if not made and credential.base_url != base_url:
+                Credential.objects.filter(pk=credential.pk).update(base_url=base_url)
+        self.stdout.write(f"Demo login: {options['username']} / {options['password']} (team Demo)")

@@ -1,0 +1,389 @@
+"""The dashboard's state. Models hold data and small invariants; no HTTP here.
+
+Every credential, job and instance belongs to a team. Job rows carry what is due
+next (``next_check_at``) and who works on them (``lease_owner`` until
+``lease_expires_at``): the database is the source of truth, a queued task only
+a nudge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets as pysecrets
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from providers import PROVIDER_CHOICES, JobSpec
+
+from .crypto import EncryptedSecretField, decrypt
+from .status import InstanceStatus, JobStatus, is_terminal
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    MEMBER = "member", "Member"
+    ADMIN = "admin", "Admin"
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2}
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    #: Cost estimate for model instances, in the team's currency per GB-second.
+    cost_per_gb_second = models.DecimalField(max_digits=12, decimal_places=8, null=True, blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership")]
+        ordering = ["team__name", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+    def allows(self, role: str) -> bool:
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+class Credential(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="credentials")
+    provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
+    name = models.CharField(max_length=100)
+    secret = EncryptedSecretField(help_text="Encrypted at rest; never shown again.")
+    base_url = models.URLField(max_length=500)
+    options = models.JSONField(default=dict, blank=True)
+    max_concurrency = models.PositiveIntegerField(default=4)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    circuit_open_until = models.DateTimeField(null=True, blank=True)
+    #: Who polls this credential's remote jobs now (one poller per credential).
+    poll_lease_owner = models.CharField(max_length=64, blank=True)
+    poll_lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="credential_name_per_team")
+        ]
+        ordering = ["team__name", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_provider_display()})"
+
+    def reveal_secret(self) -> str:
+        """The plaintext secret, for the provider call only (raises SecretDecryptionError)."""
+        from .logs import register_secret
+
+        value = decrypt(self.secret)
+        register_secret(value)
+        return value
+
+    def circuit_open(self, now: Any = None) -> bool:
+        now = now or timezone.now()
+        return self.circuit_open_until is not None and self.circuit_open_until > now
+
+
+class Job(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="jobs")
+    credential = models.ForeignKey(
+        Credential, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    #: Copies, so history reads the same after the credential is deleted.
+    credential_name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
+    model = models.CharField(max_length=200)
+    spec = models.JSONField(help_text="The normalized job spec (providers.JobSpec).")
+
+    status = models.CharField(
+        max_length=10, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
+    )
+    provider_status = models.CharField(max_length=100, blank=True)
+    cold_start = models.BooleanField(default=False, help_text="The provider is loading the model.")
+    outputs = models.JSONField(null=True, blank=True)
+    output_errors = models.JSONField(default=dict, blank=True)
+    raw_result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    error_retryable = models.BooleanField(default=False)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+
+    # What is due next, and who is on it.
+    attempts = models.PositiveIntegerField(default=0)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["team", "-created_at", "-id"], name="job_history"),
+            models.Index(fields=["status", "next_check_at"], name="job_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} ({self.provider} {self.model})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("job_detail", args=[self.pk])
+
+    @property
+    def job_spec(self) -> JobSpec:
+        return JobSpec.from_dict(self.spec)
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(self.spec.get("prompts") or [])
+
+    @property
+    def is_terminal(self) -> bool:
+        return is_terminal(self.status)
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.progress_total:
+            return 0
+        return int(100 * self.progress_done / self.progress_total)
+
+    @property
+    def duration(self) -> Any:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per prompt: prompt, output, per-prompt error."""
+        outputs = self.outputs or []
+        errors = self.output_errors or {}
+        return [
+            {
+                "index": i,
+                "prompt": prompt,
+                "output": outputs[i] if i < len(outputs) else None,
+                "error": errors.get(str(i), ""),
+            }
+            for i, prompt in enumerate(self.prompts)
+        ]
+
+
+class JobUnit(models.Model):
+    """One remote job of an async provider (MyMagic: the whole batch; GridRepublic:
+    one prompt). ``state`` records the submit step so a crash mid-submit is
+    reconciled, never blindly resubmitted."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SUBMITTING = "submitting"
+        SUBMITTED = "submitted"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        UNKNOWN = "unknown"  # crashed mid-submit: outcome unknown, not resubmitted
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="units")
+    index = models.PositiveIntegerField()
+    prompt_indexes = models.JSONField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    remote_id = models.CharField(max_length=200, blank=True, db_index=True)
+    provider_status = models.CharField(max_length=100, blank=True)
+    log_length = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    poll_failures = models.PositiveIntegerField(default=0)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_unit_per_index")]
+        indexes = [models.Index(fields=["state", "next_poll_at"], name="unit_due")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.index} {self.remote_id or self.state}"
+
+
+class JobEvent(models.Model):
+    """The job's append-only timeline and live log. The page reads events after
+    a cursor, so each poll sends only what is new."""
+
+    class Kind(models.TextChoices):
+        EVENT = "event"  # submitted, polled, finished...
+        RETRY = "retry"
+        ERROR = "error"
+        LOG = "log"  # the provider's own log (the new part only)
+        STREAM = "stream"  # streamed output as it arrives
+        NOTE = "note"  # a reviewer's comment
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.EVENT)
+    message = models.TextField()
+    unit = models.PositiveIntegerField(null=True, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"], name="event_cursor")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
+
+    @property
+    def is_output(self) -> bool:
+        return self.kind in (self.Kind.LOG, self.Kind.STREAM)
+
+
+class ModelInstance(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="instances")
+    credential = models.ForeignKey(Credential, on_delete=models.CASCADE, related_name="instances")
+    model = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=10, choices=InstanceStatus.choices, default=InstanceStatus.REQUESTED
+    )
+    provider_status = models.CharField(max_length=100, blank=True)
+    message = models.TextField(blank=True)
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
+    inferences = models.PositiveIntegerField(null=True, blank=True)
+    expiration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    required_ram_gb = models.FloatField(null=True, blank=True)
+    external = models.BooleanField(default=False, help_text="Started outside this dashboard.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    running_since = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["credential", "model"],
+                condition=Q(status__in=["requested", "loading", "running"]),
+                name="one_live_instance_per_model",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.status})"
+
+
+class ModelCatalogEntry(models.Model):
+    credential = models.ForeignKey(Credential, on_delete=models.CASCADE, related_name="catalog")
+    name = models.CharField(max_length=300)
+    required_ram_gb = models.FloatField(null=True, blank=True)
+    benchmarked = models.BooleanField(null=True)
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["credential", "name"], name="catalog_entry_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API. Only its SHA-256 is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, default="API token")
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: Any, name: str = "API token") -> tuple[ApiToken, str]:
+        """Create a token; the plaintext is returned once and never stored."""
+        key = "ljd_" + pysecrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=cls.hash(key))
+        return token, key
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what (credentials, jobs, members)."""
+
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=50)
+    target = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("Audit events are append-only.")
+        super().save(*args, **kwargs)

@@ -1,0 +1,100 @@
+"""The status rules, in one pure module that every writer goes through.
+
+Job: pending -> queued -> running -> completed | failed | cancelled.
+Model instance: requested -> loading -> running -> stopped | expired | failed.
+A terminal status never changes again.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class InstanceStatus(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    LOADING = "loading", "Loading"
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+    EXPIRED = "expired", "Expired"
+    FAILED = "failed", "Failed"
+
+
+JOB_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+JOB_ACTIVE = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING})
+
+_JOB_NEXT: dict[str, frozenset[str]] = {
+    JobStatus.PENDING: frozenset(
+        {
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
+    ),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+}
+
+INSTANCE_TERMINAL = frozenset(
+    {InstanceStatus.STOPPED, InstanceStatus.EXPIRED, InstanceStatus.FAILED}
+)
+INSTANCE_LIVE = frozenset(
+    {InstanceStatus.REQUESTED, InstanceStatus.LOADING, InstanceStatus.RUNNING}
+)
+
+_INSTANCE_NEXT: dict[str, frozenset[str]] = {
+    InstanceStatus.REQUESTED: frozenset(
+        {InstanceStatus.LOADING, InstanceStatus.RUNNING} | INSTANCE_TERMINAL
+    ),
+    InstanceStatus.LOADING: frozenset({InstanceStatus.RUNNING} | INSTANCE_TERMINAL),
+    InstanceStatus.RUNNING: frozenset(INSTANCE_TERMINAL),
+}
+
+
+class TransitionError(ValueError):
+    pass
+
+
+def can_move(current: str, new: str) -> bool:
+    """True when a job may go from ``current`` to ``new`` (staying put is allowed
+    for non-terminal statuses: a poll that sees no change is not an error)."""
+    if current == new:
+        return current not in JOB_TERMINAL
+    return new in _JOB_NEXT.get(current, frozenset())
+
+
+def sources_for(new: str) -> list[str]:
+    """The statuses from which a job may move to ``new``: the WHERE clause of the
+    conditional UPDATE that performs the move."""
+    return [s for s in JOB_ACTIVE if can_move(s, new)]
+
+
+def check_move(current: str, new: str) -> None:
+    if not can_move(current, new):
+        raise TransitionError(f"A job cannot go from {current} to {new}.")
+
+
+def instance_can_move(current: str, new: str) -> bool:
+    if current == new:
+        return current not in INSTANCE_TERMINAL
+    return new in _INSTANCE_NEXT.get(current, frozenset())
+
+
+def instance_sources_for(new: str) -> list[str]:
+    return [s for s in INSTANCE_LIVE if instance_can_move(s, new)]
+
+
+def is_terminal(status: str) -> bool:
+    return status in JOB_TERMINAL

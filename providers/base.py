@@ -1,0 +1,470 @@
+"""The provider interface: plain Python over httpx, no Django.
+
+An adapter turns "run these prompts" / "submit this job" / "what is the state
+of these remote jobs" into HTTP calls and back into the small dataclasses
+below. Provider words never leave an adapter except as ``provider_status``;
+what the dashboard sees is a normalized :class:`RemoteState`.
+
+Two kinds of provider:
+
+* ``sync``: one HTTP call returns the outputs (Together, Lamini, Bytez runs).
+  The dashboard calls :meth:`Provider.run` once per *unit* of prompts.
+* ``async``: a non-idempotent POST creates a remote job that is polled later
+  (MyMagic, GridRepublic). The dashboard calls :meth:`Provider.submit` once per
+  unit and :meth:`Provider.poll` for many remote ids at once.
+
+A unit is a group of prompt indexes that one call or one remote job covers;
+:meth:`Provider.units` decides the grouping (one per prompt for Together,
+the whole list for MyMagic and Lamini).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+USER_AGENT = "llm-jobs-dashboard/0.1 (+httpx)"
+
+#: httpx timeouts stay well below the worker task's timeout (see settings.Q_CLUSTER).
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class RemoteState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RemoteState.COMPLETED, RemoteState.FAILED)
+
+
+class ErrorKind(StrEnum):
+    AUTH = "auth"  # 401/403: permanent until the credential changes
+    RATE_LIMIT = "rate_limit"  # 429: wait Retry-After, then retry
+    SERVER = "server"  # 5xx
+    TIMEOUT = "timeout"  # read/write/pool timeout: the request may have arrived
+    CONNECTION = "connection"  # connect error/timeout: the request surely never arrived
+    PROTOCOL = "protocol"  # a body that is not what the document promises
+    REJECTED = "rejected"  # 4xx other than auth/429: the provider refused the input
+    NOT_FOUND = "not_found"  # 404 / unknown remote id / model not found
+    INVALID_SPEC = "invalid_spec"  # refused before any request: the provider cannot express it
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the user asked for, in normalized form (DESIGN.md "POST /api/v1/jobs")."""
+
+    model: str
+    prompts: Sequence[str]
+    question: str = ""
+    system_prompt: str = ""
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    output_schema: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        names = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in names}
+        values["prompts"] = list(values.get("prompts") or [])
+        values["options"] = dict(values.get("options") or {})
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "prompts": list(self.prompts),
+            "question": self.question,
+            "system_prompt": self.system_prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+            "output_schema": self.output_schema,
+            "options": dict(self.options),
+            "stream": self.stream,
+        }
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """The state of one remote job, as one poll saw it."""
+
+    remote_id: str
+    state: RemoteState
+    provider_status: str
+    #: One output per prompt of the unit (text or object) once completed.
+    outputs: list[Any] | None = None
+    #: The provider's whole log so far (the dashboard stores only what is new).
+    log: str | None = None
+    error: str = ""
+    #: True while the provider reports a model cold start ("Waiting for instance").
+    cold_start: bool = False
+    #: Anything the provider returned that did not fit ``outputs``, kept whole.
+    raw_result: Any = None
+
+
+class InstanceState(StrEnum):
+    """Normalized model-instance states (DESIGN.md "Model instance statuses")."""
+
+    REQUESTED = "requested"
+    LOADING = "loading"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One entry of a provider's model catalog."""
+
+    name: str
+    required_ram_gb: float | None = None
+    benchmarked: bool | None = None
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """A loaded (or loading, or requested) model instance as the provider reports it."""
+
+    model: str
+    state: InstanceState
+    provider_status: str
+    message: str = ""
+    concurrency: int | None = None
+    inferences: int | None = None
+    expiration_seconds: int | None = None
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class ProviderError(Exception):
+    """A failed call, as data: what went wrong and whether retrying makes sense.
+
+    ``created_nothing`` is True only when the request surely created nothing at
+    the provider (connection refused, 429, a refused request): the only case in
+    which a non-idempotent submit may be sent again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        detail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        #: The provider's own words, when it gave any.
+        self.detail = detail
+        self.kind = kind
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in (
+            ErrorKind.RATE_LIMIT,
+            ErrorKind.SERVER,
+            ErrorKind.TIMEOUT,
+            ErrorKind.CONNECTION,
+        )
+
+    @property
+    def created_nothing(self) -> bool:
+        return self.kind in (
+            ErrorKind.CONNECTION,
+            ErrorKind.RATE_LIMIT,
+            ErrorKind.AUTH,
+            ErrorKind.REJECTED,
+            ErrorKind.INVALID_SPEC,
+            ErrorKind.NOT_FOUND,
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(ProviderError):
+    """The job cannot be expressed for this provider; refused before any request."""
+
+    def __init__(self, message: str, field_name: str | None = None) -> None:
+        super().__init__(message, kind=ErrorKind.INVALID_SPEC)
+        self.field_name = field_name
+
+
+ChunkCallback = Callable[[int, str], None]
+"""Called with (prompt index, text chunk) as streamed output arrives."""
+
+
+class Provider:
+    """Base class of every adapter. Subclasses set the class attributes and
+    implement either :meth:`run` (sync) or :meth:`submit` + :meth:`poll` (async)."""
+
+    slug: ClassVar[str]
+    label: ClassVar[str]
+    default_base_url: ClassVar[str]
+    kind: ClassVar[Literal["sync", "async"]]
+    #: How the secret goes in the Authorization header ("Bearer", "Key").
+    auth_scheme: ClassVar[str] = "Bearer"
+    #: Remote ids per status request (GridRepublic batches; others poll one by one).
+    poll_batch_size: ClassVar[int] = 1
+    #: Seconds between status polls of a running remote job, before backoff.
+    poll_interval: ClassVar[float] = 1.0
+    #: Models the provider documents; empty means free text.
+    documented_models: ClassVar[tuple[str, ...]] = ()
+    #: Spec fields this provider uses (the new-job form shows only these).
+    supported_fields: ClassVar[frozenset[str]] = frozenset()
+    #: True when output can be streamed as it is generated (Bytez ``stream: true``).
+    supports_stream: ClassVar[bool] = False
+    #: True when the provider has a model lifecycle (Bytez).
+    has_instances: ClassVar[bool] = False
+    #: Provider-specific option names (credential or job ``options``).
+    option_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        base_url: str | None = None,
+        options: dict[str, Any] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout | float | None = None,
+    ) -> None:
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.options = dict(options or {})
+        self._secret = secret
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"{self.auth_scheme} {secret}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what every adapter may override ---------------------------------
+
+    def validate(self, spec: JobSpec) -> None:
+        """Raise :class:`SpecError` if this provider cannot express ``spec``."""
+        if not spec.model:
+            raise SpecError("A model is required.", "model")
+        if not spec.prompts:
+            raise SpecError("At least one prompt is required.", "prompts")
+
+    def units(self, spec: JobSpec) -> list[list[int]]:
+        """Group prompt indexes into calls (sync) or remote jobs (async)."""
+        return [[i] for i in range(len(spec.prompts))]
+
+    def run(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[Any]:
+        """Sync providers: run one unit, return one output per index."""
+        raise NotImplementedError
+
+    def submit(self, spec: JobSpec, indexes: list[int]) -> str:
+        """Async providers: create one remote job for the unit, return its id."""
+        raise NotImplementedError
+
+    def poll(self, remote_ids: list[str]) -> dict[str, RemoteStatus | ProviderError]:
+        """Async providers: the state of each remote id. One bad id gives a
+        ProviderError in its slot and never stalls the others."""
+        raise NotImplementedError
+
+    def cancel(self, remote_ids: list[str]) -> bool:
+        """Ask the provider to stop; False when it has no way to."""
+        return False
+
+    # -- model lifecycle (providers with ``has_instances``) -------------------
+
+    def list_models(self) -> list[ModelInfo]:
+        """The provider's model catalog (documented list when it has no endpoint)."""
+        return [ModelInfo(name) for name in self.documented_models]
+
+    def request_model(self, model: str) -> InstanceStatus:
+        """Ask the provider to make a model available (state REQUESTED until it is)."""
+        raise NotImplementedError
+
+    def load_model(
+        self, model: str, *, concurrency: int = 1, expiration_seconds: int | None = None
+    ) -> InstanceStatus:
+        raise NotImplementedError
+
+    def instance_status(self, model: str) -> InstanceStatus:
+        """Raises ProviderError(kind=NOT_FOUND) when no instance of the model runs."""
+        raise NotImplementedError
+
+    def list_instances(self) -> list[InstanceStatus]:
+        raise NotImplementedError
+
+    def shutdown_model(self, model: str) -> None:
+        raise NotImplementedError
+
+    # -- helpers for adapters -----------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; transport failures and error statuses become ProviderError."""
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc, method, path) from None
+        self.raise_for_status(response)
+        return response
+
+    def transport_error(self, exc: httpx.HTTPError, method: str, path: str) -> ProviderError:
+        """A transport failure as a ProviderError: a connect failure surely sent
+        nothing (CONNECTION); anything later may have reached the provider (TIMEOUT)."""
+        if isinstance(exc, httpx.ConnectError):
+            return ProviderError(
+                f"Could not connect to {self.label} at {self.base_url}: {_reason(exc)}",
+                kind=ErrorKind.CONNECTION,
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return ProviderError(
+                f"Timed out connecting to {self.label} at {self.base_url}",
+                kind=ErrorKind.CONNECTION,
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderError(
+                f"{self.label} did not answer in time ({method} {path})", kind=ErrorKind.TIMEOUT
+            )
+        return ProviderError(
+            f"Network error talking to {self.label}: {_reason(exc)}", kind=ErrorKind.TIMEOUT
+        )
+
+    def raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        detail = self.error_detail(response)
+        suffix = f": {detail}" if detail else ""
+        common = {"status_code": status, "detail": detail}
+        if status in (401, 403):
+            raise ProviderError(
+                f"{self.label} refused the credential (authentication failed, HTTP {status}){suffix}",
+                kind=ErrorKind.AUTH,
+                **common,
+            )
+        if status == 429:
+            raise ProviderError(
+                f"{self.label} is rate limiting requests (HTTP 429){suffix}",
+                kind=ErrorKind.RATE_LIMIT,
+                **common,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status == 404:
+            raise ProviderError(
+                f"{self.label} answered 404 Not Found{suffix}",
+                kind=ErrorKind.NOT_FOUND,
+                **common,
+            )
+        if status >= 500:
+            raise ProviderError(
+                f"{self.label} had a server error (HTTP {status}){suffix}",
+                kind=ErrorKind.SERVER,
+                **common,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        raise ProviderError(
+            f"{self.label} rejected the request (HTTP {status}){suffix}",
+            kind=ErrorKind.REJECTED,
+            **common,
+        )
+
+    def error_detail(self, response: httpx.Response) -> str:
+        """A short readable reason from an error body, whatever its shape."""
+        try:
+            body = response.json()
+        except ValueError:
+            text = response.text.strip()
+            return shorten(text, 300) if text and "<html" not in text[:200].lower() else ""
+        if isinstance(body, dict):
+            for key in ("error", "detail", "message", "msg"):
+                value = body.get(key)
+                if isinstance(value, dict):
+                    value = value.get("message") or json.dumps(value)
+                if value:
+                    return shorten(str(value), 300)
+        return shorten(json.dumps(body), 300)
+
+    def json(self, response: httpx.Response, expect: type | tuple[type, ...] = dict) -> Any:
+        """The body as JSON of the promised type, or a PROTOCOL ProviderError."""
+        try:
+            body = response.json()
+        except ValueError:
+            raise ProviderError(
+                f"{self.label} sent a body that is not JSON: {shorten(response.text, 120)!r}",
+                kind=ErrorKind.PROTOCOL,
+                status_code=response.status_code,
+            ) from None
+        if not isinstance(body, expect):
+            raise ProviderError(
+                f"{self.label} sent JSON of an unexpected shape ({type(body).__name__})",
+                kind=ErrorKind.PROTOCOL,
+                status_code=response.status_code,
+            )
+        return body
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._secret, "[redacted]") if self._secret else text
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reason(exc: Exception) -> str:
+    return shorten(str(exc) or type(exc).__name__, 200)

@@ -1,0 +1,324 @@
+"""A tiny threaded HTTP server that each provider simulator builds on.
+
+Simulators speak a provider's documented protocol on a loopback port, with
+deterministic output, adjustable latency, injectable faults and counters that
+tests read (requests per route, submissions, overlapping polls per remote id).
+Standard library only, so they start in milliseconds and need nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_TOKEN = "sim-secret-key"
+
+
+def completion_text(model: str, prompt: str, max_tokens: int | None = None) -> str:
+    """Deterministic 'model output' for a prompt: same input, same text."""
+    digest = hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:8]
+    words = f"[{model}] answer {digest} to: {prompt}".split(" ")
+    if max_tokens is not None and max_tokens > 0:
+        words = words[: max(max_tokens, 1)]
+    return " " + " ".join(words)
+
+
+@dataclass
+class Fault:
+    """Answer the next ``times`` requests matching ``method`` and ``path`` (a
+    regex) with this fault instead of the real answer."""
+
+    status: int = 500
+    body: str | bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to sleep first (longer than the client's timeout = a timeout)
+    times: int = 1
+    method: str | None = None
+    path: str = ".*"
+    content_type: str = "application/json"
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and re.search(
+            self.path, path
+        ) is not None
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    query: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # JSON-encoded unless bytes/str or an iterator of chunks
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterable[str] | None = None  # raw text chunks, sent as they come
+    content_type: str = "application/json"
+
+
+Route = tuple[str, re.Pattern[str], Callable[..., Response]]
+
+
+class Simulator:
+    """Base of every simulator: routing, auth, latency, faults and counters."""
+
+    name = "simulator"
+    auth_scheme = "Bearer"
+
+    def __init__(
+        self,
+        *,
+        token: str = DEFAULT_TOKEN,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        self.latency = latency
+        self.host = host
+        self.port = port
+        self.faults: list[Fault] = []
+        self.requests: Counter[str] = Counter()
+        self.submissions = 0
+        self.lock = threading.RLock()
+        self.in_flight: Counter[str] = Counter()
+        self.max_overlap: dict[str, int] = defaultdict(int)
+        self.overlaps = 0
+        self.log: list[Request] = []
+        self.keep_log = False
+        self._routes: list[Route] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.setup_routes()
+
+    # -- life cycle ----------------------------------------------------------
+
+    def setup_routes(self) -> None:
+        raise NotImplementedError
+
+    def route(self, method: str, pattern: str, handler: Callable[..., Response]) -> None:
+        self._routes.append((method, re.compile(f"^{pattern}$"), handler))
+
+    def start(self) -> str:
+        simulator = self
+
+        class Handler(_Handler):
+            sim = simulator
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self._server.request_queue_size = 128
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sim-{self.name}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- test controls ---------------------------------------------------------
+
+    def add_fault(self, **kwargs: Any) -> Fault:
+        fault = Fault(**kwargs)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def count(self, key: str) -> int:
+        return self.requests[key]
+
+    def track(self, remote_id: str) -> _Tracker:
+        """Context manager that records overlapping requests for one remote id."""
+        return _Tracker(self, remote_id)
+
+    # -- request handling ----------------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        return request.headers.get("authorization", "") == f"{self.auth_scheme} {self.token}"
+
+    def unauthorized(self) -> Response:
+        return Response(401, {"error": "Invalid API key"})
+
+    def not_found(self, request: Request) -> Response:
+        return Response(404, {"error": f"No route for {request.method} {request.path}"})
+
+    def dispatch(self, request: Request) -> Response:
+        for method, pattern, handler in self._routes:
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                with self.lock:
+                    self.requests[f"{method} {pattern.pattern[1:-1]}"] += 1
+                    if self.keep_log:
+                        self.log.append(request)
+                if not self.authorized(request):
+                    return self.unauthorized()
+                return handler(request, **match.groupdict())
+        return self.not_found(request)
+
+    def take_fault(self, request: Request) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.times > 0 and fault.matches(request.method, request.path):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+
+class _Tracker:
+    def __init__(self, sim: Simulator, remote_id: str) -> None:
+        self.sim, self.remote_id = sim, remote_id
+
+    def __enter__(self) -> None:
+        with self.sim.lock:
+            self.sim.in_flight[self.remote_id] += 1
+            now = self.sim.in_flight[self.remote_id]
+            if now > 1:
+                self.sim.overlaps += 1
+            self.sim.max_overlap[self.remote_id] = max(self.sim.max_overlap[self.remote_id], now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self.sim.lock:
+            self.sim.in_flight[self.remote_id] -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sim: Simulator
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without this every keep-alive
+    # request waits out a delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        request = Request(
+            method=self.command,
+            path=path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            query=query,
+        )
+        fault = self.sim.take_fault(request)
+        if fault is not None:
+            with self.sim.lock:
+                self.sim.requests[f"fault {fault.status}"] += 1
+            if fault.delay:
+                time.sleep(fault.delay)
+            self._send(
+                Response(
+                    fault.status,
+                    fault.body if fault.body is not None else {"error": "simulated fault"},
+                    dict(fault.headers),
+                    content_type=fault.content_type,
+                )
+            )
+            return
+        if self.sim.latency:
+            time.sleep(self.sim.latency)
+        try:
+            response = self.sim.dispatch(request)
+        except _BadRequest as exc:
+            response = Response(400, {"error": str(exc)})
+        self._send(response)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+    def _send(self, response: Response) -> None:
+        try:
+            if response.stream is not None:
+                self._send_stream(response)
+                return
+            if isinstance(response.body, bytes):
+                payload = response.body
+            elif isinstance(response.body, str):
+                payload = response.body.encode()
+            else:
+                payload = json.dumps(response.body).encode()
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in response.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _send_stream(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        for chunk in _iter(response.stream):
+            data = chunk.encode()
+            if data:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def bad_request(message: str) -> _BadRequest:
+    return _BadRequest(message)
+
+
+def _iter(stream: Iterable[str] | None) -> Iterator[str]:
+    yield from stream or ()
+
+
+def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or a 400 for anything else."""
+    try:
+        body = request.json()
+    except ValueError:
+        raise bad_request("Body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("Body must be a JSON object")
+    return body

@@ -1,0 +1,61 @@
+"""Together's legacy synchronous REST API: ``POST /inference``, Bearer auth.
+
+Request and answer shapes are those of provider-docs/together.txt: the text is
+in ``output.choices[0].text``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import ChunkCallback, ErrorKind, JobSpec, Provider, ProviderError
+
+PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def build_request(spec: JobSpec, prompt: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": spec.model, "prompt": prompt}
+    for name in PARAMS:
+        value = getattr(spec, name)
+        if value is not None:
+            body[name] = value
+    return body
+
+
+def parse_response(body: dict[str, Any]) -> str:
+    """The first choice's text; a ValueError says what is missing."""
+    output = body.get("output")
+    if not isinstance(output, dict):
+        status = body.get("status")
+        if status and status != "finished":
+            raise ValueError(f"the answer's status is {status!r}, not 'finished'")
+        raise ValueError("the answer has no 'output' object")
+    choices = output.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("the answer has no 'output.choices'")
+    text = choices[0].get("text")
+    if not isinstance(text, str):
+        raise ValueError("the first choice has no 'text'")
+    return text
+
+
+class TogetherProvider(Provider):
+    slug = "together"
+    label = "Together"
+    default_base_url = "https://api.together.xyz"
+    kind = "sync"
+    supported_fields = frozenset(PARAMS)
+    documented_models = ("togethercomputer/RedPajama-INCITE-7B-Instruct",)
+
+    def run(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[Any]:
+        (index,) = indexes
+        response = self.request("POST", "/inference", json=build_request(spec, spec.prompts[index]))
+        body = self.json(response)
+        try:
+            return [parse_response(body)]
+        except ValueError as exc:
+            raise ProviderError(
+                f"Together sent an answer without text: {exc}", kind=ErrorKind.PROTOCOL
+            ) from None

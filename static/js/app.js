@@ -1,0 +1,55 @@
+// The app's only script. No inline JS anywhere (the CSP forbids it), and htmx
+// runs with allowEval and allowScriptTags off, so trigger filters cannot be
+// used: visibility-aware polling and confirmations live here instead.
+(function () {
+  "use strict";
+
+  // Poll only while the tab is visible: skip the request, keep the schedule.
+  document.addEventListener("htmx:confirm", function (event) {
+    var elt = event.detail.elt;
+    if (document.hidden && elt && elt.hasAttribute("data-poll")) {
+      event.preventDefault();
+    }
+  });
+
+  // Forms that ask before doing something destructive.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
+
+  // The team switcher submits itself when changed.
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.hasAttribute && target.hasAttribute("data-autosubmit")) {
+      target.form.submit();
+    }
+  });
+
+  // Progress bars take their width from data-progress (no inline styles under the CSP).
+  function paintProgress(root) {
+    (root || document).querySelectorAll("[data-progress]").forEach(function (bar) {
+      bar.style.width = Math.max(0, Math.min(100, parseInt(bar.getAttribute("data-progress"), 10) || 0)) + "%";
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { paintProgress(document); });
+  document.addEventListener("htmx:afterSettle", function () { paintProgress(document); });
+  document.addEventListener("htmx:oobAfterSwap", function () { paintProgress(document); });
+
+  // Keep the live log scrolled to the end while the reader is at the end.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var log = document.getElementById("job-log");
+    if (log) {
+      log.dataset.stick = (log.scrollTop + log.clientHeight >= log.scrollHeight - 8) ? "1" : "";
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", function () {
+    var log = document.getElementById("job-log");
+    var empty = document.getElementById("log-empty");
+    if (log && log.childNodes.length && empty) { empty.remove(); }
+    if (log && log.dataset.stick === "1") { log.scrollTop = log.scrollHeight; }
+  });
+})();

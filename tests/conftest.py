@@ -1,0 +1,149 @@
+"""Shared fixtures: the team trio (alice admin, bob member, charlie elsewhere),
+factories, and the provider simulators on loopback."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from dashboard import engine
+from dashboard.models import Credential, Job, Membership, Role, Team
+from providers import JobSpec
+from providers.simulators import DEFAULT_TOKEN, Simulator, get_simulator_class
+
+SECRET = DEFAULT_TOKEN
+_names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings: Any) -> None:
+    settings.DASHBOARD_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1", "localhost"]
+    settings.DASHBOARD_HTTP_TIMEOUT = 2.0
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Backoff waits are recorded, not slept (time is controlled, never slept on)."""
+    waits: list[float] = []
+    monkeypatch.setattr(engine, "sleep", waits.append)
+    return waits
+
+
+@pytest.fixture
+def waits(_fast_backoff: list[float]) -> list[float]:
+    return _fast_backoff
+
+
+def make_user(username: str, *, password: str = "pw-for-tests-123", **extra: Any) -> User:
+    user = User.objects.create_user(username=username, password=password, **extra)
+    return user
+
+
+def make_team(name: str | None = None, **members: str) -> Team:
+    team = Team.objects.create(name=name or f"Team {next(_names)}")
+    for username, role in members.items():
+        user = User.objects.filter(username=username).first() or make_user(username)
+        Membership.objects.create(team=team, user=user, role=role)
+    return team
+
+
+def make_credential(
+    team: Team,
+    provider: str = "together",
+    *,
+    base_url: str = "http://127.0.0.1:9",
+    secret: str = SECRET,
+    **extra: Any,
+) -> Credential:
+    return Credential.objects.create(
+        team=team,
+        provider=provider,
+        name=extra.pop("name", f"{provider} {next(_names)}"),
+        secret=secret,
+        base_url=base_url,
+        **extra,
+    )
+
+
+def make_job(credential: Credential, prompts: list[str] | None = None, *, user: User | None = None, **spec: Any) -> Job:
+    from dashboard.jobs import job_create
+
+    spec.setdefault("model", "test-model")
+    return job_create(
+        team=credential.team,
+        credential=credential,
+        spec=JobSpec(prompts=prompts or ["Hello"], **spec),
+        user=user,
+    )
+
+
+@pytest.fixture
+def alice(db: Any) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db: Any) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(db: Any) -> User:
+    return make_user("charlie")
+
+
+@pytest.fixture
+def team(alice: User, bob: User) -> Team:
+    team = Team.objects.create(name="Alpha")
+    Membership.objects.create(team=team, user=alice, role=Role.ADMIN)
+    Membership.objects.create(team=team, user=bob, role=Role.MEMBER)
+    return team
+
+
+@pytest.fixture
+def other_team(charlie: User) -> Team:
+    team = Team.objects.create(name="Beta")
+    Membership.objects.create(team=team, user=charlie, role=Role.ADMIN)
+    return team
+
+
+class SimulatorPool:
+    """One server per provider for the whole session, reset between tests."""
+
+    def __init__(self) -> None:
+        self.sims: dict[str, Simulator] = {}
+
+    def get(self, slug: str) -> Simulator:
+        if slug not in self.sims:
+            sim = get_simulator_class(slug)()
+            sim.start()
+            self.sims[slug] = sim
+        sim = self.sims[slug]
+        reset = getattr(sim, "reset", None)
+        if reset:
+            reset()
+        sim.faults.clear()
+        sim.requests.clear()
+        sim.latency = 0.0
+        sim.submissions = 0
+        return sim
+
+    def stop(self) -> None:
+        for sim in self.sims.values():
+            sim.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator_pool() -> Iterator[SimulatorPool]:
+    pool = SimulatorPool()
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def sims(simulator_pool: SimulatorPool) -> SimulatorPool:
+    return simulator_pool
