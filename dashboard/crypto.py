@@ -117,6 +117,12 @@ class EncryptedSecretField(models.TextField):
     is never decrypted by accident when a row is loaded or rendered.
     """
 
+    def pre_save(self, model_instance: models.Model, add: bool) -> object:
+        # Encrypt on the instance too, so the plaintext does not linger in memory.
+        value = self.get_prep_value(getattr(model_instance, self.attname))
+        setattr(model_instance, self.attname, value)
+        return value
+
     def get_prep_value(self, value: object) -> object:
         value = super().get_prep_value(value)
         if value in (None, ""):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
-from . import views
+from . import views, views_history
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,7 +14,7 @@ urlpatterns = [
     path("team/switch", views.switch_team, name="switch_team"),
     path("credentials/", views.credential_list, name="credential_list"),
     path("credentials/<int:pk>/delete", views.credential_delete, name="credential_delete"),
-    path("jobs/", views.job_list, name="job_list"),
+    path("jobs/", views_history.job_list, name="job_list"),
     path("jobs/new", views.job_new, name="job_new"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/live", views.job_live, name="job_live"),
@@ -22,4 +22,8 @@ urlpatterns = [
     path("jobs/<int:pk>/retry", views.job_retry_view, name="job_retry"),
     path("jobs/<int:pk>/note", views.job_note, name="job_note"),
     path("admin/", admin.site.urls),
+]
+
+# Feature modules, each with its own `urlpatterns` (one line each).
+urlpatterns += [
 ]

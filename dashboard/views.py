@@ -22,7 +22,6 @@ from .status import JOB_ACTIVE
 from .teams import SESSION_KEY, require_membership, role_in, team_object_or_404
 
 STOP_POLLING = 286
-JOB_LIST_SIZE = 50
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -115,23 +114,6 @@ def credential_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # --- jobs ------------------------------------------------------------------------------
-
-
-@login_required
-def job_list(request: HttpRequest) -> HttpResponse:
-    membership = require_membership(request)
-    jobs = list(
-        Job.objects.filter(team=membership.team)
-        .select_related("created_by")
-        .defer("spec", "outputs", "output_errors", "raw_result")[:JOB_LIST_SIZE]
-    )
-    context = {"jobs": jobs, "any_active": any(job.status in JOB_ACTIVE for job in jobs)}
-    if request.htmx:
-        response = render(request, "dashboard/job_list.html#job-rows", context)
-        if not context["any_active"]:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "dashboard/job_list.html", context)
 
 
 @login_required
