@@ -16,6 +16,18 @@ from providers import JobSpec
 from providers.simulators import DEFAULT_TOKEN, Simulator, get_simulator_class
 
 SECRET = DEFAULT_TOKEN
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: once Playwright's loop runs in the main thread it
+    stays for the session, and only they are allowed to share it with the ORM."""
+    browser = [item for item in items if "/tests/browser/" in str(item.path).replace("\\", "/")]
+    for item in browser:
+        item.add_marker(pytest.mark.browser)
+    others = [item for item in items if item not in browser]
+    items[:] = others + browser
+
+
 _names = itertools.count(1)
 
 
@@ -69,7 +81,13 @@ def make_credential(
     )
 
 
-def make_job(credential: Credential, prompts: list[str] | None = None, *, user: User | None = None, **spec: Any) -> Job:
+def make_job(
+    credential: Credential,
+    prompts: list[str] | None = None,
+    *,
+    user: User | None = None,
+    **spec: Any,
+) -> Job:
     from dashboard.jobs import job_create
 
     spec.setdefault("model", "test-model")
@@ -116,6 +134,7 @@ class SimulatorPool:
 
     def __init__(self) -> None:
         self.sims: dict[str, Simulator] = {}
+        self.defaults: dict[str, dict[str, Any]] = {}
 
     def get(self, slug: str) -> Simulator:
         if slug not in self.sims:
@@ -123,9 +142,26 @@ class SimulatorPool:
             sim.start()
             self.sims[slug] = sim
         sim = self.sims[slug]
+        defaults = self.defaults.setdefault(slug, dict(vars(sim)))
+        for name in (
+            "clock",
+            "step_seconds",
+            "load_seconds",
+            "request_seconds",
+            "default_expiration",
+            "stream_chunk_delay",
+            "model_count",
+            "token",
+        ):
+            if name in defaults:
+                setattr(sim, name, defaults[name])
         reset = getattr(sim, "reset", None)
         if reset:
             reset()
+        for name in ("instances", "job_requests", "jobs"):
+            state = getattr(sim, name, None)
+            if isinstance(state, dict):
+                state.clear()
         sim.faults.clear()
         sim.requests.clear()
         sim.latency = 0.0
@@ -147,3 +183,29 @@ def simulator_pool() -> Iterator[SimulatorPool]:
 @pytest.fixture
 def sims(simulator_pool: SimulatorPool) -> SimulatorPool:
     return simulator_pool
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def sim_clock() -> FakeClock:
+    return FakeClock()
+
+
+def use_clock(sim: Simulator, clock: FakeClock, **attrs: Any) -> Simulator:
+    """Put a simulator on a fake clock for one test (the pool restores it)."""
+    sim.clock = clock  # type: ignore[attr-defined]
+    for name, value in attrs.items():
+        setattr(sim, name, value)
+    return sim

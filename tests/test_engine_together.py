@@ -32,7 +32,9 @@ def statuses(job: Job) -> list[str]:
 
 def test_completes_with_the_simulator_text(team: Any, together: Any) -> None:
     credential = make_credential(team, base_url=together.base_url)
-    job = make_job(credential, ["The capital of France is", "<script>alert(1)</script>"], max_tokens=50)
+    job = make_job(
+        credential, ["The capital of France is", "<script>alert(1)</script>"], max_tokens=50
+    )
     assert job.status == "pending"
 
     job = run(job)
@@ -55,8 +57,18 @@ def test_request_has_the_documented_shape(team: Any, together: Any) -> None:
     together.keep_log = True
     together.log.clear()
     credential = make_credential(team, base_url=together.base_url)
-    run(make_job(credential, ["Q: hi"], model="togethercomputer/RedPajama-INCITE-7B-Instruct",
-                 temperature=0.7, top_p=0.7, top_k=50, max_tokens=1, repetition_penalty=1.0))
+    run(
+        make_job(
+            credential,
+            ["Q: hi"],
+            model="togethercomputer/RedPajama-INCITE-7B-Instruct",
+            temperature=0.7,
+            top_p=0.7,
+            top_k=50,
+            max_tokens=1,
+            repetition_penalty=1.0,
+        )
+    )
     (request,) = together.log
     assert request.path == "/inference"
     assert request.headers["authorization"] == "Bearer sim-secret-key"
@@ -125,7 +137,9 @@ def test_500_then_ok_retries_once(team: Any, together: Any, waits: list[float]) 
     assert job.events.filter(kind=JobEvent.Kind.RETRY).count() == 1
 
 
-def test_500_every_time_gives_up_after_bounded_attempts(team: Any, together: Any, waits: list[float]) -> None:
+def test_500_every_time_gives_up_after_bounded_attempts(
+    team: Any, together: Any, waits: list[float]
+) -> None:
     together.add_fault(status=503, times=10)
     credential = make_credential(team, base_url=together.base_url)
     job = run(make_job(credential))
@@ -136,7 +150,9 @@ def test_500_every_time_gives_up_after_bounded_attempts(team: Any, together: Any
     assert waits == sorted(waits)  # exponential backoff
 
 
-def test_timeout_retries_then_fails(team: Any, together: Any, settings: Any, waits: list[float]) -> None:
+def test_timeout_retries_then_fails(
+    team: Any, together: Any, settings: Any, waits: list[float]
+) -> None:
     settings.DASHBOARD_HTTP_TIMEOUT = 0.2
     together.add_fault(status=200, delay=0.5, times=10)
     credential = make_credential(team, base_url=together.base_url)

@@ -45,8 +45,14 @@ def test_wrong_password_says_so(client: Any, alice: Any) -> None:
 def test_add_credential_never_shows_the_secret(alice_client: Any, team: Any) -> None:
     response = alice_client.post(
         reverse("credential_list"),
-        {"provider": "together", "name": "Main", "secret": "tok-very-secret-123", "base_url": "",
-         "options": "", "max_concurrency": 4},
+        {
+            "provider": "together",
+            "name": "Main",
+            "secret": "tok-very-secret-123",
+            "base_url": "",
+            "options": "",
+            "max_concurrency": 4,
+        },
         follow=True,
     )
     page = response.content.decode()
@@ -61,8 +67,14 @@ def test_add_credential_never_shows_the_secret(alice_client: Any, team: Any) -> 
 def test_credential_form_errors_are_shown_and_input_kept(alice_client: Any, team: Any) -> None:
     response = alice_client.post(
         reverse("credential_list"),
-        {"provider": "together", "name": "X", "secret": "", "base_url": "http://169.254.169.254/",
-         "options": "[1,2]", "max_concurrency": 0},
+        {
+            "provider": "together",
+            "name": "X",
+            "secret": "",
+            "base_url": "http://169.254.169.254/",
+            "options": "[1,2]",
+            "max_concurrency": 0,
+        },
     )
     page = response.content.decode()
     assert response.status_code == 200
@@ -91,13 +103,22 @@ def test_delete_credential_keeps_jobs(alice_client: Any, team: Any) -> None:
     assert job.credential is None and job.credential_name == credential.name
 
 
-def test_submit_job_saves_and_redirects(bob_client: Any, team: Any, django_capture_on_commit_callbacks: Any) -> None:
+def test_submit_job_saves_and_redirects(
+    bob_client: Any, team: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     credential = make_credential(team)
     with django_capture_on_commit_callbacks() as callbacks:
         response = bob_client.post(
             reverse("job_new"),
-            {"credential": credential.pk, "model": "m1", "prompts": "one\ntwo\n\nthree", "split": "lines",
-             "max_tokens": "16", "temperature": "0.5", "options": ""},
+            {
+                "credential": credential.pk,
+                "model": "m1",
+                "prompts": "one\ntwo\n\nthree",
+                "split": "lines",
+                "max_tokens": "16",
+                "temperature": "0.5",
+                "options": "",
+            },
         )
     job = Job.objects.get()
     assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
@@ -111,7 +132,13 @@ def test_submit_job_form_errors(bob_client: Any, team: Any) -> None:
     credential = make_credential(team)
     response = bob_client.post(
         reverse("job_new"),
-        {"credential": credential.pk, "model": "", "prompts": "  ", "split": "single", "temperature": "9"},
+        {
+            "credential": credential.pk,
+            "model": "",
+            "prompts": "  ",
+            "split": "single",
+            "temperature": "9",
+        },
     )
     page = response.content.decode()
     assert response.status_code == 200
@@ -123,10 +150,18 @@ def test_submit_job_form_errors(bob_client: Any, team: Any) -> None:
 def test_provider_fields_follow_the_credential(bob_client: Any, team: Any) -> None:
     together = make_credential(team, "together")
     mymagic = make_credential(team, "mymagic")
-    page = bob_client.get(reverse("job_new"), {"credential": mymagic.pk}, headers={"HX-Request": "true", "HX-Target": "provider-fields"}).content.decode()
+    page = bob_client.get(
+        reverse("job_new"),
+        {"credential": mymagic.pk},
+        headers={"HX-Request": "true", "HX-Target": "provider-fields"},
+    ).content.decode()
     assert 'name="question"' in page and 'name="temperature"' not in page
     assert "llama3_70b" in page  # documented models are suggested
-    page = bob_client.get(reverse("job_new"), {"credential": together.pk}, headers={"HX-Request": "true", "HX-Target": "provider-fields"}).content.decode()
+    page = bob_client.get(
+        reverse("job_new"),
+        {"credential": together.pk},
+        headers={"HX-Request": "true", "HX-Target": "provider-fields"},
+    ).content.decode()
     assert 'name="temperature"' in page and 'name="question"' not in page
 
 
@@ -143,18 +178,28 @@ def test_job_detail_shows_outputs_escaped(bob_client: Any, team: Any, sims: Any)
     assert 'id="job-poller"' not in page  # terminal: nothing polls
 
 
-def test_live_partial_sends_only_new_events_and_stops_at_terminal(bob_client: Any, team: Any, sims: Any) -> None:
+def test_live_partial_sends_only_new_events_and_stops_at_terminal(
+    bob_client: Any, team: Any, sims: Any
+) -> None:
     together = sims.get("together")
     credential = make_credential(team, base_url=together.base_url)
     job = make_job(credential)
     page = bob_client.get(job.get_absolute_url()).content.decode()
     assert 'id="job-poller"' in page and "every 1s" in page
     cursor = job.events.last().pk
-    response = bob_client.get(reverse("job_live", args=[job.pk]), {"after": cursor, "done": 0}, headers={"HX-Request": "true"})
+    response = bob_client.get(
+        reverse("job_live", args=[job.pk]),
+        {"after": cursor, "done": 0},
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 200
     assert "Saved" not in response.content.decode()  # already on the page
     engine.advance_job(job.pk)
-    response = bob_client.get(reverse("job_live", args=[job.pk]), {"after": cursor, "done": 0}, headers={"HX-Request": "true"})
+    response = bob_client.get(
+        reverse("job_live", args=[job.pk]),
+        {"after": cursor, "done": 0},
+        headers={"HX-Request": "true"},
+    )
     body = response.content.decode()
     assert response.status_code == 286  # stop polling
     assert "Completed: 1 output(s)." in body and "Running on Together." in body
@@ -221,10 +266,18 @@ def test_secret_in_no_page(alice_client: Any, team: Any, sims: Any) -> None:
 
     User.objects.filter(username="alice").update(is_staff=True, is_superuser=True)
     urls = [
-        "/", reverse("credential_list"), reverse("job_list"), reverse("job_new"), job.get_absolute_url(),
-        reverse("job_live", args=[job.pk]), "/admin/", "/admin/dashboard/credential/",
-        f"/admin/dashboard/credential/{credential.pk}/change/", "/admin/dashboard/job/",
-        f"/admin/dashboard/job/{job.pk}/change/", "/admin/dashboard/jobevent/",
+        "/",
+        reverse("credential_list"),
+        reverse("job_list"),
+        reverse("job_new"),
+        job.get_absolute_url(),
+        reverse("job_live", args=[job.pk]),
+        "/admin/",
+        "/admin/dashboard/credential/",
+        f"/admin/dashboard/credential/{credential.pk}/change/",
+        "/admin/dashboard/job/",
+        f"/admin/dashboard/job/{job.pk}/change/",
+        "/admin/dashboard/jobevent/",
     ]
     for url in urls:
         response = alice_client.get(url)

@@ -1,0 +1,82 @@
+"""What only a browser shows: a job going live from submit to result, without a
+reload, and untrusted output staying text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from providers.simulators import completion_text
+
+from ..conftest import make_credential
+from .conftest import login
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def submit(page: Any, base_url: str, prompt: str, model: str = "demo-model") -> None:
+    page.goto(f"{base_url}/jobs/new")
+    page.fill("#id_model", model)
+    page.fill("#id_prompts", prompt)
+    page.click("button:has-text('Submit job')")
+    page.wait_for_url("**/jobs/*/")
+
+
+def test_submit_and_watch_it_complete_without_reload(
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+) -> None:
+    sim = sims.get("together")
+    sim.latency = 1.5  # long enough to see the job before it completes
+    make_credential(team, base_url=sim.base_url, name="Together demo")
+    login(page, live_server.url, "bob")
+
+    submit(page, live_server.url, "The capital of France is")
+    page.evaluate("window.__sameDocument = true")
+    badge = page.locator("#job-status .badge[data-status]")
+    first = badge.get_attribute("data-status")
+    assert first in ("pending", "queued", "running")
+
+    expect(badge).to_have_attribute("data-status", "completed", timeout=15_000)
+    expect(page.locator("#job-outputs pre.output")).to_have_text(
+        completion_text("demo-model", "The capital of France is").strip()
+    )
+    expect(page.locator("#job-timeline")).to_contain_text("Completed: 1 output(s).")
+    assert page.evaluate("window.__sameDocument") is True  # no navigation happened
+    assert page.js_errors == []
+
+
+def test_model_output_html_is_shown_as_text(
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+) -> None:
+    sim = sims.get("together")
+    make_credential(team, base_url=sim.base_url, name="Together demo")
+    login(page, live_server.url, "bob")
+    payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+
+    submit(page, live_server.url, payload)
+    expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
+        "data-status", "completed"
+    )
+
+    output = page.locator("#job-outputs pre.output")
+    expect(output).to_contain_text(payload)  # the markup is visible as text
+    assert page.locator("#job-outputs img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    page.reload()
+    expect(page.locator("#job-outputs pre.output")).to_contain_text(payload)
+    assert page.evaluate("window.__xss") is None
+
+
+def test_provider_error_is_readable_on_the_page(
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+) -> None:
+    sim = sims.get("together")
+    make_credential(team, base_url=sim.base_url, name="Bad key", secret="wrong")
+    login(page, live_server.url, "bob")
+    submit(page, live_server.url, "hello")
+    expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
+        "data-status", "failed"
+    )
+    expect(page.locator("#job-status .job-error")).to_contain_text("authentication failed")
