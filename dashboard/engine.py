@@ -296,7 +296,7 @@ class _SyncRun:
             self.events.put(
                 (JobEvent.Kind.ERROR, f"{_prompt_label(result.indexes)} failed: {message}", None)
             )
-            if result.error.kind == ErrorKind.AUTH:
+            if result.error.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.INVALID_SPEC):
                 self.fatal = result.error  # every other call would fail the same way
                 self.stop.set()
 
@@ -664,7 +664,7 @@ def _apply_status(
         events.append(
             JobEvent(
                 job_id=unit.job_id,
-                message=f"{provider.label} says: {status.provider_status}",
+                message=f"{provider.label} says: {status.provider_status}{_unit_label(unit)}",
                 unit=unit.index,
             )
         )
@@ -678,6 +678,12 @@ def _apply_status(
     else:
         unit.next_poll_at = now + timedelta(seconds=provider.poll_interval)
     unit._status = status  # type: ignore[attr-defined]
+
+
+def _unit_label(unit: JobUnit) -> str:
+    if unit.job.progress_total <= 1 or len(unit.prompt_indexes) != 1:
+        return ""
+    return f" ({_prompt_label(unit.prompt_indexes)})"
 
 
 def _store_outputs(unit: JobUnit, status: RemoteStatus) -> None:

@@ -9,6 +9,7 @@ a nudge.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets as pysecrets
 from typing import Any
 
@@ -173,6 +174,16 @@ class Job(models.Model):
     @property
     def job_spec(self) -> JobSpec:
         return JobSpec.from_dict(self.spec)
+
+    @property
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, indent=2, ensure_ascii=False)
+
+    @property
+    def log_units(self) -> list[int | None]:
+        """The log blocks the page shows: one per prompt for a small batch."""
+        total = self.progress_total or len(self.prompts)
+        return list(range(total)) if 1 < total <= 100 else [None]
 
     @property
     def prompts(self) -> list[str]:

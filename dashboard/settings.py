@@ -156,6 +156,7 @@ Q_CLUSTER: dict[str, object] = {
     "catch_up": False,
     "label": "Background tasks",
     "poll": 0.1,
+    "log_level": os.environ.get("DASHBOARD_WORKER_LOG_LEVEL", "WARNING"),
 }
 if DASHBOARD_BROKER == "redis":
     Q_CLUSTER["redis"] = REDIS_URL

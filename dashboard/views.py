@@ -182,7 +182,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "job": job,
         "timeline": [e for e in events if not e.is_output],
-        "log_events": [e for e in events if e.is_output],
+        "log_groups": log_groups(job, [e for e in events if e.is_output], all_blocks=True),
         "cursor": events[-1].pk if events else 0,
         "can_act": membership is not None and membership.allows(Role.MEMBER),
         "retries": job.retries.all()[:10],
@@ -205,7 +205,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "job": job,
         "timeline": [e for e in events if not e.is_output],
-        "log_events": [e for e in events if e.is_output],
+        "log_groups": log_groups(job, [e for e in events if e.is_output]),
         "cursor": events[-1].pk if events else after,
         "send_outputs": job.is_terminal or job.progress_done != seen_done,
         "live": True,
@@ -214,6 +214,20 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
     if job.is_terminal:
         response.status_code = STOP_POLLING
     return response
+
+
+def log_groups(job: Job, events: list[JobEvent], *, all_blocks: bool = False) -> list[tuple[str, str, list[JobEvent]]]:
+    """Log events by the block they belong to: one per prompt for a small batch
+    (GridRepublic's per-prompt logs, Bytez streams), else one for the job."""
+    units = job.log_units
+    grouped: dict[int | None, list[JobEvent]] = {unit: [] for unit in units}
+    for event in events:
+        grouped[event.unit if event.unit in grouped else units[0]].append(event)
+    return [
+        ("all" if unit is None else str(unit), "" if unit is None else f"Prompt {unit + 1}", items)
+        for unit, items in grouped.items()
+        if items or all_blocks
+    ]
 
 
 @login_required

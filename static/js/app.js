@@ -39,17 +39,17 @@
   document.addEventListener("htmx:afterSettle", function () { paintProgress(document); });
   document.addEventListener("htmx:oobAfterSwap", function () { paintProgress(document); });
 
-  // Keep the live log scrolled to the end while the reader is at the end.
+  // Keep a live log scrolled to the end while the reader is at the end.
   document.addEventListener("htmx:oobBeforeSwap", function (event) {
-    var log = document.getElementById("job-log");
-    if (log) {
+    var log = event.detail.target;
+    if (log && log.classList && log.classList.contains("log")) {
       log.dataset.stick = (log.scrollTop + log.clientHeight >= log.scrollHeight - 8) ? "1" : "";
     }
   });
-  document.addEventListener("htmx:oobAfterSwap", function () {
-    var log = document.getElementById("job-log");
-    var empty = document.getElementById("log-empty");
-    if (log && log.childNodes.length && empty) { empty.remove(); }
-    if (log && log.dataset.stick === "1") { log.scrollTop = log.scrollHeight; }
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    var log = event.detail.target;
+    if (log && log.classList && log.classList.contains("log") && log.dataset.stick === "1") {
+      log.scrollTop = log.scrollHeight;
+    }
   });
 })();
