@@ -676,8 +676,16 @@ def _apply_status(
         unit.state = JobUnit.State.FAILED
         unit.error = redact(status.error or f"{provider.label} reported {status.provider_status}")
     else:
-        unit.next_poll_at = now + timedelta(seconds=provider.poll_interval)
+        unit.next_poll_at = now + timedelta(seconds=poll_interval(provider, unit, now))
     unit._status = status  # type: ignore[attr-defined]
+
+
+def poll_interval(provider: Provider, unit: JobUnit, now: Any) -> float:
+    """The provider's cadence, backing off for remote jobs that run long: a
+    cold start can take minutes and need not be asked about every second."""
+    age = (now - unit.submitted_at).total_seconds() if unit.submitted_at else 0.0
+    factor = 1 if age < 120 else 2 if age < 600 else 5
+    return provider.poll_interval * factor
 
 
 def _unit_label(unit: JobUnit) -> str:

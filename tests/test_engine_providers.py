@@ -343,3 +343,21 @@ def test_poll_credential_loop_runs_to_completion(team: Any, sims: Any, monkeypat
     assert 2 <= rounds < 60
     credential.refresh_from_db()
     assert credential.poll_lease_owner == ""
+
+
+def test_lamini_text_batch(team: Any, sims: Any) -> None:
+    sim = sims.get("lamini")
+    credential = make_credential(team, "lamini", base_url=sim.base_url)
+    job = make_job(credential, ["one", "two"], model="meta-llama/Llama-2-7b-chat-hf")
+    engine.advance_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed", job.error
+    assert job.outputs == [completion_text("meta-llama/Llama-2-7b-chat-hf", p).strip() for p in ("one", "two")]
+
+
+@pytest.mark.parametrize(("age", "expected"), [(0, 1.0), (119, 1.0), (120, 2.0), (900, 5.0)])
+def test_poll_cadence_backs_off_for_long_remote_jobs(age: int, expected: float) -> None:
+    provider = get_provider_class("gridrepublic")(secret="x")
+    now = timezone.now()
+    unit = JobUnit(submitted_at=now - timedelta(seconds=age))
+    assert engine.poll_interval(provider, unit, now) == expected * provider.poll_interval

@@ -37,7 +37,7 @@ class Fault:
     regex) with this fault instead of the real answer."""
 
     status: int = 500
-    body: str | bytes | None = None
+    body: Any = None  # text/bytes are sent as they are (malformed bodies); else JSON-encoded
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep first (longer than the client's timeout = a timeout)
     times: int = 1
@@ -66,7 +66,7 @@ class Request:
 @dataclass
 class Response:
     status: int = 200
-    body: Any = None  # JSON-encoded unless bytes/str or an iterator of chunks
+    body: Any = None  # JSON-encoded, except bytes (sent as they are) and text of a non-JSON type
     headers: dict[str, str] = field(default_factory=dict)
     stream: Iterable[str] | None = None  # raw text chunks, sent as they come
     content_type: str = "application/json"
@@ -245,10 +245,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.sim.requests[f"fault {fault.status}"] += 1
             if fault.delay:
                 time.sleep(fault.delay)
+            body = fault.body.encode() if isinstance(fault.body, str) else fault.body
             self._send(
                 Response(
                     fault.status,
-                    fault.body if fault.body is not None else {"error": "simulated fault"},
+                    body if body is not None else {"error": "simulated fault"},
                     dict(fault.headers),
                     content_type=fault.content_type,
                 )
@@ -271,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if isinstance(response.body, bytes):
                 payload = response.body
-            elif isinstance(response.body, str):
+            elif isinstance(response.body, str) and "json" not in response.content_type:
                 payload = response.body.encode()
             else:
                 payload = json.dumps(response.body).encode()
