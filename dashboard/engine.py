@@ -36,7 +36,7 @@ from django.utils import timezone
 from providers import ErrorKind, Provider, ProviderError, RemoteState, get_provider_class
 from providers.base import RemoteStatus, shorten
 
-from . import netguard
+from . import limits, netguard
 from .crypto import SecretDecryptionError
 from .jobs import event_add, job_fail, job_transition
 from .logs import redact
@@ -66,7 +66,7 @@ def worker_id() -> str:
 
 
 def lease_seconds() -> int:
-    return int(settings.TASK_TIMEOUT) + 30
+    return limits.lease_seconds()
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
@@ -123,7 +123,8 @@ def lease_job(job_id: int, owner: str) -> Job | None:
     """Take the job if nobody holds a live lease on it. Returns the fresh row."""
     now = timezone.now()
     free = Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-    job = Job.objects.filter(pk=job_id, status__in=JOB_ACTIVE).filter(free).first()
+    due = Q(next_check_at__isnull=True) | Q(next_check_at__lte=now)
+    job = Job.objects.filter(pk=job_id, status__in=JOB_ACTIVE).filter(free, due).first()
     if job is None:
         return None
     takeover = bool(job.lease_owner)
@@ -142,6 +143,15 @@ def lease_job(job_id: int, owner: str) -> Job | None:
     if takeover:
         event_add(job.pk, f"Resumed after a worker stopped mid-task (takeover {job.attempts}).")
     return job
+
+
+def renew_job(job_id: int, owner: str) -> bool:
+    """Heartbeat: keep the lease while working. False when it was lost."""
+    return bool(
+        Job.objects.filter(pk=job_id, lease_owner=owner).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds())
+        )
+    )
 
 
 def release_job(job_id: int, owner: str, *, next_check_in: float | None = None) -> None:
@@ -195,8 +205,8 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
         provider = build_provider(job.credential)
         with provider:
             if provider.kind == "sync":
-                return run_sync_job(job, provider, deadline)
-            return submit_async_job(job, provider, deadline)
+                return run_sync_job(job, provider, deadline, owner)
+            return submit_async_job(job, provider, deadline, owner)
     except Deferred as deferred:
         next_check_in = max(0.0, deferred.when - monotonic())
         event_add(job.pk, f"Paused: {deferred.reason}; resuming in {next_check_in:.0f} s.")
@@ -212,9 +222,33 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
         return "failed"
     finally:
         release_job(job_id, owner, next_check_in=next_check_in)
+        if job.credential_id and limits.slots_release(job.credential_id, owner):
+            nudge_waiting_jobs(job.credential_id, exclude=job_id)
         if next_check_in is not None and next_check_in < 1:
             from .tasks import enqueue
 
+            enqueue("dashboard.tasks.advance_job", job_id)
+
+
+def nudge_waiting_jobs(credential_id: int, *, exclude: int | None = None) -> None:
+    """Slots were freed: the jobs of this credential that wait for one go now."""
+    from .tasks import enqueue
+
+    waiting = list(
+        Job.objects.filter(
+            credential_id=credential_id,
+            status__in=[JobStatus.PENDING, JobStatus.RUNNING],
+            lease_owner="",
+            next_check_at__gt=timezone.now(),
+            units__isnull=True,
+        )
+        .exclude(pk=exclude)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:20]
+    )
+    if waiting:
+        Job.objects.filter(pk__in=waiting).update(next_check_at=timezone.now())
+        for job_id in waiting:
             enqueue("dashboard.tasks.advance_job", job_id)
 
 
@@ -231,7 +265,11 @@ class _UnitResult:
 class _SyncRun:
     """One slice of a sync job: a thread pool of calls, the main thread writing."""
 
-    def __init__(self, job: Job, provider: Provider, deadline: float) -> None:
+    def __init__(self, job: Job, provider: Provider, deadline: float, owner: str = "") -> None:
+        self.owner = owner
+        self.successes = 0
+        self.failures: list[ProviderError] = []
+        self.last_heartbeat = monotonic()
         self.job = job
         self.provider = provider
         self.deadline = deadline
@@ -260,8 +298,11 @@ class _SyncRun:
                 return _UnitResult(indexes)
             try:
                 on_chunk = self.on_chunk if self.spec.stream else None
-                return _UnitResult(indexes, self.provider.run(self.spec, indexes, on_chunk))
+                outputs = self.provider.run(self.spec, indexes, on_chunk)
+                self.successes += 1
+                return _UnitResult(indexes, outputs)
             except ProviderError as exc:
+                self.failures.append(exc)
                 if not exc.retryable or attempt >= MAX_CALL_ATTEMPTS:
                     return _UnitResult(indexes, error=exc)
                 delay = backoff(attempt, exc.retry_after)
@@ -303,6 +344,12 @@ class _SyncRun:
     def flush(self) -> bool:
         """Write outputs and queued events; False when the job left 'running'."""
         self.flush_events()
+        self.record_health()
+        if monotonic() - self.last_heartbeat > lease_seconds() / 3:
+            self.last_heartbeat = monotonic()
+            if not renew_job(self.job.pk, self.owner):
+                return False  # the lease was lost: another worker owns the job now
+            limits.slots_renew(self.job.credential_id, self.owner)
         if not self.dirty:
             return Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).exists()
         done = sum(1 for o in self.outputs if o is not None) + len(self.errors)
@@ -311,6 +358,29 @@ class _SyncRun:
         )
         self.dirty = False
         return bool(updated)
+
+    def record_health(self) -> None:
+        """Feed the credential's circuit breaker with what happened since last time."""
+        successes, self.successes = self.successes, 0
+        failures, self.failures = self.failures, []
+        if successes or failures:
+            limits.circuit_record(self.job.credential_id, successes=successes, failures=failures)
+
+    def blocked(self) -> Deferred | None:
+        """A reason to stop dispatching now: the circuit is open or the
+        requests-per-minute budget is spent."""
+        credential = self.job.credential
+        wait = limits.circuit_wait(credential)
+        if wait:
+            return Deferred(
+                monotonic() + wait, f"{self.provider.label} keeps failing (circuit open)"
+            )
+        wait = limits.rate_acquire(credential)
+        if wait:
+            return Deferred(
+                monotonic() + wait, "the credential's requests-per-minute limit is reached"
+            )
+        return None
 
     def flush_events(self) -> None:
         rows: list[JobEvent] = []
@@ -334,29 +404,52 @@ class _SyncRun:
             JobEvent.objects.bulk_create(rows)
 
 
-def run_sync_job(job: Job, provider: Provider, deadline: float) -> str:
-    run = _SyncRun(job, provider, deadline)
+def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "") -> str:
+    run = _SyncRun(job, provider, deadline, owner)
     provider.validate(run.spec)
-    if job.status != JobStatus.RUNNING:
-        job_transition(job.pk, JobStatus.RUNNING, message=f"Running on {provider.label}.")
     todo = run.todo()
-    workers = max(1, min(job.credential.max_concurrency if job.credential else 1, len(todo) or 1))
+    assert job.credential is not None
+    circuit = limits.circuit_wait(job.credential)
+    if circuit:
+        raise Deferred(monotonic() + circuit, f"{provider.label} keeps failing (circuit open)")
+    workers = limits.slots_acquire(
+        job.credential, owner, min(job.credential.max_concurrency, len(todo) or 1)
+    )
+    if not workers:
+        Job.objects.filter(pk=job.pk, status__in=JOB_ACTIVE).update(
+            provider_status="waiting for a free slot"
+        )
+        raise Deferred(monotonic() + 5, "every concurrency slot of the credential is busy")
+    if job.status != JobStatus.RUNNING:
+        job_transition(
+            job.pk, JobStatus.RUNNING, provider_status="", message=f"Running on {provider.label}."
+        )
     pending: set[Future[_UnitResult]] = set()
     last_flush = monotonic()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
-        queue_iter = iter(todo)
-        for unit in queue_iter:
+    units = iter(todo)
+
+    def dispatch(pool: ThreadPoolExecutor) -> None:
+        while len(pending) < workers and not run.stop.is_set() and run.deferred is None:
+            if monotonic() >= deadline:
+                return
+            run.deferred = run.blocked()
+            if run.deferred is not None:
+                return
+            unit = next(units, None)
+            if unit is None:
+                return
             pending.add(pool.submit(run.call, unit))
-            if len(pending) >= workers * 2:
-                break
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
+        dispatch(pool)
         while pending:
-            finished, pending = wait(pending, timeout=FLUSH_INTERVAL, return_when=FIRST_COMPLETED)
+            finished, still = wait(pending, timeout=FLUSH_INTERVAL, return_when=FIRST_COMPLETED)
+            pending.clear()
+            pending.update(still)
             for future in finished:
                 run.record(future.result())
-                if not run.stop.is_set() and run.deferred is None and monotonic() < deadline:
-                    unit = next(queue_iter, None)
-                    if unit is not None:
-                        pending.add(pool.submit(run.call, unit))
+            run.record_health()
+            dispatch(pool)
             if monotonic() - last_flush >= FLUSH_INTERVAL or not pending:
                 last_flush = monotonic()
                 if not run.flush():
@@ -404,7 +497,7 @@ def _prompt_label(indexes: list[int]) -> str:
 # --- async providers: submit --------------------------------------------------------------
 
 
-def submit_async_job(job: Job, provider: Provider, deadline: float) -> str:
+def submit_async_job(job: Job, provider: Provider, deadline: float, owner: str = "") -> str:
     spec = job.job_spec
     provider.validate(spec)
     if not job.units.exists():
@@ -416,14 +509,31 @@ def submit_async_job(job: Job, provider: Provider, deadline: float) -> str:
             ignore_conflicts=True,
         )
     for unit in job.units.filter(state=JobUnit.State.PENDING).order_by("index"):
-        if not Job.objects.filter(pk=job.pk, status__in=JOB_ACTIVE).exists():
+        if (
+            not renew_job(job.pk, owner)
+            or not Job.objects.filter(pk=job.pk, status__in=JOB_ACTIVE).exists()
+        ):
             return "stopped"
+        _check_limits(job.credential, provider)
         outcome = _submit_unit(job, unit, provider, spec, deadline)
         if outcome != "submitted":
             return outcome
     job_transition(job.pk, JobStatus.QUEUED, provider_status="Submitted")
     _nudge_poller(job.credential_id)
     return "submitted"
+
+
+def _check_limits(credential: Credential | None, provider: Provider) -> None:
+    if credential is None:
+        return
+    seconds = limits.circuit_wait(credential)
+    if seconds:
+        raise Deferred(monotonic() + seconds, f"{provider.label} keeps failing (circuit open)")
+    seconds = limits.rate_acquire(credential)
+    if seconds:
+        raise Deferred(
+            monotonic() + seconds, "the credential's requests-per-minute limit is reached"
+        )
 
 
 def _submit_unit(job: Job, unit: JobUnit, provider: Provider, spec: Any, deadline: float) -> str:
@@ -438,6 +548,7 @@ def _submit_unit(job: Job, unit: JobUnit, provider: Provider, spec: Any, deadlin
         try:
             remote_id = provider.submit(spec, unit.prompt_indexes)
         except ProviderError as exc:
+            limits.circuit_record(job.credential_id, failures=[exc])
             if not (exc.created_nothing and exc.retryable) or attempt >= MAX_CALL_ATTEMPTS:
                 return _submit_failed(job, unit, exc)
             # Surely nothing was created (connection refused, 429): safe to send again.
@@ -519,11 +630,14 @@ def poll_credential(credential_id: int, *, budget: float | None = None) -> int:
         provider = build_provider(credential)
         with provider:
             while monotonic() < deadline:
-                units = due_units(credential_id, timezone.now())
+                circuit = limits.circuit_wait(credential)
+                units = due_units(credential_id, timezone.now()) if not circuit else []
                 if units:
-                    poll_round(provider, units)
+                    poll_round(provider, units, credential)
                     rounds += 1
                 wait_for = _seconds_to_next_poll(credential_id)
+                if wait_for is not None and circuit:
+                    wait_for = max(wait_for, circuit)
                 if wait_for is None:
                     break
                 if monotonic() + wait_for >= deadline:
@@ -563,19 +677,33 @@ def _fail_credential_jobs(credential_id: int, message: str) -> None:
         job_fail(job_id, message)
 
 
-def poll_round(provider: Provider, units: list[JobUnit]) -> None:
-    """One status request per batch of remote ids, then the writes in bulk."""
+def poll_round(
+    provider: Provider, units: list[JobUnit], credential: Credential | None = None
+) -> None:
+    """One status request per batch of remote ids, then the writes in bulk.
+    Batches the requests-per-minute budget does not cover wait for a later round."""
     by_remote = {unit.remote_id: unit for unit in units}
     ids = list(by_remote)
     results: dict[str, RemoteStatus | ProviderError] = {}
     size = max(1, provider.poll_batch_size)
+    successes, failures = 0, []
     for start in range(0, len(ids), size):
+        if credential is not None and limits.rate_acquire(credential):
+            break
         batch = ids[start : start + size]
         try:
-            results.update(provider.poll(batch))
+            answer = provider.poll(batch)
         except ProviderError as exc:
-            results.update({remote_id: exc for remote_id in batch})
-    apply_poll_results(provider, by_remote, results)
+            answer = {remote_id: exc for remote_id in batch}
+        results.update(answer)
+        errors = [r for r in answer.values() if isinstance(r, ProviderError)]
+        if len(errors) == len(answer) and errors:
+            failures.append(errors[0])
+        else:
+            successes += 1
+    if credential is not None:
+        limits.circuit_record(credential.pk, successes=successes, failures=failures)
+    apply_poll_results(provider, {rid: by_remote[rid] for rid in results}, results)
 
 
 def apply_poll_results(

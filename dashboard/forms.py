@@ -71,7 +71,7 @@ class CredentialForm(forms.ModelForm):
 
     class Meta:
         model = Credential
-        fields = ["provider", "name", "secret", "base_url", "options", "max_concurrency"]
+        fields = ["provider", "name", "secret", "base_url", "options", "max_concurrency", "requests_per_minute"]
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

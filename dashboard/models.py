@@ -87,6 +87,9 @@ class Credential(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     circuit_open_until = models.DateTimeField(null=True, blank=True)
+    #: The requests-per-minute limit's current window and its count.
+    rate_window_start = models.DateTimeField(null=True, blank=True)
+    rate_window_count = models.PositiveIntegerField(default=0)
     #: Who polls this credential's remote jobs now (one poller per credential).
     poll_lease_owner = models.CharField(max_length=64, blank=True)
     poll_lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -108,9 +111,30 @@ class Credential(models.Model):
         register_secret(value)
         return value
 
+    @property
+    def circuit_is_open(self) -> bool:
+        return self.circuit_open()
+
     def circuit_open(self, now: Any = None) -> bool:
         now = now or timezone.now()
         return self.circuit_open_until is not None and self.circuit_open_until > now
+
+
+class CredentialSlot(models.Model):
+    """One of a credential's ``max_concurrency`` slots, leased by a worker while it
+    calls the provider, so the limit holds across every worker process. A lease
+    that a killed worker leaves behind simply expires."""
+
+    credential = models.ForeignKey(Credential, on_delete=models.CASCADE, related_name="slots")
+    number = models.PositiveIntegerField()
+    holder = models.CharField(max_length=64, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["credential", "number"], name="one_slot_per_number")]
+
+    def __str__(self) -> str:
+        return f"{self.credential_id}#{self.number} {self.holder or 'free'}"
 
 
 class Job(models.Model):

@@ -143,6 +143,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 #: 30 s; the broker redelivers after Q_RETRY, which must stay above it.
 TASK_TIMEOUT = envint("DASHBOARD_TASK_TIMEOUT", 120)
 TASK_BUDGET = envint("DASHBOARD_TASK_BUDGET", 50)
+#: Seconds a worker's claim on a job (or slot) lasts without a heartbeat; a
+#: killed worker's jobs are taken over this long after it died.
+DASHBOARD_LEASE_SECONDS = envint("DASHBOARD_LEASE_SECONDS", 60)
 #: Seconds to wait for a provider's answer (a Bytez cold run can be slow).
 DASHBOARD_HTTP_TIMEOUT = float(envint("DASHBOARD_HTTP_TIMEOUT", 30))
 Q_CLUSTER: dict[str, object] = {

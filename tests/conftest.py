@@ -166,6 +166,7 @@ class SimulatorPool:
         sim.requests.clear()
         sim.latency = 0.0
         sim.submissions = 0
+        sim.max_active = 0
         return sim
 
     def stop(self) -> None:

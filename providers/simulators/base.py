@@ -100,6 +100,9 @@ class Simulator:
         self.in_flight: Counter[str] = Counter()
         self.max_overlap: dict[str, int] = defaultdict(int)
         self.overlaps = 0
+        #: Requests being answered now, and the most at once (concurrency limits).
+        self.active = 0
+        self.max_active = 0
         self.log: list[Request] = []
         self.keep_log = False
         self._routes: list[Route] = []
@@ -255,12 +258,19 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             )
             return
-        if self.sim.latency:
-            time.sleep(self.sim.latency)
+        with self.sim.lock:
+            self.sim.active += 1
+            self.sim.max_active = max(self.sim.max_active, self.sim.active)
         try:
-            response = self.sim.dispatch(request)
-        except _BadRequest as exc:
-            response = Response(400, {"error": str(exc)})
+            if self.sim.latency:
+                time.sleep(self.sim.latency)
+            try:
+                response = self.sim.dispatch(request)
+            except _BadRequest as exc:
+                response = Response(400, {"error": str(exc)})
+        finally:
+            with self.sim.lock:
+                self.sim.active -= 1
         self._send(response)
 
     do_GET = do_POST = do_DELETE = do_PUT = _handle
