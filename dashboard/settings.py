@@ -111,7 +111,7 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------------
 
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+(DATA_DIR / "test-dbs").mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
@@ -130,7 +130,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {
         # A file, not :memory:, so a real qcluster process can share the test database.
-        "NAME": str(DATA_DIR / f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")
+        # One per test process: parallel runs in one checkout must not share it.
+        "NAME": str(DATA_DIR / "test-dbs" / f"test-{os.getpid()}.sqlite3")
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+
+from ..workers import start_qcluster, stop
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -24,7 +22,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -64,51 +61,13 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
-def _database_url() -> str:
-    settings = connection.settings_dict
-    if settings["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{settings['NAME']}"
-    user = settings.get("USER") or ""
-    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-    host = settings.get("HOST") or "127.0.0.1"
-    port = settings.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
-
-
 @pytest.fixture(scope="session")
-def worker(
-    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any
-) -> Iterator[subprocess.Popen[bytes]]:
+def worker(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Any]:
     """A real `manage.py qcluster` on the test database (the same broker settings)."""
     with django_db_blocker.unblock():
-        url = _database_url()
-    log = tmp_path_factory.mktemp("worker") / "qcluster.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DASHBOARD_TESTING": "1",
-        "DASHBOARD_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost",
-        "DASHBOARD_WORKERS": "2",
-        "DASHBOARD_HTTP_TIMEOUT": "5",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    time.sleep(1.0)
-    if process.poll() is not None:
-        pytest.fail(f"The qcluster worker did not start:\n{log.read_text()}", pytrace=False)
+        process = start_qcluster(tmp_path_factory.mktemp("worker") / "qcluster.log")
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop(process)
 
 
 def login(page: Any, base_url: str, username: str, password: str = "pw-for-tests-123") -> None:
