@@ -32,6 +32,7 @@ import httpx
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from providers import ErrorKind, Provider, ProviderError, RemoteState, get_provider_class
 from providers.base import RemoteStatus, shorten
@@ -87,6 +88,7 @@ class Deferred(Exception):
         self.reason = reason
 
 
+@sensitive_variables("secret")
 def build_provider(credential: Credential) -> Provider:
     """The adapter for a credential. Raises ProviderError for a secret that
     cannot be decrypted or a base_url that may not be called."""

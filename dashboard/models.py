@@ -18,6 +18,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from providers import PROVIDER_CHOICES, JobSpec
 
@@ -103,6 +104,7 @@ class Credential(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_provider_display()})"
 
+    @sensitive_variables("value")
     def reveal_secret(self) -> str:
         """The plaintext secret, for the provider call only (raises SecretDecryptionError)."""
         from .logs import register_secret
@@ -422,3 +424,15 @@ class AuditEvent(models.Model):
         if self.pk is not None:
             raise ValueError("Audit events are append-only.")
         super().save(*args, **kwargs)
+
+
+class LoginAttempt(models.Model):
+    """Failed logins per username and per client address, for throttling."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    window_start = models.DateTimeField(default=timezone.now)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"

@@ -39,7 +39,7 @@ def test_login_page_and_redirect(client: Any, alice: Any, team: Any) -> None:
 
 def test_wrong_password_says_so(client: Any, alice: Any) -> None:
     response = client.post(reverse("login"), {"username": "alice", "password": "nope"})
-    assert "didn't match" in response.content.decode()
+    assert "Please enter a correct username and password" in response.content.decode()
 
 
 def test_add_credential_never_shows_the_secret(alice_client: Any, team: Any) -> None:
