@@ -223,6 +223,35 @@ class ModelInstanceAdmin(admin.ModelAdmin):
     list_filter = ["status", "external", "team"]
     search_fields = ["model", "credential__name"]
     raw_id_fields = ["credential", "created_by"]
+    list_select_related = ["credential", "team"]
+    # Status moves only through the services (conditional updates), never a form.
+    readonly_fields = [
+        "status",
+        "provider_status",
+        "message",
+        "error",
+        "created_at",
+        "running_since",
+        "ended_at",
+        "deadline_at",
+        "next_check_at",
+    ]
+    actions = ["shutdown_instances"]
+
+    @admin.action(description="Shut down selected instances")
+    def shutdown_instances(self, request: HttpRequest, queryset: QuerySet[ModelInstance]) -> None:
+        from .instances import instance_shutdown
+        from .status import INSTANCE_LIVE
+
+        stopped = 0
+        for instance in queryset.filter(status__in=INSTANCE_LIVE).select_related("credential"):
+            instance = instance_shutdown(instance, request.user)
+            if instance.status == "stopped":
+                stopped += 1
+            else:
+                problem = instance.error or f"it is {instance.status}"
+                self.message_user(request, f"{instance.model}: {problem}", messages.WARNING)
+        self.message_user(request, f"Shut down {stopped} instance(s).", messages.SUCCESS)
 
 
 @admin.register(ModelCatalogEntry)

@@ -206,9 +206,7 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
             return "failed"
         provider = build_provider(job.credential)
         with provider:
-            if provider.kind == "sync":
-                return run_sync_job(job, provider, deadline, owner)
-            return submit_async_job(job, provider, deadline, owner)
+            return _work(job, provider, deadline, owner)
     except Deferred as deferred:
         next_check_in = max(0.0, deferred.when - monotonic())
         event_add(job.pk, f"Paused: {deferred.reason}; resuming in {next_check_in:.0f} s.")
@@ -230,6 +228,49 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
             from .tasks import enqueue
 
             enqueue("dashboard.tasks.advance_job", job_id)
+
+
+#: A pause this short is waited out inside the task, holding the lease, rather
+#: than handed to the once-a-minute sweep.
+SHORT_PAUSE = 3.0
+
+
+def _work(job: Job, provider: Provider, deadline: float, owner: str) -> str:
+    while True:
+        try:
+            if provider.has_instances and job.status != JobStatus.RUNNING:
+                _instance_gate(job)
+            if provider.kind == "sync":
+                return run_sync_job(job, provider, deadline, owner)
+            return submit_async_job(job, provider, deadline, owner)
+        except Deferred as deferred:
+            pause = deferred.when - monotonic()
+            if not 0 < pause <= SHORT_PAUSE or monotonic() + pause >= deadline:
+                raise
+            sleep(pause)
+            if not renew_job(job.pk, owner):
+                return "stopped"
+            job.refresh_from_db()
+            if job.is_terminal:
+                return "stopped"
+
+
+def _instance_gate(job: Job) -> None:
+    """Bytez: run only on a loaded model. Wait (queued) while its instance
+    loads; fail at once, saying how to load it, when there is none."""
+    from .instances import bytez_job_gate
+
+    verdict = bytez_job_gate(job)
+    if verdict is None:
+        return
+    action, message = verdict
+    if action == "fail":
+        raise ProviderError(message, kind=ErrorKind.NOT_FOUND)
+    if job.status == JobStatus.PENDING:
+        job_transition(job.pk, JobStatus.QUEUED, provider_status=message, message=message)
+    else:
+        Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(provider_status=message)
+    raise Deferred(monotonic() + 2.0, message)
 
 
 def nudge_waiting_jobs(credential_id: int, *, exclude: int | None = None) -> None:
@@ -362,11 +403,13 @@ class _SyncRun:
         return bool(updated)
 
     def record_health(self) -> None:
-        """Feed the credential's circuit breaker with what happened since last time."""
+        """Feed the credential's circuit breaker (and, for a model lifecycle, the
+        instance's run count) with what happened since last time."""
         successes, self.successes = self.successes, 0
         failures, self.failures = self.failures, []
         if successes or failures:
             limits.circuit_record(self.job.credential_id, successes=successes, failures=failures)
+        _note_runs(self.job, self.provider, successes)
 
     def blocked(self) -> Deferred | None:
         """A reason to stop dispatching now: the circuit is open or the
@@ -467,6 +510,13 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
     if run.todo():
         raise Deferred(monotonic(), "time budget of this task used up")
     return _finish(job.pk, run.outputs, run.errors)
+
+
+def _note_runs(job: Job, provider: Provider, count: int) -> None:
+    if provider.has_instances and count:
+        from .instances import note_runs
+
+        note_runs(job, count)
 
 
 def _finish(job_id: int, outputs: list[Any], errors: dict[str, str]) -> str:

@@ -35,4 +35,31 @@ def poll_credential(credential_id: int) -> int:
 
 
 def sweep() -> dict[str, int]:
-    return engine.sweep()
+    return engine.sweep() | instances_sweep()
+
+
+# --- model instances (dashboard.instances) ---------------------------------------------
+
+
+def instances_poll(credential_id: int) -> int:
+    from .instances import instances_poll as poll
+
+    return poll(credential_id)
+
+
+def instances_reconcile(credential_id: int) -> int:
+    from .instances import instances_reconcile as reconcile
+
+    return reconcile(credential_id)
+
+
+def catalog_refresh(credential_id: int, force: bool = False) -> str:
+    from .instances import catalog_refresh as refresh
+
+    return refresh(credential_id, force=force)
+
+
+def instances_sweep() -> dict[str, int]:
+    from .instances import instances_sweep as sweep_instances
+
+    return sweep_instances()

@@ -5,11 +5,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views, views_history
+from .throttle import ThrottledAuthenticationForm
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            redirect_authenticated_user=True, authentication_form=ThrottledAuthenticationForm
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("team/switch", views.switch_team, name="switch_team"),
     path("credentials/", views.credential_list, name="credential_list"),
@@ -26,4 +33,5 @@ urlpatterns = [
 
 # Feature modules, each with its own `urlpatterns` (one line each).
 urlpatterns += [
+    path("", include("dashboard.views_instances")),
 ]

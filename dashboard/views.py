@@ -46,6 +46,9 @@ def home(request: HttpRequest) -> HttpResponse:
         if not context["active_jobs"]:
             response.status_code = STOP_POLLING
         return response
+    from .views_instances import instance_panel_context
+
+    context.update(instance_panel_context(team))
     return render(request, template, context)
 
 
@@ -216,7 +219,9 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-def log_groups(job: Job, events: list[JobEvent], *, all_blocks: bool = False) -> list[tuple[str, str, list[JobEvent]]]:
+def log_groups(
+    job: Job, events: list[JobEvent], *, all_blocks: bool = False
+) -> list[tuple[str, str, list[JobEvent]]]:
     """Log events by the block they belong to: one per prompt for a small batch
     (GridRepublic's per-prompt logs, Bytez streams), else one for the job."""
     units = job.log_units

@@ -263,7 +263,29 @@ def test_bytez_run_on_unloaded_model_fails_clearly(team: Any, sims: Any) -> None
     engine.advance_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed"
-    assert "not loaded" in job.error and "load it first" in job.error
+    assert job.error.startswith("No instance of not/loaded is loaded on Bytez. Load it")
+    assert sim.count("POST /model/run") == 0  # failed at once, nothing run
+
+
+def test_bytez_job_waits_queued_while_its_instance_loads(team: Any, sims: Any) -> None:
+    from dashboard.models import ModelInstance
+
+    sim = sims.get("bytez")
+    _load_bytez(sim, "openai-community/gpt2")
+    credential = make_credential(team, "bytez", base_url=sim.base_url)
+    instance = ModelInstance.objects.create(
+        team=team, credential=credential, model="openai-community/gpt2", status="loading", provider_status="LOADING"
+    )
+    job = make_job(credential, ["hi"], model="openai-community/gpt2")
+    assert engine.advance_job(job.pk, budget=0.2) == "deferred"
+    job.refresh_from_db()
+    assert job.status == "queued" and job.provider_status.startswith("Waiting for instance (loading")
+    assert sim.count("POST /model/run") == 0
+    ModelInstance.objects.filter(pk=instance.pk).update(status="running", inferences=0)
+    Job.objects.filter(pk=job.pk).update(next_check_at=None)
+    assert engine.advance_job(job.pk) == "completed"
+    instance.refresh_from_db()
+    assert instance.inferences == 1 and instance.expires_at is not None  # each run resets the expiry
 
 
 # --- exactly once -------------------------------------------------------------------------------
