@@ -39,6 +39,27 @@
   document.addEventListener("htmx:afterSettle", function () { paintProgress(document); });
   document.addEventListener("htmx:oobAfterSwap", function () { paintProgress(document); });
 
+  // Countdowns to an instance's expiry tick every second between polls.
+  // The same words the server renders (dashboard.instances.duration_text).
+  function formatSeconds(total) {
+    if (total <= 0) { return "now (Bytez stops it within 2 min)"; }
+    if (total < 60) { return "in " + total + " s"; }
+    if (total < 3600) {
+      var rest = total % 60;
+      return "in " + Math.floor(total / 60) + " min" + (rest ? " " + rest + " s" : "");
+    }
+    var minutes = Math.floor((total % 3600) / 60);
+    return "in " + Math.floor(total / 3600) + " h" + (minutes ? " " + minutes + " min" : "");
+  }
+  window.setInterval(function () {
+    document.querySelectorAll("time[data-expires-at]").forEach(function (el) {
+      var at = Date.parse(el.getAttribute("datetime") || el.getAttribute("data-expires-at"));
+      if (!isNaN(at)) {
+        el.textContent = formatSeconds(Math.round((at - Date.now()) / 1000));
+      }
+    });
+  }, 1000);
+
   // Keep a live log scrolled to the end while the reader is at the end.
   document.addEventListener("htmx:oobBeforeSwap", function (event) {
     var log = event.detail.target;
