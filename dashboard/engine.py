@@ -37,7 +37,7 @@ from django.views.decorators.debug import sensitive_variables
 from providers import ErrorKind, Provider, ProviderError, RemoteState, get_provider_class
 from providers.base import RemoteStatus, shorten
 
-from . import limits, netguard
+from . import limits, netguard, structured
 from .crypto import SecretDecryptionError
 from .jobs import event_add, job_fail, job_transition
 from .logs import redact
@@ -509,7 +509,7 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
         raise run.deferred
     if run.todo():
         raise Deferred(monotonic(), "time budget of this task used up")
-    return _finish(job.pk, run.outputs, run.errors)
+    return _finish(job.pk, run.outputs, run.errors, run.spec.output_schema)
 
 
 def _note_runs(job: Job, provider: Provider, count: int) -> None:
@@ -519,7 +519,8 @@ def _note_runs(job: Job, provider: Provider, count: int) -> None:
         note_runs(job, count)
 
 
-def _finish(job_id: int, outputs: list[Any], errors: dict[str, str]) -> str:
+def _finish(job_id: int, outputs: list[Any], errors: dict[str, str], schema: Any = None) -> str:
+    outputs = structured.parse_outputs(schema, outputs) or outputs
     total = len(outputs)
     if errors:
         first = next(iter(errors.values()))
@@ -949,6 +950,7 @@ def _unit_states(job_ids: list[int]) -> dict[int, dict[int, str]]:
 
 def _finish_async(job: Job, errors: dict[str, str]) -> None:
     total = job.progress_total
+    job.outputs = structured.parse_outputs(job.spec.get("output_schema"), job.outputs)
     if errors:
         first = next(iter(errors.values()))
         message = (

@@ -231,19 +231,30 @@ class Job(models.Model):
             return self.finished_at - self.started_at
         return None
 
+    @property
+    def structured_columns(self) -> list[str]:
+        from .structured import columns
+
+        return columns(self.spec.get("output_schema"))
+
     def rows(self) -> list[dict[str, Any]]:
-        """One row per prompt: prompt, output, per-prompt error."""
+        """One row per prompt: prompt, output, per-prompt error, and for
+        structured output the fields in schema order and what does not fit."""
+        from .structured import problems
+
         outputs = self.outputs or []
         errors = self.output_errors or {}
-        return [
-            {
-                "index": i,
-                "prompt": prompt,
-                "output": outputs[i] if i < len(outputs) else None,
-                "error": errors.get(str(i), ""),
-            }
-            for i, prompt in enumerate(self.prompts)
-        ]
+        schema = self.spec.get("output_schema")
+        names = self.structured_columns
+        rows = []
+        for i, prompt in enumerate(self.prompts):
+            output = outputs[i] if i < len(outputs) else None
+            row = {"index": i, "prompt": prompt, "output": output, "error": errors.get(str(i), "")}
+            if schema:
+                row["invalid"] = problems(schema, output)
+                row["fields"] = [output.get(n) if isinstance(output, dict) else None for n in names]
+            rows.append(row)
+        return rows
 
 
 class JobUnit(models.Model):
