@@ -34,4 +34,6 @@ urlpatterns = [
 # Feature modules, each with its own `urlpatterns` (one line each).
 urlpatterns += [
     path("", include("dashboard.views_instances")),
+    path("", include("dashboard.views_history")),
+    path("", include("dashboard.views_team")),
 ]

@@ -1,0 +1,1 @@
+"""Benchmarks, each a module run with ``python -m bench.<name>``."""

@@ -1,0 +1,325 @@
+"""The team page (members, roles, cost rate) and the team's audit trail.
+
+Everyone in the team sees who is in it; admins change it. A team always keeps
+at least one admin, and every change leaves an audit event."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Case, IntegerField, Value, When
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_GET, require_POST
+
+from .audit import audit
+from .history import cursor_decode, keyset_page
+from .models import ROLE_RANK, AuditEvent, Membership, Role, Team
+from .teams import require_membership, role_in, team_object_or_404
+
+AUDIT_PAGE_SIZE = 50
+
+
+class TeamRuleError(Exception):
+    """A change the team's rules refuse; the message is for the user."""
+
+
+# --- services ------------------------------------------------------------------------
+
+
+def _lock_team(team_id: int) -> None:
+    """Serialize membership changes per team: a row lock on PostgreSQL; SQLite
+    runs IMMEDIATE transactions, which already take the write lock at BEGIN."""
+    Team.objects.select_for_update().filter(pk=team_id).values_list("pk").first()
+
+
+def _is_last_admin(membership: Membership) -> bool:
+    return (
+        membership.role == Role.ADMIN
+        and not Membership.objects.filter(team_id=membership.team_id, role=Role.ADMIN)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
+def _fresh(membership: Membership) -> Membership:
+    current = Membership.objects.select_related("user", "team").filter(pk=membership.pk).first()
+    if current is None:
+        raise TeamRuleError("That member was already removed.")
+    return current
+
+
+def member_add(*, team: Team, username: str, role: str, actor: Any) -> Membership:
+    user_model = get_user_model()
+    user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+    if user is None:
+        raise TeamRuleError(f"There is no user named “{username}”. They need an account first.")
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(
+            team=team, user=user, defaults={"role": role}
+        )
+        if not created:
+            raise TeamRuleError(
+                f"{username} is already a member ({membership.role}); change their role below."
+            )
+        audit(actor, team, "member.added", user, role=role)
+    return membership
+
+
+def member_set_role(*, membership: Membership, role: str, actor: Any) -> bool:
+    """Change a member's role; False when it already was that role."""
+    with transaction.atomic():
+        _lock_team(membership.team_id)
+        current = _fresh(membership)
+        if current.role == role:
+            return False
+        if _is_last_admin(current):
+            raise TeamRuleError(
+                f"{current.user.get_username()} is the last admin of {current.team}; "
+                "make another member admin first."
+            )
+        Membership.objects.filter(pk=current.pk).update(role=role)
+        audit(actor, current.team, "member.role_changed", current.user, old=current.role, new=role)
+    return True
+
+
+def member_remove(*, membership: Membership, actor: Any) -> None:
+    with transaction.atomic():
+        _lock_team(membership.team_id)
+        current = _fresh(membership)
+        if _is_last_admin(current):
+            raise TeamRuleError(
+                f"{current.user.get_username()} is the last admin of {current.team}; "
+                "make another member admin first, or the team has nobody to manage it."
+            )
+        current.delete()
+        audit(actor, current.team, "member.removed", current.user, role=current.role)
+
+
+def team_set_cost_rate(*, team: Team, rate: Decimal | None, actor: Any) -> bool:
+    with transaction.atomic():
+        _lock_team(team.pk)
+        old = Team.objects.values_list("cost_per_gb_second", flat=True).get(pk=team.pk)
+        if old == rate:
+            return False
+        Team.objects.filter(pk=team.pk).update(cost_per_gb_second=rate)
+        audit(
+            actor,
+            team,
+            "team.cost_rate_changed",
+            team,
+            old=None if old is None else str(old),
+            new=None if rate is None else str(rate),
+        )
+    team.cost_per_gb_second = rate
+    return True
+
+
+# --- forms -------------------------------------------------------------------------------
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class CostRateForm(forms.Form):
+    cost_per_gb_second = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        max_digits=12,
+        decimal_places=8,
+        label="Cost per GB-second",
+        help_text="Estimates model instance costs in the team's currency. Empty: no estimate.",
+    )
+
+
+# --- views -----------------------------------------------------------------------------------
+
+
+def _members(team: Team) -> Any:
+    rank = Case(
+        *[When(role=role, then=Value(-rank)) for role, rank in ROLE_RANK.items()],
+        output_field=IntegerField(),
+    )
+    return (
+        Membership.objects.filter(team=team).select_related("user").order_by(rank, "user__username")
+    )
+
+
+def _render_team(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    add_form: MemberAddForm | None = None,
+    cost_form: CostRateForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    team = membership.team
+    can_manage = membership.allows(Role.ADMIN)
+    context = {
+        "team": team,
+        "members": _members(team),
+        "can_manage": can_manage,
+        "roles": Role.choices,
+        "add_form": (add_form or MemberAddForm()) if can_manage else None,
+        "cost_form": (
+            cost_form or CostRateForm(initial={"cost_per_gb_second": team.cost_per_gb_second})
+        )
+        if can_manage
+        else None,
+    }
+    return render(request, "dashboard/team.html", context, status=status)
+
+
+def _stale_team(request: HttpRequest, membership: Membership) -> bool:
+    """True when the form was for another team than the session's (switched
+    in another tab): acting on the wrong team would be worse than asking again."""
+    posted = request.POST.get("team")
+    if posted is not None and posted != str(membership.team_id):
+        messages.error(request, "You switched teams in another tab; check the team and try again.")
+        return True
+    return False
+
+
+@login_required
+@require_GET
+def team_page(request: HttpRequest) -> HttpResponse:
+    return _render_team(request, require_membership(request))
+
+
+@login_required
+@require_POST
+def member_add_view(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request, Role.ADMIN)
+    if _stale_team(request, membership):
+        return redirect("team")
+    form = MemberAddForm(request.POST)
+    if not form.is_valid():
+        return _render_team(request, membership, add_form=form, status=400)
+    try:
+        member_add(
+            team=membership.team,
+            username=form.cleaned_data["username"].strip(),
+            role=form.cleaned_data["role"],
+            actor=request.user,
+        )
+    except TeamRuleError as exc:
+        form.add_error("username", str(exc))
+        return _render_team(request, membership, add_form=form, status=400)
+    messages.success(
+        request, f"{form.cleaned_data['username']} added as {form.cleaned_data['role']}."
+    )
+    return redirect("team")
+
+
+def _managed_membership(request: HttpRequest, pk: int) -> Membership:
+    """The membership if it is in one of the user's teams (else 404) and the
+    user is an admin there (else 403)."""
+    target = team_object_or_404(Membership.objects.select_related("user", "team"), request, pk=pk)
+    mine = role_in(request, target.team_id)
+    if mine is None or not mine.allows(Role.ADMIN):
+        raise PermissionDenied(f"Only admins of {target.team} manage its members.")
+    return target  # type: ignore[return-value]
+
+
+@login_required
+@require_POST
+def member_role_view(request: HttpRequest, pk: int) -> HttpResponse:
+    target = _managed_membership(request, pk)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick one of the roles: viewer, member or admin.")
+        return redirect("team")
+    name = target.user.get_username()
+    try:
+        changed = member_set_role(
+            membership=target, role=form.cleaned_data["role"], actor=request.user
+        )
+    except TeamRuleError as exc:
+        messages.error(request, str(exc))
+        return redirect("team")
+    if changed:
+        messages.success(request, f"{name} is now {form.cleaned_data['role']}.")
+    else:
+        messages.info(request, f"{name} already was {form.cleaned_data['role']}.")
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def member_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
+    target = _managed_membership(request, pk)
+    name = target.user.get_username()
+    try:
+        member_remove(membership=target, actor=request.user)
+    except TeamRuleError as exc:
+        messages.error(request, str(exc))
+        return redirect("team")
+    messages.success(request, f"{name} removed from {target.team}.")
+    if target.user_id == request.user.pk:
+        return redirect("home")
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def team_settings_view(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request, Role.ADMIN)
+    if _stale_team(request, membership):
+        return redirect("team")
+    form = CostRateForm(request.POST)
+    if not form.is_valid():
+        return _render_team(request, membership, cost_form=form, status=400)
+    rate = form.cleaned_data["cost_per_gb_second"]
+    if team_set_cost_rate(team=membership.team, rate=rate, actor=request.user):
+        messages.success(
+            request,
+            "Cost rate cleared." if rate is None else f"Cost rate set to {rate} per GB-second.",
+        )
+    return redirect("team")
+
+
+def _detail_pairs(details: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        for key, value in sorted((details or {}).items())
+    ]
+
+
+@login_required
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request, Role.ADMIN)
+    position = cursor_decode(request.GET.get("cursor", ""))
+    page = keyset_page(
+        AuditEvent.objects.filter(team=membership.team).select_related("actor"),
+        position=position,
+        size=AUDIT_PAGE_SIZE,
+    )
+    events = [(event, _detail_pairs(event.details)) for event in page.items]
+    context = {"events": events, "page": page, "is_first_page": position is None}
+    return render(request, "dashboard/audit.html", context)
+
+
+urlpatterns = [
+    path("team/", team_page, name="team"),
+    path("team/members/add", member_add_view, name="team_member_add"),
+    path("team/members/<int:pk>/role", member_role_view, name="team_member_role"),
+    path("team/members/<int:pk>/remove", member_remove_view, name="team_member_remove"),
+    path("team/settings", team_settings_view, name="team_settings"),
+    path("team/audit/", audit_log, name="audit"),
+]
