@@ -4,6 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from .models import Role
 from .teams import current_membership
 
 
@@ -14,5 +15,6 @@ def team(request: HttpRequest) -> dict[str, Any]:
     return {
         "membership": membership,
         "current_team": membership.team if membership else None,
+        "can_submit": bool(membership and membership.allows(Role.MEMBER)),
         "my_memberships": list(request.user.memberships.select_related("team")),
     }

@@ -36,4 +36,6 @@ urlpatterns += [
     path("", include("dashboard.views_instances")),
     path("", include("dashboard.views_history")),
     path("", include("dashboard.views_team")),
+    path("api/v1/", include("dashboard.api")),
+    path("", include("dashboard.views_tokens")),
 ]

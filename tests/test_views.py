@@ -11,7 +11,7 @@ from dashboard import engine
 from dashboard.models import Credential, Job, JobEvent
 from providers.simulators import completion_text
 
-from .conftest import SECRET, make_credential, make_job
+from .conftest import SECRET, make_credential, make_job, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -284,3 +284,26 @@ def test_secret_in_no_page(alice_client: Any, team: Any, sims: Any) -> None:
         assert response.status_code in (200, 286), url
         assert SECRET not in response.content.decode(), url
         assert credential.secret not in response.content.decode(), url
+
+
+def test_viewer_sees_no_submit_links_and_gets_a_clear_403(client: Any, team: Any) -> None:
+    from dashboard.models import Membership
+
+    viewer = Membership.objects.create(team=team, user=make_user("vera"), role="viewer").user
+    client.force_login(viewer)
+    page = client.get("/").content.decode()
+    assert 'href="/jobs/new"' not in page
+    response = client.get(reverse("job_new"))
+    assert response.status_code == 403 and "needs the member role" in response.content.decode()
+
+
+def test_retry_failed_prompts_only(bob_client: Any, team: Any) -> None:
+    job = make_job(make_credential(team), ["ok", "bad", "worse"])
+    Job.objects.filter(pk=job.pk).update(
+        status="failed", outputs=["fine", None, None], output_errors={"1": "boom", "2": "boom"}
+    )
+    page = bob_client.get(job.get_absolute_url()).content.decode()
+    assert "Retry failed prompts (2)" in page
+    bob_client.post(reverse("job_retry", args=[job.pk]), {"failed_only": "1"})
+    new = Job.objects.exclude(pk=job.pk).get()
+    assert new.prompts == ["bad", "worse"] and new.retry_of_id == job.pk

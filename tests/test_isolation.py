@@ -1,0 +1,302 @@
+"""Team isolation, for every URL the project has.
+
+A user of team B gets 404 on every URL of team A's objects: pages, htmx
+partials, exports and the API. The URL patterns are enumerated, not listed
+by hand, so a new view cannot be forgotten: a pattern that takes an object id
+must be registered in OBJECT_URLS below (which of team A's objects its id
+names), or its test fails and says so. Patterns without arguments act on the
+user's own team; they must not show any of team A's data to team B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls.resolvers import RegexPattern, RoutePattern
+
+from dashboard.audit import audit
+from dashboard.models import (
+    ApiToken,
+    Credential,
+    Job,
+    JobEvent,
+    Membership,
+    ModelInstance,
+    Role,
+    Team,
+)
+
+from .conftest import make_credential, make_job
+
+pytestmark = pytest.mark.django_db
+
+MARKER = "zqx7marker"  # in every name and text of team A: absent from team B's pages
+SKIPPED_NAMESPACES = {"admin"}
+SKIPPED_NAMES = {"login", "logout"}
+SKIPPED_PREFIXES = ("static/", "media/", "__debug__/")
+METHODS = ("get", "post", "put", "patch", "delete")
+
+#: URL name -> which of team A's objects its argument names (a key of World),
+#: or a function of the World giving the URL's kwargs (for several arguments).
+OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
+    # pages and htmx partials
+    "job_detail": "job",
+    "job_live": "job",
+    "job_cancel": "job",
+    "job_retry": "job",
+    "job_note": "job",
+    "credential_delete": "credential",
+    "model_catalog": "credential",
+    "model_catalog_refresh": "credential",
+    "instance_load": "instance",
+    "instance_shutdown": "instance",
+    "team_member_role": "membership",
+    "team_member_remove": "membership",
+    "token_revoke": "token",
+    # the JSON API
+    "api_credential": "credential",
+    "api_job": "job",
+    "api_job_cancel": "job",
+    "api_job_retry": "job",
+    "api_instance": "instance",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # with its namespace, as reverse() wants it
+    path: str  # the pattern as written, for messages
+    args: tuple[str, ...]
+
+
+def _args_of(pattern: Any) -> tuple[str, ...]:
+    if isinstance(pattern, RoutePattern):
+        return tuple(pattern.converters)
+    if isinstance(pattern, RegexPattern):
+        named = tuple(pattern.regex.groupindex)
+        unnamed = pattern.regex.groups - len(named)
+        return named + tuple(f"<unnamed {i}>" for i in range(unnamed))
+    return ()
+
+
+def _walk(
+    patterns: list[Any], prefix: str, namespaces: tuple[str, ...], args: tuple[str, ...]
+) -> Iterator[Route]:
+    for entry in patterns:
+        path = prefix + str(entry.pattern)
+        if path.startswith(SKIPPED_PREFIXES):
+            continue
+        if isinstance(entry, URLResolver):
+            if entry.namespace in SKIPPED_NAMESPACES:
+                continue
+            inner = (*namespaces, entry.namespace) if entry.namespace else namespaces
+            yield from _walk(entry.url_patterns, path, inner, args + _args_of(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            if entry.name in SKIPPED_NAMES:
+                continue
+            name = ":".join((*namespaces, entry.name)) if entry.name else ""
+            yield Route(name=name, path=path, args=args + _args_of(entry.pattern))
+
+
+def all_routes() -> list[Route]:
+    return list(_walk(get_resolver().url_patterns, "", (), ()))
+
+
+OBJECT_ROUTES = [r for r in all_routes() if r.args]
+LIST_ROUTES = [r for r in all_routes() if not r.args]
+
+
+# --- the two teams ------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    team_a: Team
+    team_b: Team
+    credential: Credential
+    job: Job
+    instance: ModelInstance
+    token: ApiToken
+    membership: Membership
+    charlie_key: str
+
+
+@pytest.fixture
+def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -> World:
+    Team.objects.filter(pk=team.pk).update(name=f"Alpha {MARKER}")
+    team.refresh_from_db()
+    credential = make_credential(team, "together", name=f"cred {MARKER}")
+    job = make_job(credential, [f"prompt {MARKER}"], user=alice, model=f"model-{MARKER}")
+    Job.objects.filter(pk=job.pk).update(outputs=[f"output {MARKER}"])
+    JobEvent.objects.create(
+        job=job, kind=JobEvent.Kind.NOTE, message=f"note {MARKER}", author=alice
+    )
+    instance = ModelInstance.objects.create(
+        team=team, credential=credential, model=f"inst-{MARKER}", status="running"
+    )
+    token, _ = ApiToken.issue(alice, f"token {MARKER}")
+    audit(alice, team, "credential.created", f"audit {MARKER}")
+    # Team B has its own data, so its pages render lists, not empty states.
+    own = make_credential(other_team, "together", name="beta cred")
+    make_job(own, ["beta prompt"], user=charlie)
+    _, charlie_key = ApiToken.issue(charlie, "charlie's token")
+    return World(
+        team_a=team,
+        team_b=other_team,
+        credential=credential,
+        job=job,
+        instance=instance,
+        token=token,
+        membership=Membership.objects.get(team=team, user=bob),
+        charlie_key=charlie_key,
+    )
+
+
+@pytest.fixture
+def charlie_client(client: Any, charlie: User, world: World) -> Any:
+    client.force_login(charlie)
+    return client
+
+
+def fetch(
+    client: Any, world: World, method: str, url: str, *, htmx: bool = False
+) -> tuple[int, str]:
+    headers = {}
+    if url.startswith("/api/"):
+        headers["Authorization"] = f"Bearer {world.charlie_key}"
+    if htmx:
+        headers["HX-Request"] = "true"
+    response = getattr(client, method)(url, headers=headers)
+    if getattr(response, "streaming", False):
+        body = b"".join(response.streaming_content)
+    else:
+        body = response.content
+    return response.status_code, body.decode(errors="replace")
+
+
+def object_kwargs(route: Route, world: World) -> dict[str, Any]:
+    entry = OBJECT_URLS.get(route.name)
+    if entry is None:
+        pytest.fail(
+            f"URL {route.path!r} (name {route.name or 'none'!r}) takes {', '.join(route.args)} but "
+            "tests/test_isolation.py does not know which object that is. Add it to OBJECT_URLS "
+            "(url name -> the World object its id names), so the test can check that another "
+            "team gets a 404 there." + ("" if route.name else " Give the pattern a name first.")
+        )
+    if callable(entry):
+        return entry(world)
+    if len(route.args) != 1:
+        pytest.fail(
+            f"{route.name} takes {route.args}: register a function that returns its kwargs."
+        )
+    return {route.args[0]: getattr(world, entry).pk}
+
+
+def assert_team_a_untouched(world: World) -> None:
+    job = Job.objects.get(pk=world.job.pk)
+    assert job.status == world.job.status and not job.retries.exists()
+    assert (
+        not job.events.exclude(message__contains="Saved").exclude(message=f"note {MARKER}").exists()
+    )
+    assert Credential.objects.filter(pk=world.credential.pk).exists()
+    assert ModelInstance.objects.get(pk=world.instance.pk).status == "running"
+    assert ApiToken.objects.get(pk=world.token.pk).revoked_at is None
+    assert Membership.objects.get(pk=world.membership.pk).role == Role.MEMBER
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+def test_the_walk_finds_the_project_urls() -> None:
+    names = {r.name for r in all_routes()}
+    assert {
+        "job_detail",
+        "job_list",
+        "job_export_csv",
+        "credential_delete",
+        "team",
+        "audit",
+    } <= names
+    assert not any(name.startswith("admin:") for name in names)
+
+
+@pytest.mark.parametrize("route", OBJECT_ROUTES, ids=[r.name or r.path for r in OBJECT_ROUTES])
+def test_another_teams_object_is_a_404(charlie_client: Any, world: World, route: Route) -> None:
+    url = reverse(route.name, kwargs=object_kwargs(route, world))
+    answers = {}
+    for method in METHODS:
+        answers[method] = fetch(charlie_client, world, method, url)
+    answers["get (htmx)"] = fetch(charlie_client, world, "get", url, htmx=True)
+    statuses = {method: status for method, (status, _) in answers.items()}
+    assert set(statuses.values()) <= {404, 405}, (
+        f"{url}: {statuses} (another team's object must be a 404)"
+    )
+    assert 404 in statuses.values(), f"{url}: no method reached the view: {statuses}"
+    for method, (_, body) in answers.items():
+        assert MARKER not in body, f"{method.upper()} {url} shows team A's data"
+    assert_team_a_untouched(world)
+
+
+@pytest.mark.parametrize("route", LIST_ROUTES, ids=[r.name or r.path for r in LIST_ROUTES])
+def test_team_pages_show_nothing_of_another_team(
+    charlie_client: Any, world: World, route: Route
+) -> None:
+    if not route.name:
+        pytest.skip(f"unnamed pattern {route.path!r} cannot be reversed")
+    url = reverse(route.name)
+    for htmx in (False, True):
+        status, body = fetch(charlie_client, world, "get", url, htmx=htmx)
+        if status == 405:
+            pytest.skip(f"{url} is POST-only: it acts on the user's own team, it shows nothing")
+        assert status < 500, f"GET {url} failed with {status}"
+        assert MARKER not in body, (
+            f"GET {url}{' (htmx)' if htmx else ''} shows team A's data to team B"
+        )
+    assert_team_a_untouched(world)
+
+
+def test_team_a_sees_its_own_marker(client: Any, alice: User, world: World) -> None:
+    """The check above means something: the same pages do show the marker to team A."""
+    client.force_login(alice)
+    for name in ("job_list", "credential_list", "team", "audit"):
+        assert MARKER in client.get(reverse(name)).content.decode(), name
+    export = client.get(reverse("job_export_jsonl"))
+    assert MARKER in b"".join(export.streaming_content).decode()
+    assert client.get(reverse("job_detail", args=[world.job.pk])).status_code == 200
+
+
+def test_ids_in_request_bodies_are_team_scoped_too(charlie_client: Any, world: World) -> None:
+    """Not URL arguments, but the same rule: naming team A's objects in a form
+    or a JSON body neither works nor reveals them."""
+    charlie_client.post(reverse("switch_team"), {"team": world.team_a.pk})
+    assert MARKER not in charlie_client.get(reverse("home")).content.decode()
+    jobs_before = Job.objects.count()
+    response = charlie_client.post(
+        reverse("job_new"),
+        {"credential": world.credential.pk, "model": "m", "prompts": "hi", "split": "single"},
+    )
+    assert response.status_code == 200 and MARKER not in response.content.decode()
+    status, body = fetch_json_post(
+        charlie_client,
+        world,
+        "/api/v1/jobs",
+        {"credential": world.credential.pk, "model": "m", "prompts": ["hi"]},
+    )
+    assert status in (400, 404) and MARKER not in body
+    assert Job.objects.count() == jobs_before
+    assert_team_a_untouched(world)
+
+
+def fetch_json_post(client: Any, world: World, url: str, data: dict[str, Any]) -> tuple[int, str]:
+    response = client.post(
+        url,
+        data,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {world.charlie_key}"},
+    )
+    return response.status_code, response.content.decode()
