@@ -23,12 +23,12 @@ import binascii
 import importlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
@@ -37,10 +37,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from providers import PROVIDERS, ErrorKind, JobSpec, Provider, ProviderError, get_provider_class
+from providers import PROVIDERS, ErrorKind, JobSpec, ProviderError, get_provider_class
 
 from .audit import audit
-from .forms import SPEC_FIELDS, CredentialForm, JobForm, spec_from_data
+from .forms import SPEC_FIELDS, CredentialForm, JobForm, check_job_spec, spec_from_data
 from .jobs import job_cancel, job_create, job_retry
 from .models import ApiToken, Credential, Job, JobEvent, Membership, ModelInstance, Role
 from .status import INSTANCE_LIVE, InstanceStatus, JobStatus
@@ -74,17 +74,37 @@ class ApiError(Exception):
         self.fields = dict(fields or {})
         self.headers = dict(headers or {})
 
-    def response(self) -> JsonResponse:
+    def response(self) -> SafeJsonResponse:
         response = error_response(self.status, self.message, self.fields)
         for name, value in self.headers.items():
             response[name] = value
         return response
 
 
+class _MarkupSafeEncoder(DjangoJSONEncoder):
+    """Model output is untrusted: "<", ">" and "&" go out as \\u escapes, so no
+    answer holds markup even if something renders it as HTML."""
+
+    def encode(self, o: Any) -> str:
+        return (
+            super()
+            .encode(o)
+            .replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+        )
+
+
+class SafeJsonResponse(JsonResponse):
+    def __init__(self, data: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("encoder", _MarkupSafeEncoder)
+        super().__init__(data, **kwargs)
+
+
 def error_response(
     status: int, message: str, fields: Mapping[str, list[str]] | None = None
-) -> JsonResponse:
-    return JsonResponse({"error": message, "fields": dict(fields or {})}, status=status)
+) -> SafeJsonResponse:
+    return SafeJsonResponse({"error": message, "fields": dict(fields or {})}, status=status)
 
 
 class FieldErrors:
@@ -187,7 +207,7 @@ def endpoint(**handlers: Handler) -> Handler:
 
 
 @csrf_exempt
-def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> SafeJsonResponse:
     return error_response(404, f"There is no API endpoint at {request.path}.")
 
 
@@ -452,19 +472,21 @@ def instance_json(instance: ModelInstance) -> dict[str, Any]:
 CREDENTIAL_FIELDS = ("provider", "name", "secret", "base_url", "options", "max_concurrency", "team")
 
 
-def credential_list(request: HttpRequest) -> JsonResponse:
+def credential_list(request: HttpRequest) -> SafeJsonResponse:
     credentials = visible(Credential.objects.all(), request.user).order_by("team__name", "name")
     team = _query_id(request.GET, "team")
     if team is not None:
         credentials = credentials.filter(team_id=team)
-    return JsonResponse([credential_json(c) for c in credentials], safe=False)
+    return SafeJsonResponse([credential_json(c) for c in credentials], safe=False)
 
 
-def credential_get(request: HttpRequest, pk: str) -> JsonResponse:
-    return JsonResponse(credential_json(visible_or_404(Credential.objects.all(), request.user, pk)))
+def credential_get(request: HttpRequest, pk: str) -> SafeJsonResponse:
+    return SafeJsonResponse(
+        credential_json(visible_or_404(Credential.objects.all(), request.user, pk))
+    )
 
 
-def credential_create(request: HttpRequest) -> JsonResponse:
+def credential_create(request: HttpRequest) -> SafeJsonResponse:
     body = read_body(request)
     errors = FieldErrors()
     reject_unknown(body, CREDENTIAL_FIELDS, errors)
@@ -496,7 +518,7 @@ def credential_create(request: HttpRequest) -> JsonResponse:
             )
     except IntegrityError:
         raise ApiError(409, "Your team already has a credential with this name.") from None
-    return JsonResponse(credential_json(credential), status=201)
+    return SafeJsonResponse(credential_json(credential), status=201)
 
 
 def credential_form_data(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -518,6 +540,9 @@ def form_invalid(form: Any) -> ApiError:
 def credential_delete(request: HttpRequest, pk: str) -> HttpResponse:
     credential = visible_or_404(Credential.objects.select_related("team"), request.user, pk)
     require_role(request.user, credential.team_id, Role.ADMIN)
+    blocker = credential.delete_blocker()
+    if blocker:
+        return error_response(409, blocker)
     with transaction.atomic():
         audit(request.user, credential.team, "credential.deleted", credential, via="api")
         credential.delete()
@@ -538,39 +563,6 @@ SPEC_TYPES = {
     "repetition_penalty": "number",
     "output_schema": "object",
 }
-
-
-def check_job_spec(credential: Credential, spec: JobSpec) -> dict[str, list[str]]:
-    """Field errors for a job spec on this credential: the per-job prompt limits,
-    then the provider adapter's own validation. Empty when the job can run.
-
-    Shared by every way a job is submitted, so a page and a script are refused
-    for the same reasons with the same words."""
-    problem = prompt_limits_error(spec.prompts)
-    if problem:
-        return {"prompts": [problem]}
-    cls = get_provider_class(credential.provider)
-    adapter: Provider = cls(secret="-", base_url=credential.base_url, options=credential.options)
-    with adapter:
-        try:
-            adapter.validate(spec)
-        except ProviderError as exc:
-            field = getattr(exc, "field_name", None) or "__all__"
-            return {field: [exc.message]}
-    return {}
-
-
-def prompt_limits_error(prompts: Sequence[str]) -> str | None:
-    """JobForm's per-job limits (settings.MAX_PROMPTS_PER_JOB, MAX_PROMPT_CHARS)."""
-    if not prompts:
-        return "Enter at least one prompt."
-    if len(prompts) > settings.MAX_PROMPTS_PER_JOB:
-        return f"{len(prompts):,} prompts: at most {settings.MAX_PROMPTS_PER_JOB:,} per job."
-    if max(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS:
-        return f"A prompt is too long: at most {settings.MAX_PROMPT_CHARS:,} characters each."
-    if sum(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS * 10:
-        return f"The prompts are too long: at most {settings.MAX_PROMPT_CHARS * 10:,} characters in all."
-    return None
 
 
 def job_spec_from_json(
@@ -634,7 +626,7 @@ def take_prompts(body: Mapping[str, Any], errors: FieldErrors) -> list[str] | No
     return prompts
 
 
-def job_list(request: HttpRequest) -> JsonResponse:
+def job_list(request: HttpRequest) -> SafeJsonResponse:
     params = request.GET
     errors = FieldErrors()
     reject_unknown(params, JOB_FILTERS + ("limit", "cursor", "team"), errors)
@@ -656,7 +648,7 @@ def job_list(request: HttpRequest) -> JsonResponse:
         query = params.copy()
         query["cursor"] = encode_cursor(page[-1])
         next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-    return JsonResponse(
+    return SafeJsonResponse(
         {"results": [job_json(job, with_log=False) for job in page], "next": next_url}
     )
 
@@ -730,7 +722,7 @@ def decode_cursor(cursor: str, errors: FieldErrors) -> tuple[datetime, int] | No
         return None
 
 
-def job_submit(request: HttpRequest) -> JsonResponse:
+def job_submit(request: HttpRequest) -> SafeJsonResponse:
     body = read_body(request)
     errors = FieldErrors()
     reject_unknown(body, JOB_FIELDS, errors)
@@ -753,15 +745,15 @@ def job_submit(request: HttpRequest) -> JsonResponse:
             model=job.model,
             via="api",
         )
-    return JsonResponse({"id": job.pk, "status": job.status}, status=201)
+    return SafeJsonResponse({"id": job.pk, "status": job.status}, status=201)
 
 
-def job_get(request: HttpRequest, pk: str) -> JsonResponse:
+def job_get(request: HttpRequest, pk: str) -> SafeJsonResponse:
     job = visible_or_404(Job.objects.select_related("created_by"), request.user, pk)
-    return JsonResponse(job_json(job))
+    return SafeJsonResponse(job_json(job))
 
 
-def job_cancel_api(request: HttpRequest, pk: str) -> JsonResponse:
+def job_cancel_api(request: HttpRequest, pk: str) -> SafeJsonResponse:
     job = visible_or_404(Job.objects.select_related("team"), request.user, pk)
     require_role(request.user, job.team_id, Role.MEMBER)
     errors = FieldErrors()
@@ -771,10 +763,10 @@ def job_cancel_api(request: HttpRequest, pk: str) -> JsonResponse:
         job.refresh_from_db(fields=["status"])
         raise ApiError(409, f"Job {job.pk} is already {job.status}; nothing to cancel.")
     audit(request.user, job.team, "job.cancelled", job, via="api")
-    return JsonResponse(job_json(Job.objects.select_related("created_by").get(pk=job.pk)))
+    return SafeJsonResponse(job_json(Job.objects.select_related("created_by").get(pk=job.pk)))
 
 
-def job_retry_api(request: HttpRequest, pk: str) -> JsonResponse:
+def job_retry_api(request: HttpRequest, pk: str) -> SafeJsonResponse:
     job = visible_or_404(Job.objects.select_related("team", "credential"), request.user, pk)
     require_role(request.user, job.team_id, Role.MEMBER)
     body = read_body(request, required=False)
@@ -788,7 +780,7 @@ def job_retry_api(request: HttpRequest, pk: str) -> JsonResponse:
             audit(request.user, job.team, "job.retried", job, new_job=new.pk, via="api")
     except ValueError as exc:
         raise ApiError(409, str(exc)) from None
-    return JsonResponse(job_json(new), status=201)
+    return SafeJsonResponse(job_json(new), status=201)
 
 
 # --- model instances ------------------------------------------------------------------------------
@@ -810,21 +802,21 @@ def instance_service(name: str) -> Callable[..., ModelInstance]:
     return function
 
 
-def instance_list(request: HttpRequest) -> JsonResponse:
+def instance_list(request: HttpRequest) -> SafeJsonResponse:
     instances = visible(ModelInstance.objects.all(), request.user).order_by("-created_at", "-id")
     team = _query_id(request.GET, "team")
     if team is not None:
         instances = instances.filter(team_id=team)
-    return JsonResponse([instance_json(i) for i in instances[:MAX_PAGE_SIZE]], safe=False)
+    return SafeJsonResponse([instance_json(i) for i in instances[:MAX_PAGE_SIZE]], safe=False)
 
 
-def instance_get(request: HttpRequest, pk: str) -> JsonResponse:
-    return JsonResponse(
+def instance_get(request: HttpRequest, pk: str) -> SafeJsonResponse:
+    return SafeJsonResponse(
         instance_json(visible_or_404(ModelInstance.objects.all(), request.user, pk))
     )
 
 
-def instance_create(request: HttpRequest) -> JsonResponse:
+def instance_create(request: HttpRequest) -> SafeJsonResponse:
     body = read_body(request)
     errors = FieldErrors()
     reject_unknown(body, INSTANCE_FIELDS, errors)
@@ -865,7 +857,7 @@ def instance_create(request: HttpRequest) -> JsonResponse:
         model=instance.model,
         via="api",
     )
-    return JsonResponse({"id": instance.pk, "status": instance.status}, status=201)
+    return SafeJsonResponse({"id": instance.pk, "status": instance.status}, status=201)
 
 
 def refused(exc: ValueError) -> ApiError:
@@ -884,13 +876,13 @@ def provider_failure(exc: ProviderError) -> ApiError:
     return ApiError(400 if rejected else 502, exc.message)
 
 
-def instance_delete(request: HttpRequest, pk: str) -> JsonResponse:
+def instance_delete(request: HttpRequest, pk: str) -> SafeJsonResponse:
     instance = visible_or_404(
         ModelInstance.objects.select_related("credential", "team"), request.user, pk
     )
     require_role(request.user, instance.team_id, Role.MEMBER)
     if instance.status == InstanceStatus.STOPPED:
-        return JsonResponse(instance_json(instance))  # DELETE is idempotent
+        return SafeJsonResponse(instance_json(instance))  # DELETE is idempotent
     if instance.status not in INSTANCE_LIVE:
         raise ApiError(409, f"Instance {instance.pk} already ended ({instance.status}).")
     shutdown = instance_service("instance_shutdown")
@@ -908,7 +900,7 @@ def instance_delete(request: HttpRequest, pk: str) -> JsonResponse:
     audit(
         request.user, instance.team, "instance.shutdown", instance, model=instance.model, via="api"
     )
-    return JsonResponse(instance_json(instance))
+    return SafeJsonResponse(instance_json(instance))
 
 
 # --- URLs ---------------------------------------------------------------------------------------------
@@ -942,4 +934,4 @@ urlpatterns = [
     re_path(r"^.*$", not_found, name="api_not_found"),
 ]
 
-__all__ = ["ApiError", "check_job_spec", "prompt_limits_error", "urlpatterns"]
+__all__ = ["ApiError", "urlpatterns"]

@@ -5,12 +5,13 @@ so a job the provider cannot express is refused before it is saved."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
 from django.conf import settings
 
-from providers import PROVIDER_CHOICES, JobSpec, SpecError, get_provider_class
+from providers import PROVIDER_CHOICES, JobSpec, Provider, ProviderError, get_provider_class
 
 from . import netguard
 from .models import Credential, Job, Team
@@ -71,7 +72,15 @@ class CredentialForm(forms.ModelForm):
 
     class Meta:
         model = Credential
-        fields = ["provider", "name", "secret", "base_url", "options", "max_concurrency", "requests_per_minute"]
+        fields = [
+            "provider",
+            "name",
+            "secret",
+            "base_url",
+            "options",
+            "max_concurrency",
+            "requests_per_minute",
+        ]
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -195,45 +204,56 @@ class JobForm(forms.Form):
         )
         return sorted(set(documented) | set(used))
 
-    def clean_prompts(self) -> str:
-        value = self.cleaned_data["prompts"]
-        if len(value) > settings.MAX_PROMPT_CHARS * 10:
-            raise forms.ValidationError(
-                f"The prompts are too long: at most {settings.MAX_PROMPT_CHARS * 10:,} characters in all."
-            )
-        return value
-
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if "prompts" in data:
-            prompts = split_prompts(data["prompts"], data.get("split") or "single")
-            if not prompts:
-                self.add_error("prompts", "Enter at least one prompt.")
-            elif len(prompts) > settings.MAX_PROMPTS_PER_JOB:
-                self.add_error(
-                    "prompts",
-                    f"{len(prompts):,} prompts: at most {settings.MAX_PROMPTS_PER_JOB:,} per job.",
-                )
-            elif max(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS:
-                self.add_error(
-                    "prompts",
-                    f"A prompt is too long: at most {settings.MAX_PROMPT_CHARS:,} characters each.",
-                )
-            data["prompt_list"] = prompts
-        if self.errors:
+            data["prompt_list"] = split_prompts(data["prompts"], data.get("split") or "single")
+            problem = prompt_limits_error(data["prompt_list"])
+            if problem:
+                self.add_error("prompts", problem)
+        if self.errors or "prompt_list" not in data:
             return data
         credential: Credential = data["credential"]
         allowed = get_provider_class(credential.provider).supported_fields | {"stream"}
         spec = spec_from_data(data, allowed)
-        try:
-            get_provider_class(credential.provider)(
-                secret="-", base_url=credential.base_url
-            ).validate(spec)
-        except SpecError as exc:
-            field = exc.field_name if exc.field_name in self.fields else None
-            self.add_error(field, exc.message)
+        for field, messages in check_job_spec(credential, spec).items():
+            for message in messages:
+                self.add_error(field if field in self.fields else None, message)
         data["spec"] = spec
         return data
+
+
+def check_job_spec(credential: Credential, spec: JobSpec) -> dict[str, list[str]]:
+    """Field errors for a job spec on this credential: the per-job prompt limits,
+    then the provider adapter's own validation. Empty when the job can run.
+
+    Shared by every way a job is submitted, so a page and a script are refused
+    for the same reasons with the same words."""
+    problem = prompt_limits_error(spec.prompts)
+    if problem:
+        return {"prompts": [problem]}
+    cls = get_provider_class(credential.provider)
+    adapter: Provider = cls(secret="-", base_url=credential.base_url, options=credential.options)
+    with adapter:
+        try:
+            adapter.validate(spec)
+        except ProviderError as exc:
+            field = getattr(exc, "field_name", None) or "__all__"
+            return {field: [exc.message]}
+    return {}
+
+
+def prompt_limits_error(prompts: Sequence[str]) -> str | None:
+    """JobForm's per-job limits (settings.MAX_PROMPTS_PER_JOB, MAX_PROMPT_CHARS)."""
+    if not prompts:
+        return "Enter at least one prompt."
+    if len(prompts) > settings.MAX_PROMPTS_PER_JOB:
+        return f"{len(prompts):,} prompts: at most {settings.MAX_PROMPTS_PER_JOB:,} per job."
+    if max(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS:
+        return f"A prompt is too long: at most {settings.MAX_PROMPT_CHARS:,} characters each."
+    if sum(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS * 10:
+        return f"The prompts are too long: at most {settings.MAX_PROMPT_CHARS * 10:,} characters in all."
+    return None
 
 
 SPEC_FIELDS = (

@@ -113,6 +113,19 @@ class Credential(models.Model):
         register_secret(value)
         return value
 
+    def delete_blocker(self) -> str:
+        """Why the credential may not be deleted now ("" when it may): a live
+        model instance would go on running, and billing, with nothing left here
+        to shut it down."""
+        live = self.instances.filter(status__in=["requested", "loading", "running"]).count()
+        if not live:
+            return ""
+        noun, pronoun = ("instances", "them") if live > 1 else ("instance", "it")
+        return (
+            f"“{self.name}” still has {live} live model {noun}; "
+            f"shut {pronoun} down on the Instances page first."
+        )
+
     @property
     def circuit_is_open(self) -> bool:
         return self.circuit_open()
@@ -133,7 +146,9 @@ class CredentialSlot(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["credential", "number"], name="one_slot_per_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["credential", "number"], name="one_slot_per_number")
+        ]
 
     def __str__(self) -> str:
         return f"{self.credential_id}#{self.number} {self.holder or 'free'}"

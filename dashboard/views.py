@@ -109,6 +109,10 @@ def credential_list(request: HttpRequest) -> HttpResponse:
 def credential_delete(request: HttpRequest, pk: int) -> HttpResponse:
     credential = team_object_or_404(Credential.objects.all(), request, pk=pk)
     _require_role(request, credential.team_id, Role.ADMIN)
+    blocker = credential.delete_blocker()
+    if blocker:
+        messages.error(request, blocker)
+        return redirect("credential_list")
     name = credential.name
     audit(request.user, credential.team, "credential.deleted", credential)
     credential.delete()

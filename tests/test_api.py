@@ -910,3 +910,21 @@ def test_random_bodies_never_break_the_api(
     if response.status_code >= 400:
         assert isinstance(answer["error"], str) and answer["error"]
     assert SECRET.encode() not in response.content
+
+
+def test_credential_with_live_instance_is_not_deleted(alice_api: Api, team: Any) -> None:
+    from dashboard.models import ModelInstance
+
+    credential = make_credential(team, "bytez")
+    ModelInstance.objects.create(team=team, credential=credential, model="m", status="loading")
+    response = alice_api.delete(f"credentials/{credential.pk}")
+    assert response.status_code == 409
+    assert "live model instance" in response.json()["error"]
+    assert Credential.objects.filter(pk=credential.pk).exists()
+
+
+def test_json_answers_escape_markup(alice_api: Api, team: Any) -> None:
+    job = make_job(make_credential(team), ["<script>alert(1)</script>"])
+    response = alice_api.get(f"jobs/{job.pk}")
+    assert b"<script>" not in response.content
+    assert response.json()["spec"]["prompts"] == ["<script>alert(1)</script>"]

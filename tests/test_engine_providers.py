@@ -274,18 +274,26 @@ def test_bytez_job_waits_queued_while_its_instance_loads(team: Any, sims: Any) -
     _load_bytez(sim, "openai-community/gpt2")
     credential = make_credential(team, "bytez", base_url=sim.base_url)
     instance = ModelInstance.objects.create(
-        team=team, credential=credential, model="openai-community/gpt2", status="loading", provider_status="LOADING"
+        team=team,
+        credential=credential,
+        model="openai-community/gpt2",
+        status="loading",
+        provider_status="LOADING",
     )
     job = make_job(credential, ["hi"], model="openai-community/gpt2")
     assert engine.advance_job(job.pk, budget=0.2) == "deferred"
     job.refresh_from_db()
-    assert job.status == "queued" and job.provider_status.startswith("Waiting for instance (loading")
+    assert job.status == "queued" and job.provider_status.startswith(
+        "Waiting for instance (loading"
+    )
     assert sim.count("POST /model/run") == 0
     ModelInstance.objects.filter(pk=instance.pk).update(status="running", inferences=0)
     Job.objects.filter(pk=job.pk).update(next_check_at=None)
     assert engine.advance_job(job.pk) == "completed"
     instance.refresh_from_db()
-    assert instance.inferences == 1 and instance.expires_at is not None  # each run resets the expiry
+    assert (
+        instance.inferences == 1 and instance.expires_at is not None
+    )  # each run resets the expiry
 
 
 # --- exactly once -------------------------------------------------------------------------------
@@ -374,7 +382,9 @@ def test_lamini_text_batch(team: Any, sims: Any) -> None:
     engine.advance_job(job.pk)
     job.refresh_from_db()
     assert job.status == "completed", job.error
-    assert job.outputs == [completion_text("meta-llama/Llama-2-7b-chat-hf", p).strip() for p in ("one", "two")]
+    assert job.outputs == [
+        completion_text("meta-llama/Llama-2-7b-chat-hf", p).strip() for p in ("one", "two")
+    ]
 
 
 @pytest.mark.parametrize(("age", "expected"), [(0, 1.0), (119, 1.0), (120, 2.0), (900, 5.0)])

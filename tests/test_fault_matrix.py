@@ -92,7 +92,12 @@ def test_sync_500_then_ok(slug: str, setup: Any, waits: list[float]) -> None:
     job = _drive(credential, _job(slug, credential), FakeClock())
     assert job.status == "completed", job.error
     assert sim.count("fault 500") == 1 and len(waits) == 1
-    assert job.events.filter(kind=JobEvent.Kind.RETRY, message__contains="server error (HTTP 500)").count() == 1
+    assert (
+        job.events.filter(
+            kind=JobEvent.Kind.RETRY, message__contains="server error (HTTP 500)"
+        ).count()
+        == 1
+    )
 
 
 @pytest.mark.parametrize("slug", list(SYNC))
@@ -128,7 +133,9 @@ def test_async_401(slug: str, setup: Any, sim_clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("slug", list(ASYNC))
-def test_async_429_on_submit_waits_and_submits_once(slug: str, setup: Any, sim_clock: FakeClock, waits: list[float]) -> None:
+def test_async_429_on_submit_waits_and_submits_once(
+    slug: str, setup: Any, sim_clock: FakeClock, waits: list[float]
+) -> None:
     sim, credential = setup(slug)
     sim.add_fault(status=429, headers={"Retry-After": "5"}, method="POST", path=ASYNC[slug][0])
     job = _drive(credential, _job(slug, credential), sim_clock)
@@ -144,11 +151,18 @@ def test_async_500_then_ok_on_poll(slug: str, setup: Any, sim_clock: FakeClock) 
     job = _drive(credential, _job(slug, credential), sim_clock)
     assert job.status == "completed", job.error
     assert sim.submissions == 1 and sim.count("fault 500") == 1
-    assert job.events.filter(kind=JobEvent.Kind.RETRY, message__startswith="Status check 1 failed").count() == 1
+    assert (
+        job.events.filter(
+            kind=JobEvent.Kind.RETRY, message__startswith="Status check 1 failed"
+        ).count()
+        == 1
+    )
 
 
 @pytest.mark.parametrize("slug", list(ASYNC))
-def test_async_500_on_submit_is_not_resubmitted(slug: str, setup: Any, sim_clock: FakeClock) -> None:
+def test_async_500_on_submit_is_not_resubmitted(
+    slug: str, setup: Any, sim_clock: FakeClock
+) -> None:
     sim, credential = setup(slug)
     sim.add_fault(status=500, method="POST", path=ASYNC[slug][0])
     job = _drive(credential, _job(slug, credential), sim_clock)
@@ -166,17 +180,32 @@ def test_async_timeout_on_poll_is_retried(slug: str, setup: Any, sim_clock: Fake
 
 
 @pytest.mark.parametrize("slug", list(ASYNC))
-def test_async_timeout_on_submit_is_outcome_unknown(slug: str, setup: Any, sim_clock: FakeClock) -> None:
+def test_async_timeout_on_submit_is_outcome_unknown(
+    slug: str, setup: Any, sim_clock: FakeClock
+) -> None:
     sim, credential = setup(slug)
     sim.add_fault(status=200, delay=0.6, method="POST", path=ASYNC[slug][0])
     job = _drive(credential, _job(slug, credential), sim_clock)
-    assert job.status == "failed" and "Outcome unknown" in job.error and "did not answer in time" in job.error
+    assert (
+        job.status == "failed"
+        and "Outcome unknown" in job.error
+        and "did not answer in time" in job.error
+    )
 
 
 @pytest.mark.parametrize("slug", list(ASYNC))
-def test_async_malformed_json_on_poll_gives_up_after_bounded_checks(slug: str, setup: Any, sim_clock: FakeClock) -> None:
+def test_async_malformed_json_on_poll_gives_up_after_bounded_checks(
+    slug: str, setup: Any, sim_clock: FakeClock
+) -> None:
     sim, credential = setup(slug)
-    sim.add_fault(status=200, body="<html>proxy error</html>", content_type="text/html", times=100, method="GET", path=ASYNC[slug][1])
+    sim.add_fault(
+        status=200,
+        body="<html>proxy error</html>",
+        content_type="text/html",
+        times=100,
+        method="GET",
+        path=ASYNC[slug][1],
+    )
     job = _drive(credential, _job(slug, credential), sim_clock, rounds=50)
     assert job.status == "failed"
     assert f"Gave up after {engine.MAX_POLL_FAILURES} failed status checks" in job.error

@@ -307,3 +307,13 @@ def test_retry_failed_prompts_only(bob_client: Any, team: Any) -> None:
     bob_client.post(reverse("job_retry", args=[job.pk]), {"failed_only": "1"})
     new = Job.objects.exclude(pk=job.pk).get()
     assert new.prompts == ["bad", "worse"] and new.retry_of_id == job.pk
+
+
+def test_credential_with_a_live_instance_cannot_be_deleted(alice_client: Any, team: Any) -> None:
+    from dashboard.models import ModelInstance
+
+    credential = make_credential(team, "bytez")
+    ModelInstance.objects.create(team=team, credential=credential, model="m", status="running")
+    response = alice_client.post(reverse("credential_delete", args=[credential.pk]), follow=True)
+    assert "still has 1 live model instance; shut it down" in response.content.decode()
+    assert Credential.objects.filter(pk=credential.pk).exists()

@@ -5,33 +5,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0002_sweep_schedule'),
+        ("dashboard", "0002_sweep_schedule"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='credential',
-            name='rate_window_count',
+            model_name="credential",
+            name="rate_window_count",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='credential',
-            name='rate_window_start',
+            model_name="credential",
+            name="rate_window_start",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='CredentialSlot',
+            name="CredentialSlot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('holder', models.CharField(blank=True, max_length=64)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('credential', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='slots', to='dashboard.credential')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("holder", models.CharField(blank=True, max_length=64)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "credential",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="slots",
+                        to="dashboard.credential",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('credential', 'number'), name='one_slot_per_number')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("credential", "number"), name="one_slot_per_number"
+                    )
+                ],
             },
         ),
     ]

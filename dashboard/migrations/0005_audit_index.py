@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0004_login_attempts'),
+        ("dashboard", "0004_login_attempts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['team', '-created_at', '-id'], name='audit_history'),
+            model_name="auditevent",
+            index=models.Index(fields=["team", "-created_at", "-id"], name="audit_history"),
         ),
     ]

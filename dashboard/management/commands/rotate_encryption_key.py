@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from dashboard.crypto import SecretDecryptionError, rotate
 from dashboard.models import Credential
@@ -17,16 +16,21 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # First make sure every secret can be read: either all are rotated or none.
+        rotated: dict[int, tuple[str, str]] = {}
+        unreadable = []
+        for pk, stored in Credential.objects.values_list("pk", "secret"):
+            try:
+                rotated[pk] = (stored, rotate(stored))
+            except SecretDecryptionError:
+                unreadable.append(pk)
+        if unreadable:
+            raise CommandError(
+                f"Credentials {', '.join(map(str, unreadable))} cannot be decrypted with any key of "
+                "DASHBOARD_ENCRYPTION_KEYS; nothing was changed. Add the key that encrypted them."
+            )
         done = 0
-        for pk in Credential.objects.values_list("pk", flat=True):
-            with transaction.atomic():
-                stored = Credential.objects.filter(pk=pk).values_list("secret", flat=True).first()
-                if stored is None:
-                    continue
-                try:
-                    rotated = rotate(stored)
-                except SecretDecryptionError as exc:
-                    raise CommandError(f"Credential {pk}: {exc}") from None
-                # Conditional: a secret changed meanwhile is left for the next run.
-                done += Credential.objects.filter(pk=pk, secret=stored).update(secret=rotated)
+        for pk, (stored, new) in rotated.items():
+            # Conditional: a secret changed meanwhile is already under the new key.
+            done += Credential.objects.filter(pk=pk, secret=stored).update(secret=new)
         self.stdout.write(f"Re-encrypted {done} secret(s) under the first key.")
