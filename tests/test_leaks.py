@@ -1,0 +1,149 @@
+"""Nothing leaks: every page, htmx partial, API answer, admin page, export and
+log line is searched for the credential's secret and for untrusted markup that
+was not escaped (model output, provider logs, errors, notes, names)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from dashboard import engine
+from dashboard.audit import audit
+from dashboard.logs import RedactSecretsFilter
+from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
+
+from .conftest import SECRET, make_credential, make_job
+from .test_isolation import OBJECT_URLS, all_routes
+
+pytestmark = pytest.mark.django_db
+
+SCRIPT = '<script>alert("pwned")</script>'
+IMG = "<img src=x onerror=alert(1)>"
+FORMULA = "=cmd|' /C calc'!A0"
+PAYLOAD = f"{SCRIPT}{IMG}"
+RAW_MARKERS = (SCRIPT, "<img src=x onerror", "<script>alert")
+
+
+class Everything:
+    def __init__(self, team: Any, alice: User, sim: Any) -> None:
+        User.objects.filter(pk=alice.pk).update(is_staff=True, is_superuser=True)
+        self.credential = make_credential(team, base_url=sim.base_url, name=f"cred {IMG}")
+        self.job = make_job(self.credential, [PAYLOAD, FORMULA], user=alice, model=f"model{IMG}")
+        engine.advance_job(self.job.pk)  # real outputs echo the prompts
+        Job.objects.filter(pk=self.job.pk).update(error=PAYLOAD, provider_status=IMG[:90])
+        JobEvent.objects.create(
+            job=self.job, kind=JobEvent.Kind.LOG, message=f"log {PAYLOAD}", unit=0
+        )
+        JobEvent.objects.create(
+            job=self.job, kind=JobEvent.Kind.NOTE, message=f"note {PAYLOAD}", author=alice
+        )
+        self.instance = ModelInstance.objects.create(
+            team=team,
+            credential=make_credential(team, "bytez", name="bz"),
+            model=f"m{IMG}",
+            status="running",
+            message=PAYLOAD,
+            provider_status=IMG[:90],
+        )
+        formula_job = make_job(self.credential, [FORMULA], user=alice, model="m")
+        Job.objects.filter(pk=formula_job.pk).update(error=FORMULA, outputs=["+SUM(A1:A9)"])
+        self.token, self.key = ApiToken.issue(alice, f"token {IMG}")
+        self.membership = alice.memberships.get(team=team)
+        audit(alice, team, "credential.created", f"audit {PAYLOAD}")
+
+    def kwargs(self, route: Any) -> dict[str, Any]:
+        entry = OBJECT_URLS[route.name]
+        if callable(entry):
+            return entry(self)  # type: ignore[arg-type]
+        target = {
+            "credential": self.credential,
+            "job": self.job,
+            "instance": self.instance,
+            "token": self.token,
+            "membership": self.membership,
+        }[entry]
+        return {route.args[0]: target.pk}
+
+
+def body_of(response: Any) -> str:
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content).decode()
+    return response.content.decode()
+
+
+def assert_clean(url: str, response: Any) -> str:
+    """No secret anywhere; no raw markup in anything a browser may render (pages,
+    partials, JSON). Downloads (CSV, JSONL) keep the data exact by design."""
+    body = body_of(response)
+    assert response.status_code < 500, url
+    assert SECRET not in body, f"secret in {url}"
+    kind = response.get("Content-Type", "")
+    if kind.startswith(("text/html", "application/json")):
+        for marker in RAW_MARKERS:
+            assert marker not in body, f"unescaped {marker!r} in {url}"
+    else:
+        assert response.get("Content-Disposition", "").startswith("attachment"), url
+    return body
+
+
+@pytest.fixture
+def everything(team: Any, alice: User, sims: Any) -> Everything:
+    return Everything(team, alice, sims.get("together"))
+
+
+def test_every_get_route_page_partial_and_api(
+    client: Any, alice: User, everything: Everything, caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client.force_login(alice)
+    checked = 0
+    for route in all_routes():
+        if not route.name or route.name in ("logout",):
+            continue
+        url = reverse(route.name, kwargs=everything.kwargs(route) if route.args else None)
+        headers = {"Authorization": f"Bearer {everything.key}"} if url.startswith("/api/") else {}
+        for extra in ({}, {"HX-Request": "true"}):
+            response = client.get(url, headers={**headers, **extra})
+            if response.status_code == 405:
+                break
+            assert_clean(url, response)
+            checked += 1
+    assert checked > 30
+    for record in caplog.records:
+        RedactSecretsFilter().filter(record)
+        assert SECRET not in record.getMessage()
+
+
+def test_every_admin_page(client: Any, alice: User, everything: Everything) -> None:
+    client.force_login(alice)
+    for model in admin.site._registry:
+        meta = model._meta
+        changelist = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        assert_clean(changelist, client.get(changelist))
+        first = model.objects.first()
+        if first is not None:
+            change = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[first.pk])
+            assert_clean(change, client.get(change))
+
+
+def test_exports_guard_formulas_and_hold_no_secret(
+    client: Any, alice: User, everything: Everything
+) -> None:
+    client.force_login(alice)
+    body = assert_clean("csv", client.get(reverse("job_export_csv")))
+    for row in csv.reader(io.StringIO(body)):
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    assert "'" + FORMULA in body
+    assert "'+SUM(A1:A9)" in body
+    lines = assert_clean("jsonl", client.get(reverse("job_export_jsonl"))).splitlines()
+    jobs = {job["id"]: job for job in map(json.loads, lines)}
+    assert jobs[everything.job.pk]["spec"]["prompts"][0] == PAYLOAD  # exact data, JSON-escaped
