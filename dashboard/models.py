@@ -102,7 +102,8 @@ class Credential(models.Model):
         ordering = ["team__name", "name"]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.get_provider_display()})"
+        label = self.get_provider_display()
+        return self.name if label.lower() in self.name.lower() else f"{self.name} ({label})"
 
     @sensitive_variables("value")
     def reveal_secret(self) -> str:
