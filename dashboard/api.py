@@ -505,17 +505,7 @@ def credential_create(request: HttpRequest) -> SafeJsonResponse:
         raise form_invalid(form)
     try:
         with transaction.atomic():
-            credential = form.save(commit=False)
-            credential.created_by = request.user
-            credential.save()
-            audit(
-                request.user,
-                membership.team,
-                "credential.created",
-                credential,
-                provider=credential.provider,
-                via="api",
-            )
+            credential = form.save_for(request.user, via="api")
     except IntegrityError:
         raise ApiError(409, "Your team already has a credential with this name.") from None
     return SafeJsonResponse(credential_json(credential), status=201)

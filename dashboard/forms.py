@@ -124,6 +124,19 @@ class CredentialForm(forms.ModelForm):
         data["options"] = data.get("options") or {}
         return data
 
+    def save_for(self, user: Any, *, via: str = "web") -> Credential:
+        """Save the new credential as ``user``'s, with its audit event."""
+        from .audit import audit
+
+        credential = self.save(commit=False)
+        credential.created_by = user
+        credential.save()
+        extra = {"via": via} if via != "web" else {}
+        audit(
+            user, self.team, "credential.created", credential, provider=credential.provider, **extra
+        )
+        return credential
+
     def save(self, commit: bool = True) -> Credential:
         credential = super().save(commit=False)
         credential.team = self.team

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from .audit import audit
-from .forms import CredentialForm, JobForm
+from .forms import SPEC_FIELDS, CredentialForm, JobForm
 from .jobs import job_cancel, job_create, job_retry
 from .models import Credential, Job, JobEvent, Membership, Role
 from .status import JOB_ACTIVE
@@ -77,16 +77,7 @@ def credential_list(request: HttpRequest) -> HttpResponse:
     if membership.allows(Role.ADMIN):
         form = CredentialForm(request.POST or None, team=membership.team)
         if request.method == "POST" and form.is_valid():
-            credential = form.save(commit=False)
-            credential.created_by = request.user
-            credential.save()
-            audit(
-                request.user,
-                membership.team,
-                "credential.created",
-                credential,
-                provider=credential.provider,
-            )
+            credential = form.save_for(request.user)
             messages.success(
                 request,
                 f"Credential “{credential.name}” saved. Its secret will not be shown again.",
@@ -157,18 +148,7 @@ def _clone_initial(request: HttpRequest) -> dict[str, Any]:
     prompts = spec.get("prompts") or []
     initial = {
         key: spec.get(key)
-        for key in (
-            "model",
-            "question",
-            "system_prompt",
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "top_k",
-            "repetition_penalty",
-            "output_schema",
-            "stream",
-        )
+        for key in ("model", *SPEC_FIELDS, "stream")
         if spec.get(key) not in (None, "")
     }
     initial["options"] = spec.get("options") or None
