@@ -39,6 +39,7 @@ from .instances import (
 from .models import Credential, ModelInstance, Role, Team
 from .status import INSTANCE_LIVE, InstanceStatus
 from .teams import require_membership, role_in, team_object_or_404
+from .views_team import team_set_cost_rate
 
 STOP_POLLING = 286
 CATALOG_PAGE_SIZE = 50
@@ -341,10 +342,8 @@ def instance_rate(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
     form = RateForm(request.POST)
     if form.is_valid():
-        team = membership.team
         rate = form.cleaned_data["cost_per_gb_second"]
-        Team.objects.filter(pk=team.pk).update(cost_per_gb_second=rate)
-        audit(request.user, team, "team.rate_set", team, cost_per_gb_second=str(rate))
+        team_set_cost_rate(team=membership.team, rate=rate, actor=request.user)
         messages.success(request, "Rate saved." if rate is not None else "Rate removed.")
     else:
         errors = "; ".join(e for field in form.errors.values() for e in field)
