@@ -80,3 +80,35 @@ def test_provider_error_is_readable_on_the_page(
         "data-status", "failed"
     )
     expect(page.locator("#job-status .job-error")).to_contain_text("authentication failed")
+
+
+def test_polling_pauses_while_the_tab_is_hidden(
+    page: Any, live_server: Any, team: Any, sims: Any
+) -> None:
+    """No worker here: the job stays pending, so the page keeps polling; while
+    the document is hidden, no poll request goes out."""
+    from ..conftest import make_job
+
+    credential = make_credential(team, base_url=sims.get("together").base_url)
+    job = make_job(credential)
+    login(page, live_server.url, "bob")
+    polls: list[str] = []
+    page.on(
+        "request", lambda request: polls.append(request.url) if "/live" in request.url else None
+    )
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    page.wait_for_timeout(2500)
+    visible = len(polls)
+    assert visible >= 2
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});"
+        "document.dispatchEvent(new Event('visibilitychange'))"
+    )
+    polls.clear()
+    page.wait_for_timeout(2500)
+    assert polls == []
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => false})"
+    )
+    page.wait_for_timeout(2000)
+    assert len(polls) >= 1
