@@ -112,6 +112,8 @@ class CredentialAdmin(admin.ModelAdmin):
 
 
 class JobEventInline(admin.TabularInline):
+    """The timeline; the log and streamed text (possibly megabytes) stay out."""
+
     model = JobEvent
     extra = 0
     fields = ["created_at", "kind", "message", "author"]
@@ -121,6 +123,9 @@ class JobEventInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobEvent]:
+        return super().get_queryset(request).exclude(kind__in=[JobEvent.Kind.LOG, JobEvent.Kind.STREAM])
 
 
 class JobUnitInline(admin.TabularInline):
