@@ -25,6 +25,7 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
     "bytez": ("providers.bytez", "BytezProvider", "Bytez"),
     "lamini": ("providers.lamini", "LaminiProvider", "Lamini"),
     "gridrepublic": ("providers.gridrepublic", "GridRepublicProvider", "GridRepublic"),
+    "openai": ("providers.openai_compat", "OpenAIProvider", "OpenAI-compatible"),
 }
 
 PROVIDER_CHOICES = [(slug, label) for slug, (_, _, label) in PROVIDERS.items()]

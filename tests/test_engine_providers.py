@@ -393,3 +393,34 @@ def test_poll_cadence_backs_off_for_long_remote_jobs(age: int, expected: float) 
     now = timezone.now()
     unit = JobUnit(submitted_at=now - timedelta(seconds=age))
     assert engine.poll_interval(provider, unit, now) == expected * provider.poll_interval
+
+
+def test_openai_compatible_chat_with_structured_output(team: Any, sims: Any) -> None:
+    sim = sims.get("openai")
+    credential = make_credential(team, "openai", base_url=sim.base_url + "/v1")
+    job = make_job(
+        credential,
+        ["Carl", "Paul"],
+        model="llama-3-8b",
+        output_schema={"age": "int", "units": "str"},
+    )
+    engine.advance_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed", job.error
+    assert all(set(o) == {"age", "units"} and isinstance(o["age"], int) for o in job.outputs)
+    assert sim.count("POST /v1/chat/completions") == 2
+
+
+def test_openai_compatible_stream(team: Any, sims: Any) -> None:
+    sim = sims.get("openai")
+    credential = make_credential(team, "openai", base_url=sim.base_url)
+    job = make_job(
+        credential, ["Tell a story"], model="llama-3-8b", stream=True, system_prompt="Be brief"
+    )
+    engine.advance_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed", job.error
+    streamed = "".join(
+        job.events.filter(kind=JobEvent.Kind.STREAM).values_list("message", flat=True)
+    )
+    assert streamed == job.outputs[0] == completion_text("llama-3-8b", "Tell a story").strip()

@@ -13,6 +13,7 @@ SIMULATORS: dict[str, tuple[str, str]] = {
     "bytez": ("providers.simulators.bytez", "BytezSimulator"),
     "lamini": ("providers.simulators.lamini", "LaminiSimulator"),
     "gridrepublic": ("providers.simulators.gridrepublic", "GridRepublicSimulator"),
+    "openai": ("providers.simulators.openai_compat", "OpenAISimulator"),
 }
 
 

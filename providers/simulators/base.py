@@ -298,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_stream(self, response: Response) -> None:
         self.send_response(response.status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Type", response.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         for key, value in response.headers.items():
             self.send_header(key, value)

@@ -205,7 +205,9 @@ class BytezSimulator(Simulator):
         limit = params.get("max_new_tokens")
         text = completion_text(model, prompt, limit if isinstance(limit, int) else None)
         if body.get("stream"):
-            return Response(200, stream=self._chunks(text), content_type="text/plain")
+            return Response(
+                200, stream=self._chunks(text), content_type="text/plain; charset=utf-8"
+            )
         return Response(200, {"output": text, "error": None})
 
     def _chunks(self, text: str) -> Iterator[str]:

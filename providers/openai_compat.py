@@ -1,0 +1,344 @@
+"""Any OpenAI-compatible ``POST /v1/chat/completions`` server, Bearer auth.
+
+vLLM, Ollama, the llama.cpp server and Together's v1 API (the successor of its
+legacy ``/inference``, provider-docs/NOTES.md) all speak this protocol; the
+credential's ``base_url`` picks the server. The path is ``/v1/chat/completions``
+under ``base_url``, or ``/chat/completions`` when ``base_url`` already ends in
+``/v1`` (the way those servers document their base URL).
+
+One request per prompt. ``top_k`` and ``repetition_penalty`` are not part of
+OpenAI's own API: they are sent only when set, as the extra sampling
+parameters vLLM (and Together's v1 API) accept; a server that does not know
+them may ignore them or answer 400, which is reported as REJECTED.
+
+Structured output is sent as ``response_format: {"type": "json_schema", ...}``
+(a Lamini-style ``{"field": "str"}`` map is converted to a JSON Schema first);
+the answer is the JSON text, which the dashboard parses and checks.
+
+With ``stream: true`` the answer is Server-Sent Events: ``data: {...}`` lines
+whose ``choices[0].delta.content`` are the text chunks, ending with
+``data: [DONE]``. The Content-Type is not trusted (some servers say
+``text/plain``); only ``application/json`` means the server ignored ``stream``
+and answered the whole completion at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .base import (
+    ChunkCallback,
+    ErrorKind,
+    JobSpec,
+    ModelInfo,
+    Provider,
+    ProviderError,
+    SpecError,
+    shorten,
+)
+
+LABEL = "OpenAI-compatible"
+
+#: Spec fields sent under their own names when set.
+PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+
+#: Lamini type words (any case) -> JSON Schema types.
+TYPE_WORDS = {
+    "str": "string",
+    "string": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+}
+
+DONE = "[DONE]"
+
+
+# -- pure translation -----------------------------------------------------------
+
+
+def chat_path(base_url: str) -> str:
+    """The chat path relative to ``base_url``, never doubling a trailing ``/v1``."""
+    path = urlsplit(base_url).path.rstrip("/")
+    return "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+
+
+def is_json_schema(schema: dict[str, Any]) -> bool:
+    """The same test as the dashboard's (dashboard/structured.py): a type map may
+    have a field called "type", but its value is then a type word."""
+    return (
+        "properties" in schema or schema.get("type") in ("object", "array") or "$schema" in schema
+    )
+
+
+def to_json_schema(schema: Any) -> dict[str, Any] | None:
+    """``output_schema`` as a JSON Schema: a JSON Schema is kept as it is, a
+    Lamini-style type map is converted; anything else is a SpecError."""
+    if schema is None or schema == {}:
+        return None
+    if not isinstance(schema, dict):
+        raise SpecError("output_schema must be a JSON object.", "output_schema")
+    if is_json_schema(schema):
+        properties = schema.get("properties")
+        if properties is not None and not isinstance(properties, dict):
+            raise SpecError("output_schema 'properties' must be a JSON object.", "output_schema")
+        return schema
+    properties = {}
+    for name, word in schema.items():
+        kind = TYPE_WORDS.get(word.strip().lower()) if isinstance(word, str) else None
+        if kind is None:
+            raise SpecError(
+                f"output_schema field {name!r} has type {json.dumps(word)}: use a JSON Schema "
+                'object, or a map of field names to "str", "int", "float" or "bool".',
+                "output_schema",
+            )
+        properties[name] = {"type": kind}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def build_response_format(schema: Any) -> dict[str, Any] | None:
+    json_schema = to_json_schema(schema)
+    if json_schema is None:
+        return None
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": json_schema, "strict": False},
+    }
+
+
+def build_request(spec: JobSpec, prompt: str) -> dict[str, Any]:
+    messages = []
+    if spec.system_prompt:
+        messages.append({"role": "system", "content": spec.system_prompt})
+    messages.append({"role": "user", "content": prompt})
+    body: dict[str, Any] = {"model": spec.model, "messages": messages}
+    for name in PARAMS:
+        value = getattr(spec, name)
+        if value is not None:
+            body[name] = value
+    response_format = build_response_format(spec.output_schema)
+    if response_format is not None:
+        body["response_format"] = response_format
+    body["stream"] = spec.stream
+    return body
+
+
+def _protocol(why: str) -> ProviderError:
+    return ProviderError(
+        f"{LABEL} server sent an answer without text: {why}", kind=ErrorKind.PROTOCOL
+    )
+
+
+def _error_message(error: Any) -> str:
+    if isinstance(error, dict):
+        message = error.get("message")
+        return shorten(str(message) if message else json.dumps(error), 300)
+    return shorten(str(error), 300)
+
+
+def _refused(error: Any) -> ProviderError:
+    detail = _error_message(error)
+    return ProviderError(
+        f"{LABEL} server refused the request: {detail}", kind=ErrorKind.REJECTED, detail=detail
+    )
+
+
+def _text(content: Any) -> str | None:
+    """A message's content: a string, or (some servers) a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        if len(parts) == len(content) and all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    return None
+
+
+def parse_response(body: dict[str, Any]) -> str:
+    """``choices[0].message.content`` of a whole (non-streamed) completion."""
+    if body.get("error"):
+        raise _refused(body["error"])
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _protocol("the answer has no 'choices'")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise _protocol("the first choice has no 'message' object")
+    text = _text(message.get("content"))
+    if text is not None:
+        return text
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        detail = shorten(refusal, 300)
+        raise ProviderError(
+            f"The model refused to answer: {detail}", kind=ErrorKind.REJECTED, detail=detail
+        )
+    raise _protocol("the first choice's message has no text 'content'")
+
+
+class SSEDecoder:
+    """Server-Sent Events, fed one line at a time (without its line ending):
+    returns the data of each event a blank line completes."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> list[str]:
+        line = line.rstrip("\r\n")
+        if not line:
+            return self.flush()
+        if line.startswith(":"):  # a comment (keep-alive)
+            return []
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        return []  # event:, id:, retry: carry nothing this protocol uses
+
+    def flush(self) -> list[str]:
+        data, self._data = self._data, []
+        return ["\n".join(data)] if data else []
+
+
+def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
+    """The text of a streamed completion: each ``delta.content`` is passed to
+    ``emit`` as it arrives; reading stops at ``data: [DONE]``."""
+    decoder = SSEDecoder()
+    chunks: list[str] = []
+    state = {"done": False, "finished": False}
+
+    def handle(data: str) -> None:
+        if data.strip() == DONE:
+            state["done"] = True
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            if "\n" in data:  # a server that forgot the blank line between events
+                for line in data.split("\n"):
+                    if not state["done"] and line.strip():
+                        handle(line)
+                return
+            raise ProviderError(
+                f"{LABEL} server sent a stream event that is not JSON: {shorten(data, 120)!r}",
+                kind=ErrorKind.PROTOCOL,
+            ) from None
+        if not isinstance(event, dict):
+            raise ProviderError(
+                f"{LABEL} server sent a stream event of an unexpected shape "
+                f"({type(event).__name__})",
+                kind=ErrorKind.PROTOCOL,
+            )
+        if event.get("error"):
+            raise _refused(event["error"])
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(text, str) and text:
+                chunks.append(text)
+                emit(text)
+            if choice.get("finish_reason"):
+                state["finished"] = True
+
+    for line in lines:
+        for data in decoder.feed(line):
+            handle(data)
+            if state["done"]:
+                return "".join(chunks)
+    for data in decoder.flush():  # the last event without its blank line
+        handle(data)
+    if not (state["done"] or state["finished"]):
+        raise ProviderError(
+            f"{LABEL} server ended the stream before 'data: {DONE}'; the answer may be cut short",
+            kind=ErrorKind.PROTOCOL,
+        )
+    return "".join(chunks)
+
+
+def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
+    """``GET /v1/models``: ``{"object": "list", "data": [{"id": ...}, ...]}``."""
+    items = body.get("data")
+    if not isinstance(items, list):
+        raise ProviderError(
+            f"{LABEL} server sent a model list without 'data'", kind=ErrorKind.PROTOCOL
+        )
+    return [
+        ModelInfo(item["id"])
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
+    ]
+
+
+# -- the adapter ----------------------------------------------------------------
+
+
+class OpenAIProvider(Provider):
+    slug = "openai"
+    label = LABEL
+    default_base_url = "https://api.openai.com"
+    kind = "sync"
+    supports_stream = True
+    supported_fields = frozenset({"system_prompt", *PARAMS, "output_schema"})
+
+    @property
+    def path(self) -> str:
+        return chat_path(self.base_url)
+
+    def validate(self, spec: JobSpec) -> None:
+        super().validate(spec)
+        to_json_schema(spec.output_schema)
+
+    def run(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[Any]:
+        (index,) = indexes
+        body = build_request(spec, spec.prompts[index])
+        if spec.stream:
+            return [self._run_streamed(body, index, on_chunk)]
+        response = self.request("POST", self.path, json=body)
+        return [parse_response(self.json(response))]
+
+    def _run_streamed(
+        self, body: dict[str, Any], index: int, on_chunk: ChunkCallback | None
+    ) -> str:
+        def emit(text: str) -> None:
+            if on_chunk is not None:
+                on_chunk(index, text)
+
+        path = self.path
+        try:
+            with self.client.stream(
+                "POST", path, json=body, headers={"Accept": "text/event-stream"}
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self.raise_for_status(response)
+                content_type = response.headers.get("content-type", "")
+                if content_type.startswith("application/json"):
+                    # A server that ignores ``stream`` answers the whole completion.
+                    response.read()
+                    text = parse_response(self.json(response))
+                    if text:
+                        emit(text)
+                    return text
+                return read_stream(response.iter_lines(), emit)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc, "POST", path) from None
+
+    def list_models(self) -> list[ModelInfo]:
+        path = self.path.removesuffix("/chat/completions") + "/models"
+        return parse_models(self.json(self.request("GET", path)))
