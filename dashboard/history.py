@@ -94,7 +94,9 @@ def _text_search(jobs: QuerySet[Job], text: str) -> QuerySet[Job]:
         _question=Cast(KeyTransform("question", "spec"), TextField()),
         _outputs=Cast("outputs", TextField()),
     )
-    spellings = {text, json.dumps(text)[1:-1]}
+    # As typed; JSON-escaped with \u escapes (SQLite); JSON-escaped keeping the
+    # characters (PostgreSQL escapes only quotes, backslashes and controls).
+    spellings = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
     match = Q()
     for spelling in spellings:
         for column in ("_prompts", "_question", "_outputs"):

@@ -133,6 +133,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # One per test process: parallel runs in one checkout must not share it.
         "NAME": str(DATA_DIR / "test-dbs" / f"test-{os.getpid()}.sqlite3")
     }
+else:
+    # One test database per test process, so parallel runs on one server never collide.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- background work (django-q2) --------------------------------------------------
