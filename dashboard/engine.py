@@ -1023,10 +1023,9 @@ def sweep() -> dict[str, int]:
         .filter(free)
         .filter(Q(next_check_at__lte=now) | Q(next_check_at__isnull=True))
     )
-    # Async jobs past submit are the poller's, not advance_job's.
-    due = due.exclude(units__state=JobUnit.State.SUBMITTED).exclude(
-        status=JobStatus.QUEUED, units__isnull=False
-    )
+    # Sync jobs (no units) and async jobs with a unit still to submit; the rest
+    # are past submit and belong to the poller.
+    due = due.filter(Q(units__isnull=True) | Q(units__state=JobUnit.State.PENDING))
     for job_id in due.values_list("pk", flat=True).distinct()[:500]:
         enqueue("dashboard.tasks.advance_job", job_id)
         counts["jobs"] += 1

@@ -424,3 +424,20 @@ def test_openai_compatible_stream(team: Any, sims: Any) -> None:
         job.events.filter(kind=JobEvent.Kind.STREAM).values_list("message", flat=True)
     )
     assert streamed == job.outputs[0] == completion_text("llama-3-8b", "Tell a story").strip()
+
+
+def test_sweep_finishes_a_submission_that_was_paused_halfway(
+    team: Any, sims: Any, sim_clock: FakeClock
+) -> None:
+    sim = use_clock(sims.get("gridrepublic"), sim_clock, step_seconds=0.0)
+    credential = make_credential(team, "gridrepublic", base_url=sim.base_url)
+    job = make_job(credential, ["a", "b"])
+    # The first prompt went out; the second was paused (say a long Retry-After).
+    first = engine.build_provider(credential).submit(job.job_spec, [0])
+    JobUnit.objects.create(job=job, index=0, prompt_indexes=[0], state="submitted", remote_id=first)
+    JobUnit.objects.create(job=job, index=1, prompt_indexes=[1], state="pending")
+    Job.objects.filter(pk=job.pk).update(next_check_at=timezone.now() - timedelta(seconds=1))
+    assert engine.sweep()["jobs"] == 1  # due again: handed back to advance_job, not only the poller
+    assert engine.advance_job(job.pk) == "submitted"
+    assert sim.submissions == 2
+    assert sorted(job.units.values_list("state", flat=True)) == ["submitted", "submitted"]
