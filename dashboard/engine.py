@@ -210,6 +210,8 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
     except Deferred as deferred:
         next_check_in = max(0.0, deferred.when - monotonic())
         event_add(job.pk, f"Paused: {deferred.reason}; resuming in {next_check_in:.0f} s.")
+        if next_check_in < 1:
+            next_check_in = 0.0  # due at once, so the successor nudged below may take it
         return "deferred"
     except ProviderError as exc:
         job_fail(job.pk, redact(exc.message), retryable=exc.retryable)
