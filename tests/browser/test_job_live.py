@@ -85,12 +85,23 @@ def test_provider_error_is_readable_on_the_page(
 def test_polling_pauses_while_the_tab_is_hidden(
     page: Any, live_server: Any, team: Any, sims: Any
 ) -> None:
-    """No worker here: the job stays pending, so the page keeps polling; while
-    the document is hidden, no poll request goes out."""
+    """A job held by some other worker stays running, so the page keeps polling;
+    while the document is hidden, no poll request goes out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.models import Job
+
     from ..conftest import make_job
 
     credential = make_credential(team, base_url=sims.get("together").base_url)
     job = make_job(credential)
+    Job.objects.filter(pk=job.pk).update(
+        status="running",
+        lease_owner="elsewhere",
+        lease_expires_at=timezone.now() + timedelta(hours=1),
+    )
     login(page, live_server.url, "bob")
     polls: list[str] = []
     page.on(
