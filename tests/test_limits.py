@@ -109,7 +109,12 @@ def test_requests_per_minute_window(team: Any) -> None:
     assert limits.rate_acquire(credential, now + timedelta(minutes=1)) == 0  # a new window
 
 
-def test_requests_per_minute_pauses_the_job(team: Any, sims: Any) -> None:
+def test_requests_per_minute_pauses_the_job(team: Any, sims: Any, monkeypatch: Any) -> None:
+    # Ten seconds into a minute: the next window is 50 s away, never a short pause.
+    frozen = timezone.now().replace(second=10, microsecond=0)
+    monkeypatch.setattr(
+        limits, "timezone", type("Frozen", (), {"now": staticmethod(lambda: frozen)})
+    )
     sim = sims.get("together")
     credential = make_credential(
         team, base_url=sim.base_url, max_concurrency=1, requests_per_minute=2

@@ -93,12 +93,16 @@ def test_polling_pauses_while_the_tab_is_hidden(
 
     from dashboard.models import Job
 
-    from ..conftest import make_job
-
     credential = make_credential(team, base_url=sims.get("together").base_url)
-    job = make_job(credential)
-    Job.objects.filter(pk=job.pk).update(
+    job = Job.objects.create(  # saved directly: no worker is nudged and none may take it
+        team=team,
+        credential=credential,
+        credential_name=credential.name,
+        provider="together",
+        model="m",
+        spec={"model": "m", "prompts": ["p"]},
         status="running",
+        progress_total=1,
         lease_owner="elsewhere",
         lease_expires_at=timezone.now() + timedelta(hours=1),
     )
