@@ -204,6 +204,8 @@ class Job(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["team", "-created_at", "-id"], name="job_history"),
+            # Status counts on the home page and status-filtered history pages.
+            models.Index(fields=["team", "status", "-created_at", "-id"], name="job_team_status"),
             models.Index(fields=["status", "next_check_at"], name="job_due"),
         ]
 
