@@ -42,7 +42,7 @@ from .crypto import SecretDecryptionError
 from .jobs import event_add, job_fail, job_transition
 from .logs import redact
 from .models import Credential, Job, JobEvent, JobUnit
-from .status import JOB_ACTIVE, JobStatus
+from .status import JOB_ACTIVE, JobStatus, check_move
 
 logger = logging.getLogger(__name__)
 
@@ -892,13 +892,17 @@ def _store_outputs(unit: JobUnit, status: RemoteStatus) -> None:
 
 
 def _roll_up_jobs(provider: Provider, jobs: dict[int, Job], by_remote: dict[str, JobUnit]) -> None:
-    """Derive each job's status from its units; bulk-write the jobs that stay
-    active, transition the ones that ended."""
+    """Derive each job's status from its units and write every job in bulk: a
+    round costs the same few queries for ten jobs or a thousand, however many
+    start running or end in it."""
     units_by_job: dict[int, list[JobUnit]] = {}
     for unit in by_remote.values():
         units_by_job.setdefault(unit.job_id, []).append(unit)
     states = _unit_states(list(jobs))
+    now = timezone.now()
     still_active: list[Job] = []
+    started: list[Job] = []
+    ended: list[Job] = []
     for job_id, job in jobs.items():
         polled = units_by_job[job_id]
         unit_states = states.get(job_id, {})
@@ -915,30 +919,55 @@ def _roll_up_jobs(provider: Provider, jobs: dict[int, Job], by_remote: dict[str,
         latest = getattr(polled[-1], "_status", None)
         job.provider_status = polled[-1].provider_status or job.provider_status
         job.cold_start = bool(latest and latest.cold_start)
-        if all(
-            state in (JobUnit.State.COMPLETED, JobUnit.State.FAILED, JobUnit.State.UNKNOWN)
-            for state in unit_states.values()
-        ):
-            _finish_async(job, errors)
+        if all(state in UNIT_DONE for state in unit_states.values()):
+            _end_async(job, errors, now)
+            ended.append(job)
             continue
         any_running = any(
-            getattr(u, "_status", None) and u._status.state == RemoteState.RUNNING for u in polled
-        )  # type: ignore[attr-defined]
-        if any_running and job.status == JobStatus.QUEUED:
-            job_transition(job.pk, JobStatus.RUNNING, message=f"Running on {provider.label}.")
-        still_active.append(job)
-    if still_active:
-        Job.objects.filter(status__in=JOB_ACTIVE).bulk_update(
-            still_active,
-            [
-                "provider_status",
-                "cold_start",
-                "outputs",
-                "output_errors",
-                "progress_done",
-                "raw_result",
-            ],
+            getattr(u, "_status", None) and u._status.state == RemoteState.RUNNING
+            for u in polled  # type: ignore[attr-defined]
         )
+        if any_running and job.status in (JobStatus.PENDING, JobStatus.QUEUED):
+            check_move(job.status, JobStatus.RUNNING)
+            job.status = JobStatus.RUNNING
+            job.started_at = job.started_at or now
+            started.append(job)
+        still_active.append(job)
+    # One read of which jobs are still active, so a cancel that landed
+    # meanwhile wins and gets no misleading event.
+    live = set(
+        Job.objects.filter(pk__in=list(jobs), status__in=JOB_ACTIVE).values_list("pk", flat=True)
+    )
+    events = [
+        JobEvent(job_id=job.pk, message=f"Running on {provider.label}.")
+        for job in started
+        if job.pk in live
+    ]
+    events += [_end_event(job) for job in ended if job.pk in live]
+    writes = [job for job in still_active + ended if job.pk in live]
+    if writes:
+        Job.objects.filter(status__in=JOB_ACTIVE).bulk_update(writes, ROLL_UP_FIELDS)
+    if events:
+        JobEvent.objects.bulk_create(events)
+
+
+UNIT_DONE = frozenset({JobUnit.State.COMPLETED, JobUnit.State.FAILED, JobUnit.State.UNKNOWN})
+ROLL_UP_FIELDS = [
+    "status",
+    "provider_status",
+    "cold_start",
+    "outputs",
+    "output_errors",
+    "progress_done",
+    "raw_result",
+    "error",
+    "error_retryable",
+    "started_at",
+    "finished_at",
+    "next_check_at",
+    "lease_owner",
+    "lease_expires_at",
+]
 
 
 def _unit_states(job_ids: list[int]) -> dict[int, dict[int, str]]:
@@ -950,42 +979,36 @@ def _unit_states(job_ids: list[int]) -> dict[int, dict[int, str]]:
     return states
 
 
-def _finish_async(job: Job, errors: dict[str, str]) -> None:
+def _end_async(job: Job, errors: dict[str, str], now: Any) -> None:
+    """Set the fields of a job whose remote jobs all ended (written by the caller)."""
     total = job.progress_total
     job.outputs = structured.parse_outputs(job.spec.get("output_schema"), job.outputs)
+    job.cold_start = False
+    job.started_at = job.started_at or now
+    job.finished_at = now
+    job.next_check_at = None
+    job.lease_owner, job.lease_expires_at = "", None
     if errors:
         first = next(iter(errors.values()))
-        message = (
+        job.error = (
             first
             if total == 1
             else f"{len(errors)} of {total} prompts failed; first error: {first}"
         )
-        job_transition(
-            job.pk,
-            JobStatus.FAILED,
-            error=message,
-            error_retryable=True,
-            outputs=job.outputs,
-            output_errors=errors,
-            progress_done=job.progress_done,
-            provider_status=job.provider_status,
-            raw_result=job.raw_result,
-            cold_start=False,
-            message=f"Failed: {message}",
-            event_kind=JobEvent.Kind.ERROR,
-        )
+        job.error_retryable = True
+        check_move(job.status, JobStatus.FAILED)
+        job.status = JobStatus.FAILED
         return
-    job_transition(
-        job.pk,
-        JobStatus.COMPLETED,
-        outputs=job.outputs,
-        output_errors={},
-        progress_done=total,
-        provider_status=job.provider_status,
-        raw_result=job.raw_result,
-        cold_start=False,
-        message=f"Completed: {total} output(s).",
-    )
+    job.output_errors = {}
+    job.progress_done = total
+    check_move(job.status, JobStatus.COMPLETED)
+    job.status = JobStatus.COMPLETED
+
+
+def _end_event(job: Job) -> JobEvent:
+    if job.status == JobStatus.FAILED:
+        return JobEvent(job_id=job.pk, kind=JobEvent.Kind.ERROR, message=f"Failed: {job.error}")
+    return JobEvent(job_id=job.pk, message=f"Completed: {job.progress_total} output(s).")
 
 
 # --- the sweep: find due or orphaned work ----------------------------------------------------

@@ -441,3 +441,32 @@ def test_sweep_finishes_a_submission_that_was_paused_halfway(
     assert engine.advance_job(job.pk) == "submitted"
     assert sim.submissions == 2
     assert sorted(job.units.values_list("state", flat=True)) == ["submitted", "submitted"]
+
+
+def _round_queries(team: Any, sim: Any, clock: FakeClock, count: int) -> list[int]:
+    """SQL queries of each poll round (queued, all start running, all end) for ``count`` jobs."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    credential = make_credential(team, "gridrepublic", base_url=sim.base_url)
+    for i in range(count):
+        engine.advance_job(make_job(credential, [f"{count}-{i}"]).pk)
+    provider = engine.build_provider(credential)
+    counts = []
+    for _ in range(3):
+        units = engine.due_units(credential.pk, timezone.now() + timedelta(hours=1))
+        with CaptureQueriesContext(connection) as queries:
+            engine.poll_round(provider, units)
+        counts.append(len(queries))
+        clock.advance(1.0 if len(counts) == 1 else 2.0)
+    return counts
+
+
+def test_poll_round_queries_do_not_grow_with_jobs(
+    team: Any, sims: Any, sim_clock: FakeClock
+) -> None:
+    sim = use_clock(sims.get("gridrepublic"), sim_clock, step_seconds=1.0)
+    small = _round_queries(team, sim, sim_clock, 5)
+    large = _round_queries(team, sim, sim_clock, 40)
+    assert small == large, (small, large)
+    assert Job.objects.filter(status="completed").count() == 45
