@@ -7,9 +7,12 @@ releases them, a real qcluster (the poller), ``manage.py runserver`` serving
 the app, Debian's Chromium through Playwright logged in with a session cookie.
 For each job: open its page, wait until it shows "queued", wait a random
 0-1 s (so the release lands anywhere in both poll cycles), release the remote
-job, and time until the badge says "running" (``page.wait_for_function``). A
-thread watching the database splits each latency into worker (provider state
-to row) and page (row to DOM) parts.
+job, and time until the badge says "running". The moment is stamped in the
+page by a MutationObserver (an init script) against the wall clock the release
+was stamped with: ``wait_for_function`` needs eval, which the app's CSP
+forbids, and ``wait_for_selector`` re-checks only every 500 ms. A thread
+watching the database splits each latency into worker (provider state to row)
+and page (row to DOM) parts.
 """
 
 from __future__ import annotations

@@ -144,11 +144,19 @@ def fresh_database(config: Config, env: dict[str, str]) -> None:
 
 
 def drop_database(config: Config) -> None:
-    if config.db != "postgres":
+    """Drop the configuration's database after its figure (``BENCH_KEEP_DB=1``
+    keeps it for inspection)."""
+    if os.environ.get("BENCH_KEEP_DB") == "1":
         return
     from django.db import connections
 
     connections.close_all()
+    if config.db != "postgres":
+        url = os.environ.get("DATABASE_URL", "")
+        if url.startswith("sqlite:///") and Path(url[10:]).parent == BENCH_DIR:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{url[10:]}{suffix}").unlink(missing_ok=True)
+        return
     import psycopg
 
     with (
