@@ -125,7 +125,11 @@ class JobEventInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobEvent]:
-        return super().get_queryset(request).exclude(kind__in=[JobEvent.Kind.LOG, JobEvent.Kind.STREAM])
+        return (
+            super()
+            .get_queryset(request)
+            .exclude(kind__in=[JobEvent.Kind.LOG, JobEvent.Kind.STREAM])
+        )
 
 
 class JobUnitInline(admin.TabularInline):

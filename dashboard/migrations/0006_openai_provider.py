@@ -4,20 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0005_audit_index'),
+        ("dashboard", "0005_audit_index"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='credential',
-            name='provider',
-            field=models.CharField(choices=[('together', 'Together'), ('mymagic', 'MyMagic'), ('bytez', 'Bytez'), ('lamini', 'Lamini'), ('gridrepublic', 'GridRepublic'), ('openai', 'OpenAI-compatible')], max_length=20),
+            model_name="credential",
+            name="provider",
+            field=models.CharField(
+                choices=[
+                    ("together", "Together"),
+                    ("mymagic", "MyMagic"),
+                    ("bytez", "Bytez"),
+                    ("lamini", "Lamini"),
+                    ("gridrepublic", "GridRepublic"),
+                    ("openai", "OpenAI-compatible"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='job',
-            name='provider',
-            field=models.CharField(choices=[('together', 'Together'), ('mymagic', 'MyMagic'), ('bytez', 'Bytez'), ('lamini', 'Lamini'), ('gridrepublic', 'GridRepublic'), ('openai', 'OpenAI-compatible')], max_length=20),
+            model_name="job",
+            name="provider",
+            field=models.CharField(
+                choices=[
+                    ("together", "Together"),
+                    ("mymagic", "MyMagic"),
+                    ("bytez", "Bytez"),
+                    ("lamini", "Lamini"),
+                    ("gridrepublic", "GridRepublic"),
+                    ("openai", "OpenAI-compatible"),
+                ],
+                max_length=20,
+            ),
         ),
     ]

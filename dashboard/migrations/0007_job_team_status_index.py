@@ -5,15 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0006_openai_provider'),
+        ("dashboard", "0006_openai_provider"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['team', 'status', '-created_at', '-id'], name='job_team_status'),
+            model_name="job",
+            index=models.Index(
+                fields=["team", "status", "-created_at", "-id"], name="job_team_status"
+            ),
         ),
     ]
