@@ -315,6 +315,7 @@ class _SyncRun:
         self.successes = 0
         self.failures: list[ProviderError] = []
         self.last_heartbeat = monotonic()
+        self.check_circuit = False  # set when a failure may have opened it
         self.job = job
         self.provider = provider
         self.deadline = deadline
@@ -390,6 +391,7 @@ class _SyncRun:
         """Write outputs and queued events; False when the job left 'running'."""
         self.flush_events()
         self.record_health()
+        self.check_circuit = True  # another worker may have opened it meanwhile
         if monotonic() - self.last_heartbeat > lease_seconds() / 3:
             self.last_heartbeat = monotonic()
             if not renew_job(self.job.pk, self.owner):
@@ -404,20 +406,27 @@ class _SyncRun:
         self.dirty = False
         return bool(updated)
 
-    def record_health(self) -> None:
+    def record_health(self, *, successes_too: bool = True) -> None:
         """Feed the credential's circuit breaker (and, for a model lifecycle, the
-        instance's run count) with what happened since last time."""
-        successes, self.successes = self.successes, 0
+        instance's run count) with what happened since last time. Failures go
+        at once, so the breaker can stop the next call; successes wait for the
+        next flush, so a fast batch does not write once per answer."""
         failures, self.failures = self.failures, []
+        successes = 0
+        if successes_too:
+            successes, self.successes = self.successes, 0
         if successes or failures:
             limits.circuit_record(self.job.credential_id, successes=successes, failures=failures)
+        if failures:
+            self.check_circuit = True
         _note_runs(self.job, self.provider, successes)
 
     def blocked(self) -> Deferred | None:
         """A reason to stop dispatching now: the circuit is open or the
         requests-per-minute budget is spent."""
         credential = self.job.credential
-        wait = limits.circuit_wait(credential)
+        wait = limits.circuit_wait(credential) if self.check_circuit else 0.0
+        self.check_circuit = False
         if wait:
             return Deferred(
                 monotonic() + wait, f"{self.provider.label} keeps failing (circuit open)"
@@ -495,7 +504,7 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
             pending.update(still)
             for future in finished:
                 run.record(future.result())
-            run.record_health()
+            run.record_health(successes_too=False)
             dispatch(pool)
             if monotonic() - last_flush >= FLUSH_INTERVAL or not pending:
                 last_flush = monotonic()

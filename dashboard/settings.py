@@ -159,7 +159,9 @@ Q_CLUSTER: dict[str, object] = {
     "retry": TASK_TIMEOUT + 60,
     "max_attempts": 1,  # the job row keeps its own attempt counter
     "ack_failures": True,
-    "save_limit": 1000,
+    # Successful task results are not kept (the job rows hold what matters);
+    # with a limit, django-q2's monitor re-reads up to that many rows per result.
+    "save_limit": -1,
     "catch_up": False,
     "label": "Background tasks",
     "poll": 0.1,
