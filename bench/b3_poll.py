@@ -200,9 +200,9 @@ def run(config: Config, quick: bool) -> list[Row]:
             note=""
             if change_big <= change_small
             else (
-                f"{per_job:.1f} queries per job whose status changes: _roll_up_jobs calls "
-                "job_transition per job (conditional UPDATE + event INSERT). Steady rounds "
-                "are unaffected; a round where many jobs start or finish is O(jobs)."
+                f"{per_job:.2f} queries per job whose status changes. The round writes jobs "
+                "and events in bulk; on SQLite, Django's 999-parameter cap splits each bulk "
+                "statement into batches of about a hundred rows."
             ),
         )
     )
