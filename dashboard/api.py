@@ -18,8 +18,6 @@ every team they are in. Another team's object is a 404, as on the pages.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib
 import json
 import logging
@@ -30,15 +28,15 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.urls import re_path
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from providers import PROVIDERS, ErrorKind, JobSpec, ProviderError, get_provider_class
 
+from . import history
 from .audit import audit
 from .forms import SPEC_FIELDS, CredentialForm, JobForm, check_job_spec, spec_from_data
 from .jobs import job_cancel, job_create, job_retry
@@ -622,24 +620,22 @@ def job_list(request: HttpRequest) -> SafeJsonResponse:
     reject_unknown(params, JOB_FILTERS + ("limit", "cursor", "team"), errors)
     limit = _page_size(params.get("limit"), errors)
     jobs = filter_jobs(visible(Job.objects.all(), request.user), params, errors)
-    after = decode_cursor(params["cursor"], errors) if params.get("cursor") else None
+    position = None
+    if params.get("cursor"):
+        position = history.cursor_decode(params["cursor"])
+        if position is None:
+            errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
     errors.raise_if_any()
-    if after is not None:
-        created_at, pk = after
-        jobs = jobs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
-    page = list(
-        jobs.select_related("created_by")
-        .defer("raw_result")
-        .order_by("-created_at", "-id")[: limit + 1]
+    page = history.keyset_page(
+        jobs.select_related("created_by").defer("raw_result"), position=position, size=limit
     )
     next_url = None
-    if len(page) > limit:
-        page = page[:limit]
+    if page.has_more:
         query = params.copy()
-        query["cursor"] = encode_cursor(page[-1])
+        query["cursor"] = page.next_cursor
         next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
     return SafeJsonResponse(
-        {"results": [job_json(job, with_log=False) for job in page], "next": next_url}
+        {"results": [job_json(job, with_log=False) for job in page.items], "next": next_url}
     )
 
 
@@ -691,25 +687,6 @@ def _query_id(params: QueryDict, name: str, errors: FieldErrors | None = None) -
         errors.add(name, "Must be a positive id.")
         return None
     return int(raw)
-
-
-def encode_cursor(job: Job) -> str:
-    """Where the next page starts: opaque to clients, (created_at, id) inside."""
-    raw = f"{job.created_at.astimezone(UTC).isoformat()}|{job.pk}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, errors: FieldErrors) -> tuple[datetime, int] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, pk = raw.rpartition("|")
-        created_at = parse_datetime(stamp)
-        if created_at is None or created_at.tzinfo is None or not pk.isdigit():
-            raise ValueError(raw)
-        return created_at, int(pk)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
-        return None
 
 
 def job_submit(request: HttpRequest) -> SafeJsonResponse:

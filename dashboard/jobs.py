@@ -20,7 +20,7 @@ from django.utils import timezone
 from providers import JobSpec
 
 from .models import Credential, Job, JobEvent, Team
-from .status import JOB_ACTIVE, JOB_TERMINAL, JobStatus, sources_for
+from .status import JOB_TERMINAL, JobStatus, sources_for
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,3 @@ def job_retry(job: Job, *, user: Any = None, failed_only: bool = False) -> Job:
         job.pk, f"Retried as job {new.pk}" + (" (failed prompts only)" if failed_only else "")
     )
     return new
-
-
-def active_statuses() -> list[str]:
-    return list(JOB_ACTIVE)

@@ -10,7 +10,6 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -21,6 +20,7 @@ from .models import Credential, Job, JobEvent, Membership, Role
 from .status import JOB_ACTIVE
 from .teams import SESSION_KEY, require_membership, role_in, team_object_or_404
 
+#: htmx stops an `every` poll when the answer has this status (htmx 2).
 STOP_POLLING = 286
 
 
@@ -275,7 +275,3 @@ def _require_role(request: HttpRequest, team_id: int, role: str) -> None:
     membership = role_in(request, team_id)
     if membership is None or not membership.allows(role):
         raise PermissionDenied(f"This needs the {role} role in the job's team.")
-
-
-def job_url(job: Job) -> str:
-    return reverse("job_detail", args=[job.pk])

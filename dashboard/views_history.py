@@ -31,8 +31,8 @@ from .history import (
 from .models import Team
 from .status import JOB_ACTIVE, JobStatus
 from .teams import require_membership
+from .views import STOP_POLLING
 
-STOP_POLLING = 286
 JOB_LIST_SIZE = 50
 PAGE_SIZES = (10, 25, 50, 100, 200)
 

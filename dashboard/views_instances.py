@@ -39,9 +39,9 @@ from .instances import (
 from .models import Credential, ModelInstance, Role, Team
 from .status import INSTANCE_LIVE, InstanceStatus
 from .teams import require_membership, role_in, team_object_or_404
+from .views import STOP_POLLING
 from .views_team import team_set_cost_rate
 
-STOP_POLLING = 286
 CATALOG_PAGE_SIZE = 50
 #: Ended instances shown under the live ones (so a stop or an expiry stays visible).
 RECENT_ENDED = 10
