@@ -22,15 +22,17 @@ run: $(STAMP)
 ## The whole suite: unit, integration against the simulators, and browser tests.
 test: $(STAMP)
 	bash bin/ensure-chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PYTHON=$(BIN)/python bash bin/run-tests $(PYTEST_ARGS)
 
 ## Everything but the browser and slow tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not shared_db and not slow" $(PYTEST_ARGS)
 
+## Style, and the arrows of the layout (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -49,7 +49,8 @@ def poll_once(credential: Any, sim: Any, route: str) -> tuple[int, int, int, lis
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from dashboard.engine import build_provider, due_units, poll_round
+    from dashboard.core.connect import build_provider
+    from dashboard.jobs.poller import due_units, poll_round
 
     provider = build_provider(credential)
     # Every unit is due: look a day ahead instead of waiting out the poll interval.

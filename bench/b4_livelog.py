@@ -77,7 +77,8 @@ def run(config: Config, quick: bool) -> list[Row]:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from dashboard.engine import build_provider, due_units, poll_round
+    from dashboard.core.connect import build_provider
+    from dashboard.jobs.poller import due_units, poll_round
     from dashboard.models import Job, JobEvent, JobUnit
 
     clock = Clock()

@@ -92,7 +92,7 @@ def detail_job(team: Any, credential: Any, user: Any) -> Any:
 
 
 def deep_cursor(team: Any, offset: int) -> str:
-    from dashboard.history import Position, cursor_encode
+    from dashboard.core.keyset import Position, cursor_encode
     from dashboard.models import Job
 
     row = (

@@ -1,5 +1,5 @@
 """Figure 8, load: 50 concurrent clients polling job partials for 60 s against
-gunicorn (``dashboard.wsgi``, 2 sync workers) on PostgreSQL with the Redis broker.
+gunicorn (``config.wsgi``, 2 sync workers) on PostgreSQL with the Redis broker.
 
 Each client is one open job page: it polls ``/jobs/<id>/live?after=..&done=..``
 with the ``HX-Request`` header and a logged-in session cookie, follows the
@@ -177,7 +177,7 @@ def run(config: Config, quick: bool) -> list[Row]:
             common.PYTHON,
             "-m",
             "gunicorn",
-            "dashboard.wsgi",
+            "config.wsgi",
             "--workers",
             "2",
             "--bind",

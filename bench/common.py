@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dashboard.core import connect
+from dashboard.jobs import leases, submitter
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
 LOG_DIR = BENCH_DIR / "logs"
@@ -98,13 +101,12 @@ def base_env(config: Config, name: str) -> dict[str, str]:
         if key not in ("DJANGO_ALLOW_ASYNC_UNSAFE", "DASHBOARD_SYNC_TASKS")
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        DJANGO_SETTINGS_MODULE="config.test_settings",
         DASHBOARD_DATA_DIR=str(BENCH_DIR),
         DATABASE_URL=url,
         DASHBOARD_BROKER=config.broker,
         REDIS_URL=REDIS_URL,
-        # The development encryption key and plain static files, as in the tests.
-        DASHBOARD_TESTING="1",
+        # The test settings: the development encryption key and plain static files.
         DEBUG="false",
         DASHBOARD_ALLOWED_PRIVATE_HOSTS=f"{HOST},localhost",
         ALLOWED_HOSTS=f"{HOST},localhost,testserver",
@@ -114,6 +116,9 @@ def base_env(config: Config, name: str) -> dict[str, str]:
         DASHBOARD_WORKER_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
         BENCH_NAME=name,
+        # The benchmark process and its workers share one queue (the test
+        # settings otherwise give each process its own).
+        DASHBOARD_QUEUE_NAME=f"bench-{name}",
     )
     if not env.get("DASHBOARD_ENCRYPTION_KEYS"):
         from cryptography.fernet import Fernet
@@ -257,7 +262,7 @@ def make_credential(team: Any, provider: str, base_url: str, **extra: Any) -> An
 
 def submit(team: Any, credential: Any, prompts: list[str], user: Any = None, **spec: Any) -> Any:
     """A job through the real path: ``job_create`` (its on_commit enqueue)."""
-    from dashboard.jobs import job_create
+    from dashboard.jobs.services import job_create
     from providers import JobSpec
 
     spec.setdefault("model", MODEL)
@@ -272,21 +277,20 @@ def submit_async_in_process(
     """Async jobs (GridRepublic, MyMagic) saved with ``job_create`` and submitted
     in this process by the engine's own submit step (lease, ``submit_async_job``,
     release) with one provider client for them all."""
-    from dashboard import engine
 
     ids = []
-    owner = engine.worker_id()
-    provider = engine.build_provider(credential)
+    owner = leases.worker_id()
+    provider = connect.build_provider(credential)
     with provider:
         for job_prompts in prompts:
             job = submit(team, credential, job_prompts, **spec)
-            leased = engine.lease_job(job.pk, owner)
+            leased = leases.lease_job(job.pk, owner)
             if leased is None:
                 raise RuntimeError(f"job {job.pk} could not be leased")
             try:
-                outcome = engine.submit_async_job(leased, provider, time.monotonic() + 60, owner)
+                outcome = submitter.submit_async_job(leased, provider, time.monotonic() + 60, owner)
             finally:
-                engine.release_job(job.pk, owner)
+                leases.release_job(job.pk, owner)
             if outcome != "submitted":
                 raise RuntimeError(f"job {job.pk}: submit gave {outcome!r}")
             ids.append(job.pk)
@@ -554,7 +558,7 @@ def _qcluster() -> None:
     off (django-q2 recycles a worker every 500 tasks, which would hide a leak)
     when ``BENCH_NO_RECYCLE=1``, and the what-if knobs above."""
     sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.test_settings")
     import django
 
     django.setup()

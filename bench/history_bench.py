@@ -1,7 +1,7 @@
 """The job history at 100,000 jobs: page render time and SQL queries, and the
 export's throughput and peak memory.
 
-    cd /work/main && DJANGO_SETTINGS_MODULE=dashboard.settings python -m bench.history_bench
+    cd /work/main && DJANGO_SETTINGS_MODULE=config.test_settings python -m bench.history_bench
 
 It keeps its own SQLite database under var/bench/ (``BENCH_DATABASE_URL`` points
 it elsewhere, e.g. PostgreSQL) and reuses the jobs of an earlier run unless
@@ -31,13 +31,11 @@ def configure() -> None:
     """Settings for a standalone run: its own data directory and database, the
     test client's host allowed, logs quiet. Must run before django.setup()."""
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.test_settings")
     os.environ["DASHBOARD_DATA_DIR"] = str(BENCH_DIR)
     os.environ["DATABASE_URL"] = (
         os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{BENCH_DIR / 'history.sqlite3'}"
     )
-    # The development key and plain static storage, as in the tests (no collectstatic).
-    os.environ["DASHBOARD_TESTING"] = "1"
     os.environ["ALLOWED_HOSTS"] = "testserver"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
@@ -144,7 +142,8 @@ def measure(client: Any, url: str, runs: int) -> tuple[float, int, int]:
 
 def middle_cursor(team: Any, total: int) -> str:
     """Follow the pages' own cursors (1,000 rows a step) to the middle of the history."""
-    from dashboard.history import JobFilters, cursor_encode, jobs_for_page, keyset_page
+    from dashboard.core.keyset import cursor_encode, keyset_page
+    from dashboard.jobs.history import JobFilters, jobs_for_page
 
     queryset = jobs_for_page(team=team, filters=JobFilters())
     position = None

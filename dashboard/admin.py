@@ -9,7 +9,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .jobs import job_cancel, job_retry
+from dashboard.accounts import access, services
+from dashboard.accounts.audit import audit
+from dashboard.instances.services import instance_shutdown
+from dashboard.jobs.services import job_cancel, job_retry
+
 from .models import (
     ApiToken,
     AuditEvent,
@@ -20,15 +24,25 @@ from .models import (
     Membership,
     ModelCatalogEntry,
     ModelInstance,
+    Role,
     Team,
 )
-from .status import JOB_ACTIVE
+from .status import INSTANCE_LIVE, JOB_ACTIVE
 
 
 class MembershipInline(admin.TabularInline):
+    """Shown, not edited here: members change through the Memberships admin,
+    whose saves go through the team services (the last admin stays)."""
+
     model = Membership
-    extra = 1
-    autocomplete_fields = ["user"]
+    extra = 0
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Team)
@@ -37,13 +51,74 @@ class TeamAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     inlines = [MembershipInline]
 
+    def save_model(self, request: HttpRequest, obj: Team, form: Any, change: bool) -> None:
+        rate = obj.cost_per_gb_second
+        if change and "cost_per_gb_second" in form.changed_data:
+            obj.cost_per_gb_second = form.initial.get("cost_per_gb_second")
+        super().save_model(request, obj, form, change)
+        if not change:
+            audit(request.user, obj, "team.created", obj, via="admin")
+        elif "cost_per_gb_second" in form.changed_data:
+            services.team_set_cost_rate(team=obj, rate=rate, actor=request.user, via="admin")
+
+
+class MembershipAdminForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["team", "user", "role"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.instance.pk and "role" in self.changed_data:
+            problem = services.role_change_problem(self.instance, data.get("role", ""))
+            if problem:
+                self.add_error("role", problem)
+        return data
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
+    """Every change goes through the team services: audited, and a team's last
+    admin is neither demoted nor removed."""
+
+    form = MembershipAdminForm
     list_display = ["user", "team", "role", "created_at"]
     list_filter = ["role", "team"]
     search_fields = ["user__username", "team__name"]
     autocomplete_fields = ["user", "team"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["team", "user"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        if not change:
+            added = services.member_add(
+                team=obj.team,
+                username=obj.user.get_username(),
+                role=obj.role,
+                actor=request.user,
+                via="admin",
+            )
+            obj.pk = added.pk
+        elif "role" in form.changed_data:
+            role = obj.role
+            obj.role = form.initial["role"]
+            services.member_set_role(membership=obj, role=role, actor=request.user, via="admin")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and services.role_change_problem(obj, None):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        services.member_remove(membership=obj, actor=request.user, via="admin")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        for membership in queryset:
+            try:
+                services.member_remove(membership=membership, actor=request.user, via="admin")
+            except services.TeamRuleError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
 
 class CredentialAdminForm(forms.ModelForm):
@@ -187,20 +262,24 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        cancelled = sum(
-            job_cancel(job, user=request.user) for job in queryset.filter(status__in=JOB_ACTIVE)
-        )
+        cancelled = 0
+        for job in _operable(self, request, queryset.filter(status__in=JOB_ACTIVE)):
+            if job_cancel(job, user=request.user):
+                audit(request.user, job.team, "job.cancelled", job, via="admin")
+                cancelled += 1
         self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
 
     @admin.action(description="Retry selected jobs")
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         created = 0
-        for job in queryset:
+        for job in _operable(self, request, queryset):
             try:
-                job_retry(job, user=request.user)
-                created += 1
+                new = job_retry(job, user=request.user)
             except ValueError as exc:
                 self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
+                continue
+            audit(request.user, job.team, "job.retried", job, new_job=new.pk, via="admin")
+            created += 1
         self.message_user(request, f"Created {created} retry job(s).", messages.SUCCESS)
 
 
@@ -249,13 +328,19 @@ class ModelInstanceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Shut down selected instances")
     def shutdown_instances(self, request: HttpRequest, queryset: QuerySet[ModelInstance]) -> None:
-        from .instances import instance_shutdown
-        from .status import INSTANCE_LIVE
-
         stopped = 0
-        for instance in queryset.filter(status__in=INSTANCE_LIVE).select_related("credential"):
+        live = queryset.filter(status__in=INSTANCE_LIVE).select_related("credential", "team")
+        for instance in _operable(self, request, live):
             instance = instance_shutdown(instance, request.user)
             if instance.status == "stopped":
+                audit(
+                    request.user,
+                    instance.team,
+                    "instance.shutdown",
+                    instance,
+                    model=instance.model,
+                    via="admin",
+                )
                 stopped += 1
             else:
                 problem = instance.error or f"it is {instance.status}"
@@ -295,3 +380,17 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _operable(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+    """The selected rows this admin user may act on (superusers: all; other
+    staff: those of teams where they are members), warning about the rest."""
+    for obj in queryset:
+        if access.operator_allows(request.user, obj, Role.MEMBER):
+            yield obj
+        else:
+            model_admin.message_user(
+                request,
+                f"{obj}: you are not a member of its team; left as it is.",
+                messages.WARNING,
+            )

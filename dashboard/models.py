@@ -18,11 +18,10 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.debug import sensitive_variables
 
 from providers import PROVIDER_CHOICES, JobSpec
 
-from .crypto import EncryptedSecretField, decrypt
+from .core.crypto import EncryptedSecretField, decrypt
 from .status import InstanceStatus, JobStatus, is_terminal
 
 
@@ -105,14 +104,9 @@ class Credential(models.Model):
         label = self.get_provider_display()
         return self.name if label.lower() in self.name.lower() else f"{self.name} ({label})"
 
-    @sensitive_variables("value")
     def reveal_secret(self) -> str:
         """The plaintext secret, for the provider call only (raises SecretDecryptionError)."""
-        from .logs import register_secret
-
-        value = decrypt(self.secret)
-        register_secret(value)
-        return value
+        return decrypt(self.secret)
 
     def delete_blocker(self) -> str:
         """Why the credential may not be deleted now ("" when it may): a live
@@ -248,31 +242,6 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
-
-    @property
-    def structured_columns(self) -> list[str]:
-        from .structured import columns
-
-        return columns(self.spec.get("output_schema"))
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per prompt: prompt, output, per-prompt error, and for
-        structured output the fields in schema order and what does not fit."""
-        from .structured import problems
-
-        outputs = self.outputs or []
-        errors = self.output_errors or {}
-        schema = self.spec.get("output_schema")
-        names = self.structured_columns
-        rows = []
-        for i, prompt in enumerate(self.prompts):
-            output = outputs[i] if i < len(outputs) else None
-            row = {"index": i, "prompt": prompt, "output": output, "error": errors.get(str(i), "")}
-            if schema:
-                row["invalid"] = problems(schema, output)
-                row["fields"] = [output.get(n) if isinstance(output, dict) else None for n in names]
-            rows.append(row)
-        return rows
 
 
 class JobUnit(models.Model):

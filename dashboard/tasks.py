@@ -1,65 +1,44 @@
-"""django-q2 tasks: thin wrappers that load by id and call the engine.
+"""django-q2 tasks: thin wrappers that call the services by id.
 
-A task is only a nudge: if enqueueing fails (broker down) the periodic sweep
-finds the due work from the database, so a lost message delays, never loses.
+Their dotted paths (``dashboard.tasks.*``) are stored by the sweep's schedule
+and by every queued task, so they stay stable whatever moves behind them.
+Nothing imports this module: work is enqueued by name (``dashboard.core.queue``).
+A task is only a nudge: if one is lost, the periodic sweep finds the due work
+in the database again.
 """
 
 from __future__ import annotations
 
-import logging
-
-from django.conf import settings
-
-from . import engine
-
-logger = logging.getLogger(__name__)
-
-
-def enqueue(func: str, *args: object) -> None:
-    from django_q.tasks import async_task
-
-    try:
-        async_task(func, *args, timeout=settings.TASK_TIMEOUT)
-    except Exception:
-        logger.warning(
-            "Could not enqueue %s%s; the sweep will pick it up.", func, args, exc_info=True
-        )
+from dashboard.instances import catalog, poller
+from dashboard.instances import sweep as instances_sweep_module
+from dashboard.jobs import poller as job_poller
+from dashboard.jobs import sweep as job_sweep
+from dashboard.jobs import worker
 
 
 def advance_job(job_id: int) -> str:
-    return engine.advance_job(job_id)
+    return worker.advance_job(job_id)
 
 
 def poll_credential(credential_id: int) -> int:
-    return engine.poll_credential(credential_id)
+    return job_poller.poll_credential(credential_id)
 
 
 def sweep() -> dict[str, int]:
-    return engine.sweep() | instances_sweep()
-
-
-# --- model instances (dashboard.instances) ---------------------------------------------
+    return job_sweep.sweep() | instances_sweep_module.instances_sweep()
 
 
 def instances_poll(credential_id: int) -> int:
-    from .instances import instances_poll as poll
-
-    return poll(credential_id)
+    return poller.instances_poll(credential_id)
 
 
 def instances_reconcile(credential_id: int) -> int:
-    from .instances import instances_reconcile as reconcile
-
-    return reconcile(credential_id)
+    return poller.instances_reconcile(credential_id)
 
 
 def catalog_refresh(credential_id: int, force: bool = False) -> str:
-    from .instances import catalog_refresh as refresh
-
-    return refresh(credential_id, force=force)
+    return catalog.catalog_refresh(credential_id, force=force)
 
 
 def instances_sweep() -> dict[str, int]:
-    from .instances import instances_sweep as sweep_instances
-
-    return sweep_instances()
+    return instances_sweep_module.instances_sweep()

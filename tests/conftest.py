@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from dashboard import engine
+from dashboard.core import clock, queue
 from dashboard.models import Credential, Job, Membership, Role, Team
 from providers import JobSpec
 from providers.simulators import DEFAULT_TOKEN, Simulator, get_simulator_class
@@ -20,12 +20,34 @@ SECRET = DEFAULT_TOKEN
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Browser tests run last: once Playwright's loop runs in the main thread it
-    stays for the session, and only they are allowed to share it with the ORM."""
+    stays for the session, and only they are allowed to share it with the ORM.
+    They start a real worker process, so their database is ``shared_db`` too."""
     browser = [item for item in items if "/tests/browser/" in str(item.path).replace("\\", "/")]
     for item in browser:
         item.add_marker(pytest.mark.browser)
+        item.add_marker(pytest.mark.shared_db)
+    # Under `--dist loadgroup` the browser tests share one xdist worker (the
+    # Playwright loop stays for the session); every other shared-database test
+    # may go to any worker, so they run beside the browser tests.
+    for item in browser:
+        item.add_marker(pytest.mark.xdist_group("browser"))
     others = [item for item in items if item not in browser]
     items[:] = others + browser
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A session whose database other connections use (a real qcluster process,
+    threads) needs a database file they can open too; every other session keeps
+    SQLite in memory. The test database is not created yet here, so switching
+    is safe."""
+    if not any(item.get_closest_marker("shared_db") for item in session.items):
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    database = connections["default"].settings_dict
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = settings.TEST_DATABASE_FILE
 
 
 _names = itertools.count(1)
@@ -41,8 +63,16 @@ def _test_settings(settings: Any) -> None:
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Backoff waits are recorded, not slept (time is controlled, never slept on)."""
     waits: list[float] = []
-    monkeypatch.setattr(engine, "sleep", waits.append)
+    monkeypatch.setattr(clock, "sleep", waits.append)
     return waits
+
+
+@pytest.fixture
+def nudges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Tasks enqueued, recorded instead of sent to the broker (the one queue)."""
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(queue, "enqueue", lambda func, *args: calls.append((func, *args)))
+    return calls
 
 
 @pytest.fixture
@@ -88,7 +118,7 @@ def make_job(
     user: User | None = None,
     **spec: Any,
 ) -> Job:
-    from dashboard.jobs import job_create
+    from dashboard.jobs.services import job_create
 
     spec.setdefault("model", "test-model")
     return job_create(

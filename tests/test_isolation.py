@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RegexPattern, RoutePattern
 
-from dashboard.audit import audit
+from dashboard.accounts.audit import audit
 from dashboard.models import (
     ApiToken,
     Credential,

@@ -15,9 +15,9 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from dashboard import engine
-from dashboard.audit import audit
-from dashboard.logs import RedactSecretsFilter
+from dashboard.accounts.audit import audit
+from dashboard.core.logs import RedactSecretsFilter
+from dashboard.jobs import worker
 from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
 
 from .conftest import SECRET, make_credential, make_job
@@ -37,7 +37,7 @@ class Everything:
         User.objects.filter(pk=alice.pk).update(is_staff=True, is_superuser=True)
         self.credential = make_credential(team, base_url=sim.base_url, name=f"cred {IMG}")
         self.job = make_job(self.credential, [PAYLOAD, FORMULA], user=alice, model=f"model{IMG}")
-        engine.advance_job(self.job.pk)  # real outputs echo the prompts
+        worker.advance_job(self.job.pk)  # real outputs echo the prompts
         Job.objects.filter(pk=self.job.pk).update(error=PAYLOAD, provider_status=IMG[:90])
         JobEvent.objects.create(
             job=self.job, kind=JobEvent.Kind.LOG, message=f"log {PAYLOAD}", unit=0

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,14 +33,18 @@ def start_qcluster(log: Path, **env: str) -> subprocess.Popen[bytes]:
     children too) and wait until it runs."""
     full_env = {
         **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "DASHBOARD_QUEUE_NAME": str(settings.Q_CLUSTER["name"]),
         "DATABASE_URL": database_url(),
-        "DASHBOARD_TESTING": "1",
+        # The cluster says "running" at INFO: the readiness signal waited on below.
+        "DASHBOARD_WORKER_LOG_LEVEL": "INFO",
         "DASHBOARD_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost",
         "DASHBOARD_WORKERS": "2",
         "DASHBOARD_HTTP_TIMEOUT": "5",
         **env,
     }
     full_env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    start = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
@@ -49,10 +54,27 @@ def start_qcluster(log: Path, **env: str) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    time.sleep(1.0)
-    if process.poll() is not None:
-        raise RuntimeError(f"The qcluster worker did not start:\n{log.read_text()}")
+    wait_until_running(process, log, start=start)
     return process
+
+
+def wait_until_running(
+    process: subprocess.Popen[bytes], log: Path, *, start: int, timeout: float = 30.0
+) -> None:
+    """Wait for the cluster's own "running" line in its log (written after
+    ``start``), failing at once if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"The qcluster worker did not start:\n{log.read_text()}")
+        with open(log, "rb") as handle:
+            handle.seek(start)
+            if b" running." in handle.read():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"The qcluster worker did not report running in {timeout} s:\n{log.read_text()}"
+    )
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:

@@ -2,15 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.audit import audit
-from dashboard.models import Membership, Role, Team
+from dashboard.accounts.services import TeamRuleError, member_put
+from dashboard.models import Role, Team
 
 
 class Command(BaseCommand):
-    help = "Add a user to a team, or change their role."
+    help = "Add a user to a team, or change their role (a team always keeps an admin)."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("team")
@@ -23,17 +22,9 @@ class Command(BaseCommand):
         except Team.DoesNotExist:
             raise CommandError(f"No team named {team!r} (create it with create_team).") from None
         try:
-            user = get_user_model().objects.get(username=username)
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"No user named {username!r}.") from None
-        membership, created = Membership.objects.update_or_create(
-            team=team_obj, user=user, defaults={"role": role}
-        )
-        audit(
-            None,
-            team_obj,
-            "member.added" if created else "member.role_changed",
-            username,
-            role=role,
-        )
-        self.stdout.write(f"{username} is {role} in {team_obj.name}")
+            outcome = member_put(
+                team=team_obj, username=username, role=role, actor=None, via="command"
+            )
+        except TeamRuleError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"{username} is {role} in {team_obj.name} ({outcome})")

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.crypto import SecretDecryptionError, rotate
+from dashboard.core.crypto import SecretDecryptionError, rotate
 from dashboard.models import Credential
 
 

@@ -1,0 +1,47 @@
+"""Build a provider adapter from a credential: the one place a secret is
+decrypted for use, and where the outbound guard and the timeouts are applied."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+from dashboard.core import netguard
+from dashboard.core.crypto import SecretDecryptionError
+from providers import ErrorKind, Provider, ProviderError, get_provider_class
+
+if TYPE_CHECKING:
+    from dashboard.models import Credential
+
+
+@sensitive_variables("secret")
+def build_provider(credential: Credential, *, transport: Any = None) -> Provider:
+    """The adapter for a credential. Raises ProviderError for a secret that
+    cannot be decrypted or a base_url that may not be called. ``transport``
+    replaces the network (tests pass an ``httpx.MockTransport``)."""
+    try:
+        secret = credential.reveal_secret()
+    except SecretDecryptionError as exc:
+        raise ProviderError(str(exc), kind=ErrorKind.AUTH) from None
+    try:
+        netguard.check_url(credential.base_url)
+    except netguard.BlockedHostError as exc:
+        raise ProviderError(str(exc), kind=ErrorKind.INVALID_SPEC) from None
+    cls = get_provider_class(credential.provider)
+    provider = cls(
+        secret=secret,
+        base_url=credential.base_url,
+        options=credential.options,
+        transport=transport,
+        timeout=httpx.Timeout(
+            settings.DASHBOARD_HTTP_TIMEOUT, connect=min(5.0, settings.DASHBOARD_HTTP_TIMEOUT)
+        ),
+    )
+    # A self-hosted gateway (or a simulator) may be polled faster or slower.
+    interval = credential.options.get("poll_interval_seconds")
+    if isinstance(interval, int | float) and interval > 0:
+        provider.poll_interval = float(interval)
+    return provider

@@ -1,0 +1,60 @@
+"""Enqueueing background work, and the named nudges every package uses.
+
+A queued task is only a nudge: the database says what is due, and the
+periodic sweep finds it again if a message is lost (a broker that is down, a
+worker killed before it ran the task). So enqueueing never raises. Task paths
+are the stable ``dashboard.tasks.*`` names that schedules and queued tasks
+store; this module names them as strings and imports nothing of ``tasks``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django_q.tasks import async_task
+
+logger = logging.getLogger(__name__)
+
+
+def enqueue(func: str, *args: object) -> None:
+    try:
+        async_task(func, *args, timeout=settings.TASK_TIMEOUT)
+    except Exception:
+        logger.warning(
+            "Could not enqueue %s%s; the sweep will pick it up.", func, args, exc_info=True
+        )
+
+
+def on_commit(func: str, *args: object) -> None:
+    """Enqueue once the current transaction commits, so the worker sees the rows."""
+    transaction.on_commit(lambda: enqueue(func, *args))
+
+
+def nudge_job(job_id: int) -> None:
+    enqueue("dashboard.tasks.advance_job", job_id)
+
+
+def nudge_job_on_commit(job_id: int) -> None:
+    on_commit("dashboard.tasks.advance_job", job_id)
+
+
+def nudge_poller(credential_id: int) -> None:
+    enqueue("dashboard.tasks.poll_credential", credential_id)
+
+
+def nudge_instances(credential_id: int) -> None:
+    enqueue("dashboard.tasks.instances_poll", credential_id)
+
+
+def nudge_instances_on_commit(credential_id: int) -> None:
+    on_commit("dashboard.tasks.instances_poll", credential_id)
+
+
+def nudge_reconcile(credential_id: int) -> None:
+    enqueue("dashboard.tasks.instances_reconcile", credential_id)
+
+
+def nudge_catalog(credential_id: int, *, force: bool = False) -> None:
+    enqueue("dashboard.tasks.catalog_refresh", credential_id, force)

@@ -1,0 +1,125 @@
+"""The team's job history: filters over the jobs a page or an export shows.
+
+Plain functions over querysets, no request objects, so the page, the exports
+and the benchmark share them. Pages walk the ``job_history`` index
+(team, -created_at, -id) with a keyset cursor: no OFFSET and no COUNT(*), so a
+page deep in 100,000 jobs costs what the first one does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.db.models import Q, QuerySet, TextField
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from dashboard.models import Job, Team
+
+#: The JSON columns a history page never shows; they can be megabytes per job.
+BIG_FIELDS = ("spec", "outputs", "output_errors", "raw_result")
+
+
+# --- filters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    provider: str = ""
+    model: str = ""
+    status: str = ""
+    created_by: str = ""  # a username
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive
+    q: str = ""  # text in the prompts or the outputs
+
+    def as_params(self) -> dict[str, str]:
+        """The non-empty filters as query parameters (for links that keep them)."""
+        params = {}
+        for name, value in asdict(self).items():
+            if value not in (None, ""):
+                params[name] = value.isoformat() if isinstance(value, date) else str(value)
+        return params
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) not in (None, "") for f in fields(self))
+
+
+def jobs_filtered(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
+    jobs = Job.objects.filter(team=team)
+    if filters.provider:
+        jobs = jobs.filter(provider=filters.provider)
+    if filters.model:
+        jobs = jobs.filter(model=filters.model)
+    if filters.status:
+        jobs = jobs.filter(status=filters.status)
+    if filters.created_by:
+        jobs = jobs.filter(created_by__username=filters.created_by)
+    if filters.date_from:
+        jobs = jobs.filter(created_at__gte=_start_of(filters.date_from))
+    if filters.date_to:
+        jobs = jobs.filter(created_at__lt=_start_of(filters.date_to + timedelta(days=1)))
+    if filters.q:
+        jobs = _text_search(jobs, filters.q)
+    return jobs
+
+
+def _start_of(day: date) -> datetime:
+    """Midnight of ``day`` in the site's time zone: the day the user means."""
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _text_search(jobs: QuerySet[Job], text: str) -> QuerySet[Job]:
+    """Substring search over the prompts, MyMagic's question and the outputs,
+    each JSON value cast to text. A scan, so it runs only when asked for.
+
+    SQLite keeps JSON as written (non-ASCII as \\u escapes, quotes escaped)
+    while PostgreSQL prints jsonb with the characters themselves: looking for
+    both spellings finds the text on either database."""
+    jobs = jobs.alias(
+        _prompts=Cast(KeyTransform("prompts", "spec"), TextField()),
+        _question=Cast(KeyTransform("question", "spec"), TextField()),
+        _outputs=Cast("outputs", TextField()),
+    )
+    # As typed; JSON-escaped with \u escapes (SQLite); JSON-escaped keeping the
+    # characters (PostgreSQL escapes only quotes, backslashes and controls).
+    spellings = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    match = Q()
+    for spelling in spellings:
+        for column in ("_prompts", "_question", "_outputs"):
+            match |= Q(**{f"{column}__icontains": spelling})
+    return jobs.filter(match)
+
+
+def jobs_for_page(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
+    return jobs_filtered(team=team, filters=filters).select_related("created_by").defer(*BIG_FIELDS)
+
+
+#: What an export reads: plain values, not model instances (three times faster),
+#: and the credential's name copy on the job, never the credential row, so
+#: nothing here can reach a secret.
+EXPORT_VALUES = (
+    "id",
+    "provider",
+    "model",
+    "credential_name",
+    "status",
+    "provider_status",
+    "spec",
+    "outputs",
+    "output_errors",
+    "error",
+    "created_by__username",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def jobs_for_export(*, team: Team, filters: JobFilters) -> QuerySet[Any]:
+    return jobs_filtered(team=team, filters=filters).values(*EXPORT_VALUES)

@@ -1,0 +1,140 @@
+"""One step of a job, as a task runs it: take the job's lease, check what may
+stop it (takeovers, deadline, a deleted credential, the Bytez instance gate),
+then hand it to the sync runner or the async submitter."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from dashboard.core import clock
+from dashboard.core import queue as tasks_queue
+from dashboard.core.connect import build_provider
+from dashboard.core.logs import redact
+from dashboard.instances.gate import bytez_job_gate
+from dashboard.models import Job
+from dashboard.status import JobStatus
+from providers import ErrorKind, Provider, ProviderError
+
+from . import limits
+from .leases import (
+    lease_job,
+    release_job,
+    renew_job,
+    worker_id,
+)
+from .retry import Deferred
+from .runner import run_sync_job
+from .services import event_add, job_fail, job_transition
+from .submitter import submit_async_job
+
+logger = logging.getLogger(__name__)
+
+#: Times a worker may take a job over from a crashed worker before giving up.
+MAX_TAKEOVERS = 5
+
+
+def advance_job(job_id: int, *, budget: float | None = None) -> str:
+    """Do the next step of a job. Returns what happened (for logs and tests)."""
+    owner = worker_id()
+    job = lease_job(job_id, owner)
+    if job is None:
+        return "skipped"
+    deadline = clock.monotonic() + (budget if budget is not None else settings.TASK_BUDGET)
+    next_check_in: float | None = None
+    try:
+        if job.attempts > MAX_TAKEOVERS:
+            job_fail(job.pk, f"Gave up after {job.attempts} interrupted attempts.", retryable=True)
+            return "failed"
+        if job.deadline_at and job.deadline_at <= clock.now():
+            job_fail(job.pk, "The job passed its deadline before finishing.", retryable=True)
+            return "failed"
+        if job.credential is None:
+            job_fail(job.pk, "The job's credential was deleted.")
+            return "failed"
+        provider = build_provider(job.credential)
+        with provider:
+            return _work(job, provider, deadline, owner)
+    except Deferred as deferred:
+        next_check_in = max(0.0, deferred.when - clock.monotonic())
+        event_add(job.pk, f"Paused: {deferred.reason}; resuming in {next_check_in:.0f} s.")
+        if next_check_in < 1:
+            next_check_in = 0.0  # due at once, so the successor nudged below may take it
+        return "deferred"
+    except ProviderError as exc:
+        job_fail(job.pk, redact(exc.message), retryable=exc.retryable)
+        return "failed"
+    except Exception as exc:
+        logger.exception("Job %s: unexpected error", job_id)
+        job_fail(
+            job.pk, f"Internal error while running the job: {type(exc).__name__}", retryable=True
+        )
+        return "failed"
+    finally:
+        release_job(job_id, owner, next_check_in=next_check_in)
+        if job.credential_id and limits.slots_release(job.credential_id, owner):
+            nudge_waiting_jobs(job.credential_id, exclude=job_id)
+        if next_check_in is not None and next_check_in < 1:
+            tasks_queue.nudge_job(job_id)
+
+
+#: A pause this short is waited out inside the task, holding the lease, rather
+#: than handed to the once-a-minute sweep.
+SHORT_PAUSE = 3.0
+
+
+def _work(job: Job, provider: Provider, deadline: float, owner: str) -> str:
+    while True:
+        try:
+            if provider.has_instances and job.status != JobStatus.RUNNING:
+                _instance_gate(job)
+            if provider.kind == "sync":
+                return run_sync_job(job, provider, deadline, owner)
+            return submit_async_job(job, provider, deadline, owner)
+        except Deferred as deferred:
+            pause = deferred.when - clock.monotonic()
+            if not 0 < pause <= SHORT_PAUSE or clock.monotonic() + pause >= deadline:
+                raise
+            clock.sleep(pause)
+            if not renew_job(job.pk, owner):
+                return "stopped"
+            job.refresh_from_db()
+            if job.is_terminal:
+                return "stopped"
+
+
+def _instance_gate(job: Job) -> None:
+    """Bytez: run only on a loaded model. Wait (queued) while its instance
+    loads; fail at once, saying how to load it, when there is none."""
+    verdict = bytez_job_gate(job)
+    if verdict is None:
+        return
+    action, message = verdict
+    if action == "fail":
+        raise ProviderError(message, kind=ErrorKind.NOT_FOUND)
+    if job.status == JobStatus.PENDING:
+        job_transition(job.pk, JobStatus.QUEUED, provider_status=message, message=message)
+    else:
+        Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(provider_status=message)
+    raise Deferred(clock.monotonic() + 2.0, message)
+
+
+def nudge_waiting_jobs(credential_id: int, *, exclude: int | None = None) -> None:
+    """Slots were freed: the jobs of this credential that wait for one go now."""
+    waiting = list(
+        Job.objects.filter(
+            credential_id=credential_id,
+            status__in=[JobStatus.PENDING, JobStatus.RUNNING],
+            lease_owner="",
+            next_check_at__gt=clock.now(),
+            units__isnull=True,
+        )
+        .exclude(pk=exclude)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:20]
+    )
+    if waiting:
+        Job.objects.filter(pk__in=waiting).update(next_check_at=clock.now())
+        for job_id in waiting:
+            tasks_queue.nudge_job(job_id)

@@ -1,0 +1,63 @@
+"""Every page and htmx partial of the web UI (mounted at the root by config.urls)."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path, re_path
+
+from dashboard.accounts.throttle import ThrottledAuthenticationForm
+
+from . import credentials, history, instances, jobs, team, tokens, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            redirect_authenticated_user=True, authentication_form=ThrottledAuthenticationForm
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("team/switch", views.switch_team, name="switch_team"),
+    # credentials
+    path("credentials/", credentials.credential_list, name="credential_list"),
+    path("credentials/<int:pk>/delete", credentials.credential_delete, name="credential_delete"),
+    path("credentials/<int:pk>/models", instances.model_catalog, name="model_catalog"),
+    path(
+        "credentials/<int:pk>/models/refresh",
+        instances.model_catalog_refresh,
+        name="model_catalog_refresh",
+    ),
+    # jobs and their history
+    path("jobs/", history.job_list, name="job_list"),
+    path("jobs/export.csv", history.job_export_csv, name="job_export_csv"),
+    path("jobs/export.jsonl", history.job_export_jsonl, name="job_export_jsonl"),
+    path("jobs/new", jobs.job_new, name="job_new"),
+    path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/live", jobs.job_live, name="job_live"),
+    path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),
+    path("jobs/<int:pk>/retry", jobs.job_retry_view, name="job_retry"),
+    path("jobs/<int:pk>/note", jobs.job_note, name="job_note"),
+    # model instances
+    path("instances/", instances.instance_list, name="instance_list"),
+    path("instances/request", instances.instance_request_view, name="instance_request"),
+    path("instances/panel", instances.instance_panel, name="instance_panel"),
+    path("instances/check", instances.instance_reconcile_view, name="instance_reconcile"),
+    path("instances/rate", instances.instance_rate, name="instance_rate"),
+    path("instances/<int:pk>/load", instances.instance_load_view, name="instance_load"),
+    path("instances/<int:pk>/shutdown", instances.instance_shutdown_view, name="instance_shutdown"),
+    # the team
+    path("team/", team.team_page, name="team"),
+    path("team/members/add", team.member_add_view, name="team_member_add"),
+    path("team/members/<int:pk>/role", team.member_role_view, name="team_member_role"),
+    path("team/members/<int:pk>/remove", team.member_remove_view, name="team_member_remove"),
+    path("team/settings", team.team_settings_view, name="team_settings"),
+    path("team/audit/", team.audit_log, name="audit"),
+    # API tokens; digits only, short enough for the id column: anything else is a plain 404.
+    re_path(r"^account/tokens/$", tokens.token_list, name="token_list"),
+    re_path(
+        r"^account/tokens/(?P<pk>[0-9]{1,18})/revoke$", tokens.token_revoke, name="token_revoke"
+    ),
+]
