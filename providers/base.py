@@ -26,12 +26,14 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import httpx
+
+from .redaction import redact, secret_forms
 
 USER_AGENT = "llm-jobs-dashboard/0.1 (+httpx)"
 
@@ -217,6 +219,42 @@ class SpecError(ProviderError):
 ChunkCallback = Callable[[int, str], None]
 """Called with (prompt index, text chunk) as streamed output arrives."""
 
+#: The methods the dashboard calls. Every adapter's own version of one of these
+#: is decorated with :func:`redacted` (a test checks it).
+ENTRY_POINTS = (
+    "run",
+    "submit",
+    "poll",
+    "cancel",
+    "list_models",
+    "request_model",
+    "load_model",
+    "instance_status",
+    "list_instances",
+    "shutdown_model",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redacted(method: F) -> F:
+    """An adapter entry point whose errors and results leave with every
+    credential scrubbed from the provider's text (see :meth:`Provider.redact`).
+    Translation functions raise ProviderErrors that quote the provider as it
+    answered; this is where that text is cleaned, for every path at once."""
+
+    @functools.wraps(method)
+    def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except ProviderError as exc:
+            self.redact_error(exc)
+            raise
+        return self.redact_result(result)
+
+    wrapper.redacts = True  # type: ignore[attr-defined]
+    return cast(F, wrapper)
+
 
 class Provider:
     """Base class of every adapter. Subclasses set the class attributes and
@@ -255,6 +293,7 @@ class Provider:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = dict(options or {})
         self._secret = secret
+        self._secret_forms = secret_forms(secret)
         self.client = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -353,7 +392,7 @@ class Provider:
         nothing (CONNECTION); anything later may have reached the provider (TIMEOUT)."""
         if isinstance(exc, httpx.ConnectError):
             return ProviderError(
-                f"Could not connect to {self.label} at {self.base_url}: {_reason(exc)}",
+                f"Could not connect to {self.label} at {self.base_url}: {self._reason(exc)}",
                 kind=ErrorKind.CONNECTION,
             )
         if isinstance(exc, httpx.ConnectTimeout):
@@ -366,14 +405,14 @@ class Provider:
                 f"{self.label} did not answer in time ({method} {path})", kind=ErrorKind.TIMEOUT
             )
         return ProviderError(
-            f"Network error talking to {self.label}: {_reason(exc)}", kind=ErrorKind.TIMEOUT
+            f"Network error talking to {self.label}: {self._reason(exc)}", kind=ErrorKind.TIMEOUT
         )
 
     def raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
         if status < 400:
             return
-        detail = self.error_detail(response)
+        detail = self.redact(self.error_detail(response))
         suffix = f": {detail}" if detail else ""
         common = {"status_code": status, "detail": detail}
         if status in (401, 403):
@@ -409,20 +448,20 @@ class Provider:
         )
 
     def error_detail(self, response: httpx.Response) -> str:
-        """A short readable reason from an error body, whatever its shape."""
+        """A short readable reason from an error body, whatever its shape, redacted."""
         try:
             body = response.json()
         except ValueError:
             text = response.text.strip()
-            return shorten(text, 300) if text and "<html" not in text[:200].lower() else ""
+            return self.readable(text) if text and "<html" not in text[:200].lower() else ""
         if isinstance(body, dict):
             for key in ("error", "detail", "message", "msg"):
                 value = body.get(key)
                 if isinstance(value, dict):
                     value = value.get("message") or json.dumps(value)
                 if value:
-                    return shorten(str(value), 300)
-        return shorten(json.dumps(body), 300)
+                    return self.readable(str(value))
+        return self.readable(json.dumps(body))
 
     def json(self, response: httpx.Response, expect: type | tuple[type, ...] = dict) -> Any:
         """The body as JSON of the promised type, or a PROTOCOL ProviderError."""
@@ -430,7 +469,7 @@ class Provider:
             body = response.json()
         except ValueError:
             raise ProviderError(
-                f"{self.label} sent a body that is not JSON: {shorten(response.text, 120)!r}",
+                f"{self.label} sent a body that is not JSON: {self.readable(response.text, 120)!r}",
                 kind=ErrorKind.PROTOCOL,
                 status_code=response.status_code,
             ) from None
@@ -442,8 +481,48 @@ class Provider:
             )
         return body
 
+    # -- redaction: provider text never carries the credential out ----------------
+
     def redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        """``text`` without this credential's secret (as sent, JSON-escaped,
+        URL-encoded or base64-encoded, or cut short at the end), without any
+        ``Authorization`` header value and without ``api_key``/``token``-like
+        fields. The one function every provider text goes through."""
+        return redact(text, self._secret_forms)
+
+    def readable(self, text: str, limit: int = 300) -> str:
+        """Provider text for a message: redacted first, then shortened (so no
+        cut can leave part of a secret behind)."""
+        return shorten(self.redact(text), limit)
+
+    def redact_error(self, exc: ProviderError) -> ProviderError:
+        """Scrub ``exc`` in place (message, detail, and the args its repr shows)."""
+        exc.message = self.redact(exc.message)
+        exc.detail = self.redact(exc.detail)
+        exc.args = (exc.message,)
+        return exc
+
+    def redact_result(self, value: Any) -> Any:
+        """An entry point's answer with the provider's own words scrubbed: error
+        slots, a failed job's error and log, an instance's message. Outputs are
+        the model's answers and stay as they are."""
+        if isinstance(value, ProviderError):
+            return self.redact_error(value)
+        if isinstance(value, RemoteStatus):
+            log = None if value.log is None else self.redact(value.log)
+            return replace(value, error=self.redact(value.error), log=log)
+        if isinstance(value, InstanceStatus):
+            return replace(value, message=self.redact(value.message))
+        if isinstance(value, dict):
+            return {key: self.redact_result(item) for key, item in value.items()}
+        if isinstance(value, list) and any(
+            isinstance(item, ProviderError | RemoteStatus | InstanceStatus) for item in value
+        ):
+            return [self.redact_result(item) for item in value]
+        return value
+
+    def _reason(self, exc: Exception) -> str:
+        return self.readable(str(exc) or type(exc).__name__, 200)
 
 
 @functools.cache
@@ -474,7 +553,3 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _reason(exc: Exception) -> str:
-    return shorten(str(exc) or type(exc).__name__, 200)

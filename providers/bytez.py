@@ -31,6 +31,7 @@ from .base import (
     Provider,
     ProviderError,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -277,6 +278,7 @@ class BytezProvider(Provider):
                 "Bytez 'params' must be a JSON object (e.g. {\"min_length\": 30}).", "options"
             )
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
@@ -330,14 +332,17 @@ class BytezProvider(Provider):
 
     # -- model lifecycle ---------------------------------------------------------
 
+    @redacted
     def list_models(self) -> list[ModelInfo]:
         body = self.json(self.request("GET", "/model/list"), expect=(list, dict))
         return self._parse(parse_models, body, "model list")
 
+    @redacted
     def request_model(self, model: str) -> InstanceStatus:
         body = self.json(self.request("POST", "/model/job", json={"model": model}))
         return parse_job(body, model)
 
+    @redacted
     def load_model(
         self, model: str, *, concurrency: int = 1, expiration_seconds: int | None = None
     ) -> InstanceStatus:
@@ -355,6 +360,7 @@ class BytezProvider(Provider):
             status = replace(status, concurrency=concurrency)
         return status
 
+    @redacted
     def instance_status(self, model: str) -> InstanceStatus:
         try:
             response = self.request("POST", "/model/status", json={"model": model})
@@ -373,10 +379,12 @@ class BytezProvider(Provider):
             )
         return parse_instance(body, model)
 
+    @redacted
     def list_instances(self) -> list[InstanceStatus]:
         body = self.json(self.request("GET", "/model/instances"), expect=(list, dict))
         return self._parse(parse_instances, body, "instance list")
 
+    @redacted
     def shutdown_model(self, model: str) -> None:
         self.request("POST", "/model/delete", json={"model": model})
 

@@ -21,6 +21,7 @@ from .base import (
     RemoteState,
     RemoteStatus,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -186,11 +187,13 @@ class GridRepublicProvider(Provider):
             if getattr(spec, name):
                 raise SpecError(f"GridRepublic runs a bare prompt: it cannot take {what}.", name)
 
+    @redacted
     def submit(self, spec: JobSpec, indexes: list[int]) -> str:
         (index,) = indexes
         response = self.request("POST", JOBS_PATH, json=build_request(spec, spec.prompts[index]))
         return parse_submit(self.json(response))
 
+    @redacted
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteStatus | ProviderError]:
         """Never raises: a failed batch puts its error in each of its slots."""
         ids = list(dict.fromkeys(remote_ids))

@@ -21,7 +21,7 @@ from .base import (
     Provider,
     ProviderError,
     SpecError,
-    shorten,
+    redacted,
 )
 
 #: Prompts per call: big batches make one slow request that fails as a whole.
@@ -185,6 +185,7 @@ class LaminiProvider(Provider):
         indexes = list(range(len(spec.prompts)))
         return [indexes[i : i + MAX_BATCH] for i in range(0, len(indexes), MAX_BATCH)]
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
@@ -214,5 +215,5 @@ class LaminiProvider(Provider):
         except ValueError:
             return super().error_detail(response)
         if isinstance(body, dict) and body.get("detail"):
-            return shorten(format_detail(body["detail"]), 300)
+            return self.readable(format_detail(body["detail"]))
         return super().error_detail(response)

@@ -23,6 +23,7 @@ from .base import (
     RemoteState,
     RemoteStatus,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -240,12 +241,14 @@ class MyMagicProvider(Provider):
         # The whole list goes in one remote job: that is what MyMagic is for.
         return [list(range(len(spec.prompts)))] if spec.prompts else []
 
+    @redacted
     def submit(self, spec: JobSpec, indexes: list[int]) -> str:
         super().validate(spec)
         body = build_request(spec, indexes, self.options)
         response = self.request("POST", "/v1/completions", json=body)
         return parse_submit(self.json(response))
 
+    @redacted
     def poll(
         self, remote_ids: list[str], expected: Mapping[str, int] | None = None
     ) -> dict[str, RemoteStatus | ProviderError]:

@@ -39,6 +39,7 @@ from .base import (
     Provider,
     ProviderError,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -302,6 +303,7 @@ class OpenAIProvider(Provider):
         super().validate(spec)
         to_json_schema(spec.output_schema)
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
@@ -339,6 +341,7 @@ class OpenAIProvider(Provider):
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, "POST", path) from None
 
+    @redacted
     def list_models(self) -> list[ModelInfo]:
         path = self.path.removesuffix("/chat/completions") + "/models"
         return parse_models(self.json(self.request("GET", path)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ChunkCallback, ErrorKind, JobSpec, Provider, ProviderError
+from .base import ChunkCallback, ErrorKind, JobSpec, Provider, ProviderError, redacted
 
 PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -47,6 +47,7 @@ class TogetherProvider(Provider):
     supported_fields = frozenset(PARAMS)
     documented_models = ("togethercomputer/RedPajama-INCITE-7B-Instruct",)
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
