@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Mapping
 
 from .base import (
+    ConnectionCheck,
     ErrorKind,
     InstanceState,
     InstanceStatus,
@@ -76,6 +77,7 @@ def import_errors(
 __all__ = [
     "PROVIDERS",
     "PROVIDER_CHOICES",
+    "ConnectionCheck",
     "ErrorKind",
     "InstanceState",
     "InstanceStatus",

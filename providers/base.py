@@ -145,6 +145,20 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class ConnectionCheck:
+    """What a "test connection" found: whether the credential works, in words."""
+
+    ok: bool
+    #: What was tried and what the provider said (redacted).
+    detail: str
+    latency_ms: int
+    #: True when the check may have cost money (a billed call the provider took).
+    billed: bool
+    #: True when the provider refused the credential (401/403).
+    auth_failed: bool
+
+
+@dataclass(frozen=True)
 class InstanceStatus:
     """A loaded (or loading, or requested) model instance as the provider reports it."""
 
@@ -208,6 +222,13 @@ class ProviderError(Exception):
         return self.message
 
 
+#: What a billed connection check asks, with a one-token limit where the provider has one.
+CONNECTION_CHECK_PROMPT = "Reply with OK."
+
+#: Failures after which a billed call may still have been carried out.
+_MAY_HAVE_RUN = frozenset({ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.PROTOCOL})
+
+
 class SpecError(ProviderError):
     """The job cannot be expressed for this provider; refused before any request."""
 
@@ -222,6 +243,7 @@ ChunkCallback = Callable[[int, str], None]
 #: The methods the dashboard calls. Every adapter's own version of one of these
 #: is decorated with :func:`redacted` (a test checks it).
 ENTRY_POINTS = (
+    "check_connection",
     "run",
     "submit",
     "poll",
@@ -280,6 +302,11 @@ class Provider:
     has_instances: ClassVar[bool] = False
     #: Provider-specific option names (credential or job ``options``).
     option_names: ClassVar[tuple[str, ...]] = ()
+    #: True when :meth:`check_connection` makes a call the provider bills (the
+    #: UI asks the user to confirm first); False when it uses a free call.
+    connection_check_billed: ClassVar[bool] = True
+    #: The model a billed check asks for when the caller names none.
+    connection_check_model: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -289,11 +316,14 @@ class Provider:
         options: dict[str, Any] | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout | float | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = dict(options or {})
         self._secret = secret
         self._secret_forms = secret_forms(secret)
+        #: Monotonic seconds, for latencies (tests pass a fake).
+        self.clock = clock or time.monotonic
         self.client = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -350,6 +380,39 @@ class Provider:
     def cancel(self, remote_ids: list[str]) -> bool:
         """Ask the provider to stop; False when it has no way to."""
         return False
+
+    # -- test connection ------------------------------------------------------
+
+    def check_connection(self, model: str | None = None) -> ConnectionCheck:
+        """Try the credential with the cheapest call the provider documents.
+        Never raises a ProviderError: what went wrong is in the answer.
+        ``model`` is used only by billed checks that must name one."""
+        started = self.clock()
+        try:
+            detail = self.probe_connection(model or self.connection_check_model)
+        except ProviderError as exc:
+            self.redact_error(exc)
+            return ConnectionCheck(
+                ok=False,
+                detail=exc.message,
+                latency_ms=self._elapsed_ms(started),
+                billed=self.connection_check_billed and exc.kind in _MAY_HAVE_RUN,
+                auth_failed=exc.kind is ErrorKind.AUTH,
+            )
+        return ConnectionCheck(
+            ok=True,
+            detail=self.redact(detail),
+            latency_ms=self._elapsed_ms(started),
+            billed=self.connection_check_billed,
+            auth_failed=False,
+        )
+
+    def probe_connection(self, model: str) -> str:
+        """Make the check's call; say what succeeded, or raise ProviderError."""
+        raise NotImplementedError
+
+    def _elapsed_ms(self, started: float) -> int:
+        return max(0, round((self.clock() - started) * 1000))
 
     # -- model lifecycle (providers with ``has_instances``) -------------------
 

@@ -269,6 +269,8 @@ class BytezProvider(Provider):
     supported_fields = frozenset(PARAM_NAMES)
     option_names = ("params",)
     documented_models = ("openai-community/gpt2", "EleutherAI/gpt-neo-2.7B")
+    # The model list is free and needs the key.
+    connection_check_billed = False
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -329,6 +331,9 @@ class BytezProvider(Provider):
             ):
                 raise not_loaded_error(model, exc.detail, exc.status_code) from None
             raise
+
+    def probe_connection(self, model: str) -> str:
+        return f"Bytez listed {len(self.list_models())} models."
 
     # -- model lifecycle ---------------------------------------------------------
 

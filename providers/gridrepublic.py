@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import (
+    CONNECTION_CHECK_PROMPT,
     ErrorKind,
     JobSpec,
     Provider,
@@ -180,6 +181,9 @@ class GridRepublicProvider(Provider):
     # The log grows while a job runs and the dashboard shows it live.
     poll_interval = 1.0
     supported_fields = frozenset()
+    # No error codes of the status call are documented, so an unknown id proves
+    # nothing about the key: the check submits a one-prompt job.
+    connection_check_model = "gemma:2b"
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -192,6 +196,10 @@ class GridRepublicProvider(Provider):
         (index,) = indexes
         response = self.request("POST", JOBS_PATH, json=build_request(spec, spec.prompts[index]))
         return parse_submit(self.json(response))
+
+    def probe_connection(self, model: str) -> str:
+        remote_id = self.submit(JobSpec(model=model, prompts=[CONNECTION_CHECK_PROMPT]), [0])
+        return f"GridRepublic accepted a one-prompt test job on {model} (job {remote_id}, not tracked)."
 
     @redacted
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteStatus | ProviderError]:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from .base import (
+    CONNECTION_CHECK_PROMPT,
     ChunkCallback,
     ErrorKind,
     JobSpec,
@@ -176,6 +177,8 @@ class LaminiProvider(Provider):
     kind = "sync"
     supported_fields = frozenset({"max_tokens", "output_schema"})
     documented_models = ("meta-llama/Llama-2-7b-chat-hf",)
+    # The only documented call is a completion: the check is one short prompt.
+    connection_check_model = documented_models[0]
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -208,6 +211,11 @@ class LaminiProvider(Provider):
             raise ProviderError(
                 f"Lamini sent an answer of an unexpected shape: {exc}", kind=ErrorKind.PROTOCOL
             ) from None
+
+    def probe_connection(self, model: str) -> str:
+        spec = JobSpec(model=model, prompts=[CONNECTION_CHECK_PROMPT], max_tokens=1)
+        self.run(spec, [0])
+        return f"Lamini answered a one-prompt completion from {model}."
 
     def error_detail(self, response: httpx.Response) -> str:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import (
+    CONNECTION_CHECK_PROMPT,
     ErrorKind,
     JobSpec,
     Provider,
@@ -232,6 +233,9 @@ class MyMagicProvider(Provider):
     )
     supported_fields = frozenset({"question", "system_prompt", "max_tokens", "output_schema"})
     option_names = STORAGE_OPTIONS
+    # No error codes of the status call are documented, so an unknown id proves
+    # nothing about the key: the check submits a one-input, one-token job.
+    connection_check_model = "llama2_7b"
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -247,6 +251,11 @@ class MyMagicProvider(Provider):
         body = build_request(spec, indexes, self.options)
         response = self.request("POST", "/v1/completions", json=body)
         return parse_submit(self.json(response))
+
+    def probe_connection(self, model: str) -> str:
+        spec = JobSpec(model=model, prompts=["OK"], question=CONNECTION_CHECK_PROMPT, max_tokens=1)
+        remote_id = self.submit(spec, [0])
+        return f"MyMagic accepted a one-input test job on {model} (job {remote_id}, not tracked)."
 
     @redacted
     def poll(

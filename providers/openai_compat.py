@@ -294,6 +294,8 @@ class OpenAIProvider(Provider):
     kind = "sync"
     supports_stream = True
     supported_fields = frozenset({"system_prompt", *PARAMS, "output_schema"})
+    # ``GET /v1/models`` is free and needs the key.
+    connection_check_billed = False
 
     @property
     def path(self) -> str:
@@ -345,3 +347,6 @@ class OpenAIProvider(Provider):
     def list_models(self) -> list[ModelInfo]:
         path = self.path.removesuffix("/chat/completions") + "/models"
         return parse_models(self.json(self.request("GET", path)))
+
+    def probe_connection(self, model: str) -> str:
+        return f"The server listed {len(self.list_models())} models."

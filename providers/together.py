@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ChunkCallback, ErrorKind, JobSpec, Provider, ProviderError, redacted
+from .base import (
+    CONNECTION_CHECK_PROMPT,
+    ChunkCallback,
+    ErrorKind,
+    JobSpec,
+    Provider,
+    ProviderError,
+    redacted,
+)
 
 PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -46,6 +54,8 @@ class TogetherProvider(Provider):
     kind = "sync"
     supported_fields = frozenset(PARAMS)
     documented_models = ("togethercomputer/RedPajama-INCITE-7B-Instruct",)
+    # The document names no free call: the check is its own one-token example.
+    connection_check_model = documented_models[0]
 
     @redacted
     def run(
@@ -60,3 +70,8 @@ class TogetherProvider(Provider):
             raise ProviderError(
                 f"Together sent an answer without text: {exc}", kind=ErrorKind.PROTOCOL
             ) from None
+
+    def probe_connection(self, model: str) -> str:
+        spec = JobSpec(model=model, prompts=[CONNECTION_CHECK_PROMPT], max_tokens=1)
+        self.run(spec, [0])
+        return f"Together answered a one-token request to {model}."
