@@ -292,8 +292,13 @@ class Provider:
     poll_batch_size: ClassVar[int] = 1
     #: Seconds between status polls of a running remote job, before backoff.
     poll_interval: ClassVar[float] = 1.0
-    #: Models the provider documents; empty means free text.
+    #: Models the provider's documents name (form suggestions); empty means free text.
     documented_models: ClassVar[tuple[str, ...]] = ()
+    #: True when ``documented_models`` is the provider's whole documented list,
+    #: so a model outside it is probably a typo; False when the names are examples.
+    documents_model_list: ClassVar[bool] = False
+    #: True when :meth:`list_models` asks the provider (a catalog worth caching).
+    lists_models: ClassVar[bool] = False
     #: Spec fields this provider uses (the new-job form shows only these).
     supported_fields: ClassVar[frozenset[str]] = frozenset()
     #: True when output can be streamed as it is generated (Bytez ``stream: true``).
@@ -417,8 +422,17 @@ class Provider:
     # -- model lifecycle (providers with ``has_instances``) -------------------
 
     def list_models(self) -> list[ModelInfo]:
-        """The provider's model catalog (documented list when it has no endpoint)."""
+        """The provider's model catalog: asked of the provider when
+        ``lists_models``, else the models its documents name."""
         return [ModelInfo(name) for name in self.documented_models]
+
+    @classmethod
+    def model_is_documented(cls, name: str) -> bool | None:
+        """Whether the provider's documented model list holds ``name``; None when
+        the provider documents no list (any name may be right)."""
+        if not cls.documents_model_list:
+            return None
+        return name.strip() in cls.documented_models
 
     def request_model(self, model: str) -> InstanceStatus:
         """Ask the provider to make a model available (state REQUESTED until it is)."""

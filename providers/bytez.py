@@ -265,6 +265,7 @@ class BytezProvider(Provider):
     kind = "sync"
     auth_scheme = "Key"
     has_instances = True
+    lists_models = True
     supports_stream = True
     supported_fields = frozenset(PARAM_NAMES)
     option_names = ("params",)

@@ -231,6 +231,8 @@ class MyMagicProvider(Provider):
         "mixtral_8x7",
         "mistral_7b",
     )
+    # The document's "Supported Models" is the whole list.
+    documents_model_list = True
     supported_fields = frozenset({"question", "system_prompt", "max_tokens", "output_schema"})
     option_names = STORAGE_OPTIONS
     # No error codes of the status call are documented, so an unknown id proves

@@ -293,6 +293,7 @@ class OpenAIProvider(Provider):
     default_base_url = "https://api.openai.com"
     kind = "sync"
     supports_stream = True
+    lists_models = True
     supported_fields = frozenset({"system_prompt", *PARAMS, "output_schema"})
     # ``GET /v1/models`` is free and needs the key.
     connection_check_billed = False
