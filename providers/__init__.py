@@ -15,6 +15,7 @@ from .base import (
     ErrorKind,
     InstanceState,
     InstanceStatus,
+    ItemResult,
     JobSpec,
     ModelInfo,
     Provider,
@@ -22,6 +23,7 @@ from .base import (
     RemoteState,
     RemoteStatus,
     SpecError,
+    TokenUsage,
 )
 
 #: slug -> (module, class, label). The order is the order shown in forms.
@@ -81,6 +83,7 @@ __all__ = [
     "ErrorKind",
     "InstanceState",
     "InstanceStatus",
+    "ItemResult",
     "ModelInfo",
     "JobSpec",
     "Provider",
@@ -88,6 +91,7 @@ __all__ = [
     "RemoteState",
     "RemoteStatus",
     "SpecError",
+    "TokenUsage",
     "get_provider_class",
     "import_errors",
 ]

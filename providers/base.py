@@ -107,6 +107,37 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """Tokens one prompt used, as the provider reported them (None: not reported)."""
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+    @classmethod
+    def from_counts(cls, tokens_in: Any, tokens_out: Any) -> TokenUsage | None:
+        """Usage from two reported counts; None when neither is a count."""
+        usage = cls(_count(tokens_in), _count(tokens_out))
+        return None if usage == cls() else usage
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One prompt's output from a sync call, with what the provider said it cost."""
+
+    output: Any
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    #: Wall time of the call that produced it (shared by every prompt of a batched call).
+    latency_ms: int | None = None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+@dataclass(frozen=True)
 class RemoteStatus:
     """The state of one remote job, as one poll saw it."""
 
@@ -122,6 +153,19 @@ class RemoteStatus:
     cold_start: bool = False
     #: Anything the provider returned that did not fit ``outputs``, kept whole.
     raw_result: Any = None
+    #: Token usage per output (same order), where the provider reports it.
+    usage: list[TokenUsage | None] | None = None
+
+    def item_results(self) -> list[ItemResult] | None:
+        """The outputs with their usage, shaped like a sync call's :meth:`Provider.run_items`."""
+        if self.outputs is None:
+            return None
+        usage = list(self.usage or ())
+        usage += [None] * (len(self.outputs) - len(usage))
+        return [
+            ItemResult(output, u.tokens_in if u else None, u.tokens_out if u else None)
+            for output, u in zip(self.outputs, usage, strict=False)
+        ]
 
 
 class InstanceState(StrEnum):
@@ -245,6 +289,7 @@ ChunkCallback = Callable[[int, str], None]
 ENTRY_POINTS = (
     "check_connection",
     "run",
+    "run_items",
     "submit",
     "poll",
     "cancel",
@@ -372,6 +417,16 @@ class Provider:
     ) -> list[Any]:
         """Sync providers: run one unit, return one output per index."""
         raise NotImplementedError
+
+    def run_items(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[ItemResult]:
+        """Sync providers: :meth:`run`, with each output's token usage where the
+        provider reports it (adapters that do override this) and the call's latency."""
+        started = self.clock()
+        outputs = self.run(spec, indexes, on_chunk)
+        latency_ms = self._elapsed_ms(started)
+        return [ItemResult(output, latency_ms=latency_ms) for output in outputs]
 
     def submit(self, spec: JobSpec, indexes: list[int]) -> str:
         """Async providers: create one remote job for the unit, return its id."""

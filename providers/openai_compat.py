@@ -34,11 +34,13 @@ import httpx
 from .base import (
     ChunkCallback,
     ErrorKind,
+    ItemResult,
     JobSpec,
     ModelInfo,
     Provider,
     ProviderError,
     SpecError,
+    TokenUsage,
     redacted,
     shorten,
 )
@@ -117,7 +119,9 @@ def build_response_format(schema: Any) -> dict[str, Any] | None:
     }
 
 
-def build_request(spec: JobSpec, prompt: str) -> dict[str, Any]:
+def build_request(spec: JobSpec, prompt: str, *, include_usage: bool = False) -> dict[str, Any]:
+    """One chat completion; ``include_usage`` asks a streamed answer to end with
+    a usage chunk (``stream_options``, which some servers refuse: opt-in)."""
     messages = []
     if spec.system_prompt:
         messages.append({"role": "system", "content": spec.system_prompt})
@@ -131,7 +135,25 @@ def build_request(spec: JobSpec, prompt: str) -> dict[str, Any]:
     if response_format is not None:
         body["response_format"] = response_format
     body["stream"] = spec.stream
+    if spec.stream and include_usage:
+        body["stream_options"] = {"include_usage": True}
     return body
+
+
+def wants_stream_usage(job_options: dict[str, Any], credential_options: dict[str, Any]) -> bool:
+    """The ``stream_usage`` option: the job's value wins over the credential's."""
+    value = job_options.get("stream_usage", credential_options.get("stream_usage"))
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return value is True or value == 1
+
+
+def parse_usage(body: dict[str, Any]) -> TokenUsage | None:
+    """``usage.prompt_tokens`` / ``usage.completion_tokens``, when the answer has them."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return TokenUsage.from_counts(usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
 def _protocol(why: str) -> ProviderError:
@@ -214,11 +236,20 @@ class SSEDecoder:
 
 
 def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
-    """The text of a streamed completion: each ``delta.content`` is passed to
-    ``emit`` as it arrives; reading stops at ``data: [DONE]``."""
+    """The text of a streamed completion (see :func:`read_stream_usage`)."""
+    return read_stream_usage(lines, emit)[0]
+
+
+def read_stream_usage(
+    lines: Iterable[str], emit: Callable[[str], None]
+) -> tuple[str, TokenUsage | None]:
+    """The text of a streamed completion and the last usage any event carried:
+    each ``delta.content`` is passed to ``emit`` as it arrives; reading stops at
+    ``data: [DONE]``."""
     decoder = SSEDecoder()
     chunks: list[str] = []
     state = {"done": False, "finished": False}
+    usage: list[TokenUsage] = []
 
     def handle(data: str) -> None:
         if data.strip() == DONE:
@@ -244,6 +275,8 @@ def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
             )
         if event.get("error"):
             raise _refused(event["error"])
+        if (reported := parse_usage(event)) is not None:
+            usage.append(reported)
         for choice in event.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -255,11 +288,14 @@ def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
             if choice.get("finish_reason"):
                 state["finished"] = True
 
+    def result() -> tuple[str, TokenUsage | None]:
+        return "".join(chunks), (usage[-1] if usage else None)
+
     for line in lines:
         for data in decoder.feed(line):
             handle(data)
             if state["done"]:
-                return "".join(chunks)
+                return result()
     for data in decoder.flush():  # the last event without its blank line
         handle(data)
     if not (state["done"] or state["finished"]):
@@ -267,7 +303,7 @@ def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
             f"{LABEL} server ended the stream before 'data: {DONE}'; the answer may be cut short",
             kind=ErrorKind.PROTOCOL,
         )
-    return "".join(chunks)
+    return result()
 
 
 def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
@@ -295,6 +331,7 @@ class OpenAIProvider(Provider):
     supports_stream = True
     lists_models = True
     supported_fields = frozenset({"system_prompt", *PARAMS, "output_schema"})
+    option_names = ("stream_usage",)
     # ``GET /v1/models`` is free and needs the key.
     connection_check_billed = False
 
@@ -310,16 +347,33 @@ class OpenAIProvider(Provider):
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
+        return [item.output for item in self.run_items(spec, indexes, on_chunk)]
+
+    @redacted
+    def run_items(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[ItemResult]:
         (index,) = indexes
-        body = build_request(spec, spec.prompts[index])
+        include_usage = wants_stream_usage(spec.options, self.options)
+        body = build_request(spec, spec.prompts[index], include_usage=include_usage)
+        started = self.clock()
         if spec.stream:
-            return [self._run_streamed(body, index, on_chunk)]
-        response = self.request("POST", self.path, json=body)
-        return [parse_response(self.json(response))]
+            text, usage = self._run_streamed(body, index, on_chunk)
+        else:
+            answer = self.json(self.request("POST", self.path, json=body))
+            text, usage = parse_response(answer), parse_usage(answer)
+        return [
+            ItemResult(
+                text,
+                tokens_in=usage.tokens_in if usage else None,
+                tokens_out=usage.tokens_out if usage else None,
+                latency_ms=self._elapsed_ms(started),
+            )
+        ]
 
     def _run_streamed(
         self, body: dict[str, Any], index: int, on_chunk: ChunkCallback | None
-    ) -> str:
+    ) -> tuple[str, TokenUsage | None]:
         def emit(text: str) -> None:
             if on_chunk is not None:
                 on_chunk(index, text)
@@ -336,11 +390,12 @@ class OpenAIProvider(Provider):
                 if content_type.startswith("application/json"):
                     # A server that ignores ``stream`` answers the whole completion.
                     response.read()
-                    text = parse_response(self.json(response))
+                    answer = self.json(response)
+                    text = parse_response(answer)
                     if text:
                         emit(text)
-                    return text
-                return read_stream(response.iter_lines(), emit)
+                    return text, parse_usage(answer)
+                return read_stream_usage(response.iter_lines(), emit)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, "POST", path) from None
 
