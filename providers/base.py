@@ -37,7 +37,8 @@ from .redaction import redact, secret_forms
 
 USER_AGENT = "llm-jobs-dashboard/0.1 (+httpx)"
 
-#: httpx timeouts stay well below the worker task's timeout (see settings.Q_CLUSTER).
+#: httpx timeouts stay well below the worker task's timeout, so a stuck provider
+#: ends in a TIMEOUT error the worker records, never in a killed task.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
@@ -66,7 +67,8 @@ class ErrorKind(StrEnum):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What the user asked for, in normalized form (DESIGN.md "POST /api/v1/jobs")."""
+    """What the user asked for, in normalized form: the job fields of the
+    dashboard's API, whatever the provider."""
 
     model: str
     prompts: Sequence[str]
@@ -169,7 +171,8 @@ class RemoteStatus:
 
 
 class InstanceState(StrEnum):
-    """Normalized model-instance states (DESIGN.md "Model instance statuses")."""
+    """Normalized model-instance states: requested -> loading -> running ->
+    stopped (shut down by a user), expired (the expiration period ran out) or failed."""
 
     REQUESTED = "requested"
     LOADING = "loading"

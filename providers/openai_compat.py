@@ -1,25 +1,40 @@
-"""Any OpenAI-compatible ``POST /v1/chat/completions`` server, Bearer auth.
+"""Any OpenAI-compatible chat completions server (vLLM, Ollama, the llama.cpp
+server, Together's v1 API, OpenAI itself): the credential's ``base_url`` picks it.
 
-vLLM, Ollama, the llama.cpp server and Together's v1 API (the successor of its
-legacy ``/inference``, provider-docs/NOTES.md) all speak this protocol; the
-credential's ``base_url`` picks the server. The path is ``/v1/chat/completions``
-under ``base_url``, or ``/chat/completions`` when ``base_url`` already ends in
-``/v1`` (the way those servers document their base URL).
+What this adapter relies on from the protocol:
 
-One request per prompt. ``top_k`` and ``repetition_penalty`` are not part of
-OpenAI's own API: they are sent only when set, as the extra sampling
-parameters vLLM (and Together's v1 API) accept; a server that does not know
-them may ignore them or answer 400, which is reported as REJECTED.
-
-Structured output is sent as ``response_format: {"type": "json_schema", ...}``
-(a Lamini-style ``{"field": "str"}`` map is converted to a JSON Schema first);
-the answer is the JSON text, which the dashboard parses and checks.
-
-With ``stream: true`` the answer is Server-Sent Events: ``data: {...}`` lines
-whose ``choices[0].delta.content`` are the text chunks, ending with
-``data: [DONE]``. The Content-Type is not trusted (some servers say
-``text/plain``); only ``application/json`` means the server ignored ``stream``
-and answered the whole completion at once.
+* Default base URL ``https://api.openai.com``; auth header
+  ``Authorization: Bearer <key>``. The path is
+  ``/v1/chat/completions`` under ``base_url``, or ``/chat/completions`` when
+  ``base_url`` already ends in ``/v1`` (the way those servers document their
+  base URL); the model list is ``GET .../v1/models``.
+* Request, one per prompt: ``model``, ``messages`` (a ``system`` message when
+  the job has a system prompt, then the ``user`` prompt), ``stream``, and
+  ``max_tokens``, ``temperature``, ``top_p`` when set. ``top_k`` and
+  ``repetition_penalty`` are not OpenAI's own: they are sent only when set,
+  as the extra sampling parameters vLLM and Together accept; a server that
+  does not know them may ignore them or answer 400 (REJECTED). Structured
+  output is ``response_format: {"type": "json_schema", "json_schema":
+  {"name", "schema", "strict": false}}`` (a ``{"field": "str"}`` map is
+  converted to a JSON Schema first); the answer is the JSON text.
+* Answer: ``choices[0].message.content`` (a string, or a list of text parts),
+  and ``usage.prompt_tokens`` / ``usage.completion_tokens``, which
+  :meth:`OpenAIProvider.run_items` reports. A ``message.refusal`` is
+  REJECTED; an ``error`` object in a 200 answer is REJECTED too.
+* Streaming answers Server-Sent Events: ``data: {...}`` lines whose
+  ``choices[0].delta.content`` are the text chunks, ending with
+  ``data: [DONE]``. The Content-Type is not trusted (some servers say
+  ``text/plain``); only ``application/json`` means the server ignored
+  ``stream`` and answered whole. Usage is read from the last event that
+  carries one; the ``stream_usage`` option asks for it with
+  ``stream_options: {"include_usage": true}``, which some servers refuse,
+  so it is opt-in.
+* Errors: ``{"error": {"message", "type", ...}}``, the message quoted
+  redacted; 401/403 auth, 429 rate limit (``Retry-After`` honoured), 5xx.
+* Retries: a completion creates nothing to duplicate, so 5xx, timeouts and
+  429s may be retried a bounded number of times.
+* Connection check: ``GET /v1/models``, free (``connection_check_billed`` is
+  False); ``lists_models`` is True.
 """
 
 from __future__ import annotations
@@ -72,7 +87,7 @@ def chat_path(base_url: str) -> str:
 
 
 def is_json_schema(schema: dict[str, Any]) -> bool:
-    """The same test as the dashboard's (dashboard/structured.py): a type map may
+    """The same test the dashboard uses to tell them apart: a type map may
     have a field called "type", but its value is then a type word."""
     return (
         "properties" in schema or schema.get("type") in ("object", "array") or "$schema" in schema
