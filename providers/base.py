@@ -1,14 +1,15 @@
 """The provider interface: plain Python over httpx, no Django.
 
 An adapter turns "run these prompts" / "submit this job" / "what is the state
-of these remote jobs" into HTTP calls and back into the small dataclasses
-below. Provider words never leave an adapter except as ``provider_status``;
+of these remote jobs" into HTTP calls and back into the small dataclasses of
+:mod:`providers.data` (importable from here too). Provider words never leave an adapter except as ``provider_status``;
 what the dashboard sees is a normalized :class:`RemoteState`.
 
 Two kinds of provider:
 
-* ``sync``: one HTTP call returns the outputs (Together, Lamini, Bytez runs).
-  The dashboard calls :meth:`Provider.run` once per *unit* of prompts.
+* ``sync``: one HTTP call returns the outputs (Together, Lamini, Bytez runs,
+  OpenAI-compatible servers). The dashboard calls :meth:`Provider.run` (or
+  :meth:`Provider.run_items`, with token usage) once per *unit* of prompts.
 * ``async``: a non-idempotent POST creates a remote job that is polled later
   (MyMagic, GridRepublic). The dashboard calls :meth:`Provider.submit` once per
   unit and :meth:`Provider.poll` for many remote ids at once.
@@ -25,197 +26,107 @@ import functools
 import json
 import ssl
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import httpx
 
+from .data import (
+    ConnectionCheck,
+    ErrorKind,
+    InstanceState,
+    InstanceStatus,
+    ItemResult,
+    JobSpec,
+    ModelInfo,
+    ProviderError,
+    RemoteState,
+    RemoteStatus,
+    SpecError,
+    TokenUsage,
+)
+from .redaction import redact, secret_forms
+
+__all__ = [
+    "CONNECTION_CHECK_PROMPT",
+    "DEFAULT_TIMEOUT",
+    "ENTRY_POINTS",
+    "USER_AGENT",
+    "ChunkCallback",
+    "ConnectionCheck",
+    "ErrorKind",
+    "InstanceState",
+    "InstanceStatus",
+    "ItemResult",
+    "JobSpec",
+    "ModelInfo",
+    "Provider",
+    "ProviderError",
+    "RemoteState",
+    "RemoteStatus",
+    "SpecError",
+    "TokenUsage",
+    "parse_retry_after",
+    "redacted",
+    "shared_ssl_context",
+    "shorten",
+]
+
 USER_AGENT = "llm-jobs-dashboard/0.1 (+httpx)"
 
-#: httpx timeouts stay well below the worker task's timeout (see settings.Q_CLUSTER).
+#: httpx timeouts stay well below the worker task's timeout, so a stuck provider
+#: ends in a TIMEOUT error the worker records, never in a killed task.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
-class RemoteState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
+#: What a billed connection check asks, with a one-token limit where the provider has one.
+CONNECTION_CHECK_PROMPT = "Reply with OK."
 
-    @property
-    def terminal(self) -> bool:
-        return self in (RemoteState.COMPLETED, RemoteState.FAILED)
-
-
-class ErrorKind(StrEnum):
-    AUTH = "auth"  # 401/403: permanent until the credential changes
-    RATE_LIMIT = "rate_limit"  # 429: wait Retry-After, then retry
-    SERVER = "server"  # 5xx
-    TIMEOUT = "timeout"  # read/write/pool timeout: the request may have arrived
-    CONNECTION = "connection"  # connect error/timeout: the request surely never arrived
-    PROTOCOL = "protocol"  # a body that is not what the document promises
-    REJECTED = "rejected"  # 4xx other than auth/429: the provider refused the input
-    NOT_FOUND = "not_found"  # 404 / unknown remote id / model not found
-    INVALID_SPEC = "invalid_spec"  # refused before any request: the provider cannot express it
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What the user asked for, in normalized form (DESIGN.md "POST /api/v1/jobs")."""
-
-    model: str
-    prompts: Sequence[str]
-    question: str = ""
-    system_prompt: str = ""
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    output_schema: dict[str, Any] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    stream: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        names = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in data.items() if k in names}
-        values["prompts"] = list(values.get("prompts") or [])
-        values["options"] = dict(values.get("options") or {})
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "prompts": list(self.prompts),
-            "question": self.question,
-            "system_prompt": self.system_prompt,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repetition_penalty": self.repetition_penalty,
-            "output_schema": self.output_schema,
-            "options": dict(self.options),
-            "stream": self.stream,
-        }
-
-
-@dataclass(frozen=True)
-class RemoteStatus:
-    """The state of one remote job, as one poll saw it."""
-
-    remote_id: str
-    state: RemoteState
-    provider_status: str
-    #: One output per prompt of the unit (text or object) once completed.
-    outputs: list[Any] | None = None
-    #: The provider's whole log so far (the dashboard stores only what is new).
-    log: str | None = None
-    error: str = ""
-    #: True while the provider reports a model cold start ("Waiting for instance").
-    cold_start: bool = False
-    #: Anything the provider returned that did not fit ``outputs``, kept whole.
-    raw_result: Any = None
-
-
-class InstanceState(StrEnum):
-    """Normalized model-instance states (DESIGN.md "Model instance statuses")."""
-
-    REQUESTED = "requested"
-    LOADING = "loading"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    EXPIRED = "expired"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One entry of a provider's model catalog."""
-
-    name: str
-    required_ram_gb: float | None = None
-    benchmarked: bool | None = None
-
-
-@dataclass(frozen=True)
-class InstanceStatus:
-    """A loaded (or loading, or requested) model instance as the provider reports it."""
-
-    model: str
-    state: InstanceState
-    provider_status: str
-    message: str = ""
-    concurrency: int | None = None
-    inferences: int | None = None
-    expiration_seconds: int | None = None
-    expires_at: datetime | None = None
-    created_at: datetime | None = None
-
-
-class ProviderError(Exception):
-    """A failed call, as data: what went wrong and whether retrying makes sense.
-
-    ``created_nothing`` is True only when the request surely created nothing at
-    the provider (connection refused, 429, a refused request): the only case in
-    which a non-idempotent submit may be sent again.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: ErrorKind,
-        status_code: int | None = None,
-        retry_after: float | None = None,
-        detail: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        #: The provider's own words, when it gave any.
-        self.detail = detail
-        self.kind = kind
-        self.status_code = status_code
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in (
-            ErrorKind.RATE_LIMIT,
-            ErrorKind.SERVER,
-            ErrorKind.TIMEOUT,
-            ErrorKind.CONNECTION,
-        )
-
-    @property
-    def created_nothing(self) -> bool:
-        return self.kind in (
-            ErrorKind.CONNECTION,
-            ErrorKind.RATE_LIMIT,
-            ErrorKind.AUTH,
-            ErrorKind.REJECTED,
-            ErrorKind.INVALID_SPEC,
-            ErrorKind.NOT_FOUND,
-        )
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class SpecError(ProviderError):
-    """The job cannot be expressed for this provider; refused before any request."""
-
-    def __init__(self, message: str, field_name: str | None = None) -> None:
-        super().__init__(message, kind=ErrorKind.INVALID_SPEC)
-        self.field_name = field_name
+#: Failures after which a billed call may still have been carried out.
+_MAY_HAVE_RUN = frozenset({ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.PROTOCOL})
 
 
 ChunkCallback = Callable[[int, str], None]
 """Called with (prompt index, text chunk) as streamed output arrives."""
+
+#: The methods the dashboard calls. Every adapter's own version of one of these
+#: is decorated with :func:`redacted` (a test checks it).
+ENTRY_POINTS = (
+    "check_connection",
+    "run",
+    "run_items",
+    "submit",
+    "poll",
+    "cancel",
+    "list_models",
+    "request_model",
+    "load_model",
+    "instance_status",
+    "list_instances",
+    "shutdown_model",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redacted(method: F) -> F:
+    """An adapter entry point whose errors and results leave with every
+    credential scrubbed from the provider's text (see :meth:`Provider.redact`).
+    Translation functions raise ProviderErrors that quote the provider as it
+    answered; this is where that text is cleaned, for every path at once."""
+
+    @functools.wraps(method)
+    def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except ProviderError as exc:
+            self.redact_error(exc)
+            raise
+        return self.redact_result(result)
+
+    wrapper.redacts = True  # type: ignore[attr-defined]
+    return cast(F, wrapper)
 
 
 class Provider:
@@ -232,8 +143,13 @@ class Provider:
     poll_batch_size: ClassVar[int] = 1
     #: Seconds between status polls of a running remote job, before backoff.
     poll_interval: ClassVar[float] = 1.0
-    #: Models the provider documents; empty means free text.
+    #: Models the provider's documents name (form suggestions); empty means free text.
     documented_models: ClassVar[tuple[str, ...]] = ()
+    #: True when ``documented_models`` is the provider's whole documented list,
+    #: so a model outside it is probably a typo; False when the names are examples.
+    documents_model_list: ClassVar[bool] = False
+    #: True when :meth:`list_models` asks the provider (a catalog worth caching).
+    lists_models: ClassVar[bool] = False
     #: Spec fields this provider uses (the new-job form shows only these).
     supported_fields: ClassVar[frozenset[str]] = frozenset()
     #: True when output can be streamed as it is generated (Bytez ``stream: true``).
@@ -242,6 +158,11 @@ class Provider:
     has_instances: ClassVar[bool] = False
     #: Provider-specific option names (credential or job ``options``).
     option_names: ClassVar[tuple[str, ...]] = ()
+    #: True when :meth:`check_connection` makes a call the provider bills (the
+    #: UI asks the user to confirm first); False when it uses a free call.
+    connection_check_billed: ClassVar[bool] = True
+    #: The model a billed check asks for when the caller names none.
+    connection_check_model: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -251,10 +172,14 @@ class Provider:
         options: dict[str, Any] | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout | float | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = dict(options or {})
         self._secret = secret
+        self._secret_forms = secret_forms(secret)
+        #: Monotonic seconds, for latencies (tests pass a fake).
+        self.clock = clock or time.monotonic
         self.client = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -299,6 +224,16 @@ class Provider:
         """Sync providers: run one unit, return one output per index."""
         raise NotImplementedError
 
+    def run_items(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[ItemResult]:
+        """Sync providers: :meth:`run`, with each output's token usage where the
+        provider reports it (adapters that do override this) and the call's latency."""
+        started = self.clock()
+        outputs = self.run(spec, indexes, on_chunk)
+        latency_ms = self._elapsed_ms(started)
+        return [ItemResult(output, latency_ms=latency_ms) for output in outputs]
+
     def submit(self, spec: JobSpec, indexes: list[int]) -> str:
         """Async providers: create one remote job for the unit, return its id."""
         raise NotImplementedError
@@ -312,11 +247,53 @@ class Provider:
         """Ask the provider to stop; False when it has no way to."""
         return False
 
-    # -- model lifecycle (providers with ``has_instances``) -------------------
+    # -- test connection ------------------------------------------------------
+
+    def check_connection(self, model: str | None = None) -> ConnectionCheck:
+        """Try the credential with the cheapest call the provider documents.
+        Never raises a ProviderError: what went wrong is in the answer.
+        ``model`` is used only by billed checks that must name one."""
+        started = self.clock()
+        try:
+            detail = self.probe_connection(model or self.connection_check_model)
+        except ProviderError as exc:
+            self.redact_error(exc)
+            return ConnectionCheck(
+                ok=False,
+                detail=exc.message,
+                latency_ms=self._elapsed_ms(started),
+                billed=self.connection_check_billed and exc.kind in _MAY_HAVE_RUN,
+                auth_failed=exc.kind is ErrorKind.AUTH,
+            )
+        return ConnectionCheck(
+            ok=True,
+            detail=self.redact(detail),
+            latency_ms=self._elapsed_ms(started),
+            billed=self.connection_check_billed,
+            auth_failed=False,
+        )
+
+    def probe_connection(self, model: str) -> str:
+        """Make the check's call; say what succeeded, or raise ProviderError."""
+        raise NotImplementedError
+
+    def _elapsed_ms(self, started: float) -> int:
+        return max(0, round((self.clock() - started) * 1000))
+
+    # -- models, and their lifecycle (providers with ``has_instances``) ----------
 
     def list_models(self) -> list[ModelInfo]:
-        """The provider's model catalog (documented list when it has no endpoint)."""
+        """The provider's model catalog: asked of the provider when
+        ``lists_models``, else the models its documents name."""
         return [ModelInfo(name) for name in self.documented_models]
+
+    @classmethod
+    def model_is_documented(cls, name: str) -> bool | None:
+        """Whether the provider's documented model list holds ``name``; None when
+        the provider documents no list (any name may be right)."""
+        if not cls.documents_model_list:
+            return None
+        return name.strip() in cls.documented_models
 
     def request_model(self, model: str) -> InstanceStatus:
         """Ask the provider to make a model available (state REQUESTED until it is)."""
@@ -353,7 +330,7 @@ class Provider:
         nothing (CONNECTION); anything later may have reached the provider (TIMEOUT)."""
         if isinstance(exc, httpx.ConnectError):
             return ProviderError(
-                f"Could not connect to {self.label} at {self.base_url}: {_reason(exc)}",
+                f"Could not connect to {self.label} at {self.base_url}: {self._reason(exc)}",
                 kind=ErrorKind.CONNECTION,
             )
         if isinstance(exc, httpx.ConnectTimeout):
@@ -366,14 +343,14 @@ class Provider:
                 f"{self.label} did not answer in time ({method} {path})", kind=ErrorKind.TIMEOUT
             )
         return ProviderError(
-            f"Network error talking to {self.label}: {_reason(exc)}", kind=ErrorKind.TIMEOUT
+            f"Network error talking to {self.label}: {self._reason(exc)}", kind=ErrorKind.TIMEOUT
         )
 
     def raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
         if status < 400:
             return
-        detail = self.error_detail(response)
+        detail = self.redact(self.error_detail(response))
         suffix = f": {detail}" if detail else ""
         common = {"status_code": status, "detail": detail}
         if status in (401, 403):
@@ -409,20 +386,20 @@ class Provider:
         )
 
     def error_detail(self, response: httpx.Response) -> str:
-        """A short readable reason from an error body, whatever its shape."""
+        """A short readable reason from an error body, whatever its shape, redacted."""
         try:
             body = response.json()
         except ValueError:
             text = response.text.strip()
-            return shorten(text, 300) if text and "<html" not in text[:200].lower() else ""
+            return self.readable(text) if text and "<html" not in text[:200].lower() else ""
         if isinstance(body, dict):
             for key in ("error", "detail", "message", "msg"):
                 value = body.get(key)
                 if isinstance(value, dict):
                     value = value.get("message") or json.dumps(value)
                 if value:
-                    return shorten(str(value), 300)
-        return shorten(json.dumps(body), 300)
+                    return self.readable(str(value))
+        return self.readable(json.dumps(body))
 
     def json(self, response: httpx.Response, expect: type | tuple[type, ...] = dict) -> Any:
         """The body as JSON of the promised type, or a PROTOCOL ProviderError."""
@@ -430,7 +407,7 @@ class Provider:
             body = response.json()
         except ValueError:
             raise ProviderError(
-                f"{self.label} sent a body that is not JSON: {shorten(response.text, 120)!r}",
+                f"{self.label} sent a body that is not JSON: {self.readable(response.text, 120)!r}",
                 kind=ErrorKind.PROTOCOL,
                 status_code=response.status_code,
             ) from None
@@ -442,8 +419,48 @@ class Provider:
             )
         return body
 
+    # -- redaction: provider text never carries the credential out ----------------
+
     def redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        """``text`` without this credential's secret (as sent, JSON-escaped,
+        URL-encoded or base64-encoded, or cut short at the end), without any
+        ``Authorization`` header value and without ``api_key``/``token``-like
+        fields. The one function every provider text goes through."""
+        return redact(text, self._secret_forms)
+
+    def readable(self, text: str, limit: int = 300) -> str:
+        """Provider text for a message: redacted first, then shortened (so no
+        cut can leave part of a secret behind)."""
+        return shorten(self.redact(text), limit)
+
+    def redact_error(self, exc: ProviderError) -> ProviderError:
+        """Scrub ``exc`` in place (message, detail, and the args its repr shows)."""
+        exc.message = self.redact(exc.message)
+        exc.detail = self.redact(exc.detail)
+        exc.args = (exc.message,)
+        return exc
+
+    def redact_result(self, value: Any) -> Any:
+        """An entry point's answer with the provider's own words scrubbed: error
+        slots, a failed job's error and log, an instance's message. Outputs are
+        the model's answers and stay as they are."""
+        if isinstance(value, ProviderError):
+            return self.redact_error(value)
+        if isinstance(value, RemoteStatus):
+            log = None if value.log is None else self.redact(value.log)
+            return replace(value, error=self.redact(value.error), log=log)
+        if isinstance(value, InstanceStatus):
+            return replace(value, message=self.redact(value.message))
+        if isinstance(value, dict):
+            return {key: self.redact_result(item) for key, item in value.items()}
+        if isinstance(value, list) and any(
+            isinstance(item, ProviderError | RemoteStatus | InstanceStatus) for item in value
+        ):
+            return [self.redact_result(item) for item in value]
+        return value
+
+    def _reason(self, exc: Exception) -> str:
+        return self.readable(str(exc) or type(exc).__name__, 200)
 
 
 @functools.cache
@@ -474,7 +491,3 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _reason(exc: Exception) -> str:
-    return shorten(str(exc) or type(exc).__name__, 200)

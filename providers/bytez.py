@@ -1,14 +1,43 @@
-"""Bytez REST API (provider-docs/bytez.txt): a model lifecycle plus ``/model/run``.
+"""Bytez: a model lifecycle plus ``/model/run``.
 
-Auth is ``Authorization: Key <secret>``. A model is requested (``/model/job``,
-repeated until its message says "Model available"), loaded (``/model/load``),
-watched (``/model/status``, ``/model/instances``), run and shut down
-(``/model/delete``). The document sends a body (``--data``) to job, load,
-status, run and delete, so those are POSTs; list and instances have no body,
-so they are GETs.
+What this adapter relies on from Bytez's protocol:
 
-``stream: true`` answers raw text chunks; without it the answer is JSON
-``{"output": ..., "error": null}`` (provider-docs/NOTES.md).
+* Default base URL ``https://api.bytez.com``; auth header
+  ``Authorization: Key <key>`` (``Key``, not ``Bearer``).
+* Calls with a JSON body are POSTs, those without are GETs:
+  ``GET /model/list`` (the catalog: ``[{"name", "requiredRAM",
+  "benchmarked"}]``), ``POST /model/job`` ``{"model"}`` (ask Bytez to make a
+  model available; repeated, its ``message`` goes from "Model is already
+  queued" to "Model available", the only progress signal), ``POST
+  /model/load`` ``{"model", "concurrency", "expirationPeriodSeconds"?}``,
+  ``POST /model/status`` ``{"model"}`` (``status``, ``concurrency``,
+  ``inferences``, ``expirationPeriodSeconds``/``Minutes``, ``expiresAt``,
+  ``created``), ``GET /model/instances`` (the running models), ``POST
+  /model/run`` ``{"model", "prompt", "params", "stream"}`` and ``POST
+  /model/delete`` ``{"model"}``.
+* ``params`` go to the model's ``generate()``: ``max_tokens`` is sent as
+  ``max_new_tokens``, the sampling knobs under their own names, and a job's
+  raw ``options["params"]`` first.
+* A run answers ``{"output": ..., "error": null}`` (the output a string, a
+  ``[{"generated_text"}]`` list or any object); with ``stream: true`` it
+  answers raw text chunks, not JSON. No token usage is reported.
+* Instance words (case-insensitive, ignoring spaces, dashes and
+  underscores) map to instance states: running, ready -> running; started,
+  starting, loading, pending, creating, provisioning, queued, deploying ->
+  loading; stopped, deleted, terminated, shutdown -> stopped; expired ->
+  expired; failed, error, crashed -> failed; anything else -> loading. A
+  requested model is ``requested`` until its job message says "Model
+  available".
+* Errors: bodies are ``{"error": ...}``, quoted redacted. A run or status
+  for a model with no running instance ("not loaded", "not running", ...,
+  or 404) is NOT_FOUND, naming the model.
+* Retries: a run creates nothing to duplicate, so 5xx, timeouts and 429s may
+  be retried a bounded number of times. The reads (list, status, instances,
+  and ``/model/job``, which the document says to repeat) are safe to repeat.
+  A cold load takes minutes and a loaded instance is billed while it runs
+  (until its expiration period passes without a run).
+* Connection check: ``GET /model/list``, free (``connection_check_billed``
+  is False); ``lists_models`` is True.
 """
 
 from __future__ import annotations
@@ -31,6 +60,7 @@ from .base import (
     Provider,
     ProviderError,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -264,10 +294,13 @@ class BytezProvider(Provider):
     kind = "sync"
     auth_scheme = "Key"
     has_instances = True
+    lists_models = True
     supports_stream = True
     supported_fields = frozenset(PARAM_NAMES)
     option_names = ("params",)
     documented_models = ("openai-community/gpt2", "EleutherAI/gpt-neo-2.7B")
+    # The model list is free and needs the key.
+    connection_check_billed = False
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -277,6 +310,7 @@ class BytezProvider(Provider):
                 "Bytez 'params' must be a JSON object (e.g. {\"min_length\": 30}).", "options"
             )
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
@@ -328,16 +362,22 @@ class BytezProvider(Provider):
                 raise not_loaded_error(model, exc.detail, exc.status_code) from None
             raise
 
+    def probe_connection(self, model: str) -> str:
+        return f"Bytez listed {len(self.list_models())} models."
+
     # -- model lifecycle ---------------------------------------------------------
 
+    @redacted
     def list_models(self) -> list[ModelInfo]:
         body = self.json(self.request("GET", "/model/list"), expect=(list, dict))
         return self._parse(parse_models, body, "model list")
 
+    @redacted
     def request_model(self, model: str) -> InstanceStatus:
         body = self.json(self.request("POST", "/model/job", json={"model": model}))
         return parse_job(body, model)
 
+    @redacted
     def load_model(
         self, model: str, *, concurrency: int = 1, expiration_seconds: int | None = None
     ) -> InstanceStatus:
@@ -355,6 +395,7 @@ class BytezProvider(Provider):
             status = replace(status, concurrency=concurrency)
         return status
 
+    @redacted
     def instance_status(self, model: str) -> InstanceStatus:
         try:
             response = self.request("POST", "/model/status", json={"model": model})
@@ -373,10 +414,12 @@ class BytezProvider(Provider):
             )
         return parse_instance(body, model)
 
+    @redacted
     def list_instances(self) -> list[InstanceStatus]:
         body = self.json(self.request("GET", "/model/instances"), expect=(list, dict))
         return self._parse(parse_instances, body, "instance list")
 
+    @redacted
     def shutdown_model(self, model: str) -> None:
         self.request("POST", "/model/delete", json={"model": model})
 

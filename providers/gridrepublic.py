@@ -1,10 +1,38 @@
 """GridRepublic's remote jobs API: one remote job per prompt, polled in batches.
 
-``POST /remotejobs/v2/jobs`` answers ``{"success": true, "ids": [...]}`` or
-``{"success": false, "error": ...}``; ``GET /remotejobs/v2/jobs/{id1,id2,...}``
-answers every job's status and its whole ``log`` so far
-(provider-docs/gridrepublic.txt). Only "running" is documented as a status, so
-terminal words follow the families in NOTES.md.
+What this adapter relies on from GridRepublic's protocol:
+
+* Default base URL ``https://api.gridrepublic.services``; auth header
+  ``Authorization: Bearer <token>``.
+* Submit: ``POST /remotejobs/v2/jobs`` with ``app`` (always
+  ``"gridrepublic:text-inference"``), ``commandLine`` (a JSON *string*
+  ``{"inputs": [prompt]}``) and ``tag`` (the model). The answer is
+  ``{"success": true, "ids": [...]}`` or ``{"success": false, "error": ...}``
+  (a refusal). A job takes a bare prompt: a question, system prompt or
+  output schema is refused before any request.
+* Status: ``GET /remotejobs/v2/jobs/{id1,id2,...}`` (comma-separated ids, up
+  to :data:`BATCH_SIZE` per request) answers ``{"success": true, "jobs": {id:
+  {"vmStatus": ..., "states": {"default": {"status": ..., "log": ...}}}}}``.
+  The word is ``states.default.status``, with ``vmStatus`` as a fallback,
+  compared case-insensitively: queued, pending, created -> queued; starting,
+  running -> running; finished, completed, complete, done, success,
+  succeeded, exited -> completed; failed, error, aborted, killed, cancelled,
+  canceled -> failed. Only "running" is documented; an unknown word is taken
+  as still running, and the dashboard's per-job deadline bounds it.
+* ``log`` holds the whole output so far on every poll (the dashboard stores
+  only what is new); a finished job's output is its log. A failed job's
+  error is its own ``error``, else the last line of its log. Both are
+  redacted. No token usage is reported.
+* An id GridRepublic does not know comes back as an entry with
+  ``success: false``, or as an error for the whole request (404, or
+  ``success: false`` at the top): then each id is asked alone, so one bad id
+  never stalls the others.
+* Retries: a submit is a non-idempotent POST, sent again only when
+  ``ProviderError.created_nothing``. Status GETs are safe to repeat; a batch
+  that fails for another reason (5xx, timeout) puts its error in every slot.
+* Connection check: the status call's error codes are not documented, so an
+  unknown id proves nothing about the key; the check submits a one-prompt job
+  on ``connection_check_model`` (billed, and not tracked).
 """
 
 from __future__ import annotations
@@ -14,6 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import (
+    CONNECTION_CHECK_PROMPT,
     ErrorKind,
     JobSpec,
     Provider,
@@ -21,6 +50,7 @@ from .base import (
     RemoteState,
     RemoteStatus,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -179,6 +209,9 @@ class GridRepublicProvider(Provider):
     # The log grows while a job runs and the dashboard shows it live.
     poll_interval = 1.0
     supported_fields = frozenset()
+    # No error codes of the status call are documented, so an unknown id proves
+    # nothing about the key: the check submits a one-prompt job.
+    connection_check_model = "gemma:2b"
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -186,11 +219,17 @@ class GridRepublicProvider(Provider):
             if getattr(spec, name):
                 raise SpecError(f"GridRepublic runs a bare prompt: it cannot take {what}.", name)
 
+    @redacted
     def submit(self, spec: JobSpec, indexes: list[int]) -> str:
         (index,) = indexes
         response = self.request("POST", JOBS_PATH, json=build_request(spec, spec.prompts[index]))
         return parse_submit(self.json(response))
 
+    def probe_connection(self, model: str) -> str:
+        remote_id = self.submit(JobSpec(model=model, prompts=[CONNECTION_CHECK_PROMPT]), [0])
+        return f"GridRepublic accepted a one-prompt test job on {model} (job {remote_id}, not tracked)."
+
+    @redacted
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteStatus | ProviderError]:
         """Never raises: a failed batch puts its error in each of its slots."""
         ids = list(dict.fromkeys(remote_ids))

@@ -1,10 +1,28 @@
-"""Lamini's synchronous ``POST /v1/completions`` (provider-docs/lamini.txt), Bearer auth.
+"""Lamini's synchronous completions API, with typed (structured) output.
 
-One call answers a whole batch: ``prompt`` is a string for one prompt and a
-list for several, and the answer has the same shape. ``out_type`` is a flat
-type map whose only types are str, int, float and bool (provider-docs/NOTES.md:
-the document's own example says "string", accepted as str). Error bodies are
-``{"detail": ...}``; HTTP 594 means the model was not found.
+What this adapter relies on from Lamini's protocol:
+
+* One call, ``POST {base_url}/v1/completions``, default base URL
+  ``https://api.lamini.ai``. Auth header ``Authorization: Bearer <key>``.
+* Request: ``model_name``; ``prompt`` as a string for one prompt or a list of
+  strings for a batch (one call answers up to :data:`MAX_BATCH` prompts);
+  ``out_type``, a flat map of field name to ``"str"``, ``"int"``, ``"float"``
+  or ``"bool"`` (the only valid types; the word ``"string"`` is accepted as
+  str, and a flat JSON Schema object is converted). ``max_tokens`` is sent
+  when the job sets it; newer servers also accept it.
+* Answer: the same shape as ``prompt``: one item for a string, a list with
+  one item per prompt for a list. With ``out_type`` each item is an object
+  with those fields (in no particular order); without it, the text (or
+  ``{"output": text}``). The answer reports no token usage.
+* Errors: bodies are ``{"detail": ...}`` (a list of ``{loc, msg}`` for
+  FastAPI's 422), quoted redacted. HTTP 594 is Lamini's "model not found"
+  (NOT_FOUND); 400, 401, 422, 429 and 503 also occur.
+* Retries: a completion creates nothing to duplicate, so the dashboard may
+  retry 5xx, timeouts and 429s a bounded number of times; 594 and other 4xx
+  are final.
+* Connection check: the only documented call is a completion, so the check
+  is one short prompt with ``max_tokens: 1`` on ``connection_check_model``:
+  billed.
 """
 
 from __future__ import annotations
@@ -15,13 +33,14 @@ from typing import Any
 import httpx
 
 from .base import (
+    CONNECTION_CHECK_PROMPT,
     ChunkCallback,
     ErrorKind,
     JobSpec,
     Provider,
     ProviderError,
     SpecError,
-    shorten,
+    redacted,
 )
 
 #: Prompts per call: big batches make one slow request that fails as a whole.
@@ -176,6 +195,8 @@ class LaminiProvider(Provider):
     kind = "sync"
     supported_fields = frozenset({"max_tokens", "output_schema"})
     documented_models = ("meta-llama/Llama-2-7b-chat-hf",)
+    # The only documented call is a completion: the check is one short prompt.
+    connection_check_model = documented_models[0]
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -185,6 +206,7 @@ class LaminiProvider(Provider):
         indexes = list(range(len(spec.prompts)))
         return [indexes[i : i + MAX_BATCH] for i in range(0, len(indexes), MAX_BATCH)]
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
@@ -208,11 +230,16 @@ class LaminiProvider(Provider):
                 f"Lamini sent an answer of an unexpected shape: {exc}", kind=ErrorKind.PROTOCOL
             ) from None
 
+    def probe_connection(self, model: str) -> str:
+        spec = JobSpec(model=model, prompts=[CONNECTION_CHECK_PROMPT], max_tokens=1)
+        self.run(spec, [0])
+        return f"Lamini answered a one-prompt completion from {model}."
+
     def error_detail(self, response: httpx.Response) -> str:
         try:
             body = response.json()
         except ValueError:
             return super().error_detail(response)
         if isinstance(body, dict) and body.get("detail"):
-            return shorten(format_detail(body["detail"]), 300)
+            return self.readable(format_detail(body["detail"]))
         return super().error_detail(response)

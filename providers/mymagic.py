@@ -1,11 +1,43 @@
 """MyMagic's async batch API: one remote job applies ``question`` to every input.
 
-``POST /v1/completions`` answers ``{"status": "Submitted", "job_id": ...}`` (an
-older protocol says ``task_id``); ``GET /v1/job_status/{id}`` answers one of
-Queued, Processing, Waiting for instance, Completed or Error
-(provider-docs/mymagic.txt and NOTES.md). The shape of ``result`` is not
-documented, so :func:`parse_result` accepts the usual ones and keeps anything
-else whole rather than failing a job that may well have worked.
+What this adapter relies on from MyMagic's protocol:
+
+* Default base URL ``https://fastapi.mymagic.ai``; auth header
+  ``Authorization: Bearer <personal access token>``.
+* Submit: ``POST /v1/completions`` with ``model``, ``question``,
+  ``list_inputs`` (the prompts) and optionally ``system_prompt``,
+  ``max_tokens`` (the provider's default is 10), ``structured_output`` (a
+  JSON Schema sent as a *string*) and the storage settings
+  (``storage_provider``, ``bucket_name``, ``session``, ``role_arn``,
+  ``region``, ``input_json_file``, ``return_output``). ``return_output``
+  defaults to false at MyMagic; this adapter sends true unless told
+  otherwise, or the dashboard would get no outputs. The answer is
+  ``{"status": "Submitted", "job_id": ...}``; an older protocol says
+  ``task_id``: both are accepted.
+* Status: ``GET /v1/job_status/{job_id}`` answers ``{"status": ...}``. Words
+  (compared case-insensitively) map to normalized states: Queued -> queued,
+  Waiting for instance -> queued (a model cold start, which can last
+  minutes; ``cold_start`` is set), Processing -> running, Completed ->
+  completed, Error -> failed. An undocumented word is taken as still
+  running; the dashboard's per-job deadline bounds it.
+* Completed answers carry ``result``, whose shape is not documented: a list
+  (one output per input), an object holding that list under ``outputs``,
+  ``output``, ``results`` or ``responses``, or a single string are accepted;
+  anything else (or a list of the wrong length) is kept whole as
+  ``raw_result`` rather than failing a job that may have worked. Error
+  answers carry ``error``, kept (redacted) as the job's error. No token
+  usage is reported.
+* Errors: error bodies have the same ``{"status": "Error", "error": ...}``
+  shape; 401/403 is auth, 404 an unknown id, 429 a rate limit.
+* Retries: a submit is a non-idempotent POST, so it may be sent again only
+  when ``ProviderError.created_nothing`` (connection refused, 429, a
+  refusal); after a timeout the outcome is unknown. Status GETs are safe to
+  repeat. MyMagic documents no cancel endpoint and no rate limits.
+* Connection check: the status call's error codes are not documented, so an
+  unknown id proves nothing about the key; the check submits a one-input,
+  one-token job on ``connection_check_model`` (billed, and not tracked).
+* ``documented_models`` is the document's whole supported list
+  (``documents_model_list``).
 """
 
 from __future__ import annotations
@@ -16,6 +48,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import (
+    CONNECTION_CHECK_PROMPT,
     ErrorKind,
     JobSpec,
     Provider,
@@ -23,6 +56,7 @@ from .base import (
     RemoteState,
     RemoteStatus,
     SpecError,
+    redacted,
     shorten,
 )
 
@@ -49,7 +83,8 @@ FLAT_TYPES = {
 JSON_SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 JSON_SCHEMA_MARKERS = frozenset({"$schema", "$ref", "anyOf", "oneOf", "allOf", "enum"})
 
-#: Keys under which an object-shaped ``result`` may hold the list of outputs (NOTES.md).
+#: Keys under which an object-shaped ``result`` may hold the list of outputs (the
+#: shape is undocumented, so every likely name is accepted).
 RESULT_KEYS = ("outputs", "output", "results", "responses")
 
 COLD_START = "waiting for instance"
@@ -229,8 +264,13 @@ class MyMagicProvider(Provider):
         "mixtral_8x7",
         "mistral_7b",
     )
+    # The document's "Supported Models" is the whole list.
+    documents_model_list = True
     supported_fields = frozenset({"question", "system_prompt", "max_tokens", "output_schema"})
     option_names = STORAGE_OPTIONS
+    # No error codes of the status call are documented, so an unknown id proves
+    # nothing about the key: the check submits a one-input, one-token job.
+    connection_check_model = "llama2_7b"
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -240,12 +280,19 @@ class MyMagicProvider(Provider):
         # The whole list goes in one remote job: that is what MyMagic is for.
         return [list(range(len(spec.prompts)))] if spec.prompts else []
 
+    @redacted
     def submit(self, spec: JobSpec, indexes: list[int]) -> str:
         super().validate(spec)
         body = build_request(spec, indexes, self.options)
         response = self.request("POST", "/v1/completions", json=body)
         return parse_submit(self.json(response))
 
+    def probe_connection(self, model: str) -> str:
+        spec = JobSpec(model=model, prompts=["OK"], question=CONNECTION_CHECK_PROMPT, max_tokens=1)
+        remote_id = self.submit(spec, [0])
+        return f"MyMagic accepted a one-input test job on {model} (job {remote_id}, not tracked)."
+
+    @redacted
     def poll(
         self, remote_ids: list[str], expected: Mapping[str, int] | None = None
     ) -> dict[str, RemoteStatus | ProviderError]:

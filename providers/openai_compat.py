@@ -1,25 +1,40 @@
-"""Any OpenAI-compatible ``POST /v1/chat/completions`` server, Bearer auth.
+"""Any OpenAI-compatible chat completions server (vLLM, Ollama, the llama.cpp
+server, Together's v1 API, OpenAI itself): the credential's ``base_url`` picks it.
 
-vLLM, Ollama, the llama.cpp server and Together's v1 API (the successor of its
-legacy ``/inference``, provider-docs/NOTES.md) all speak this protocol; the
-credential's ``base_url`` picks the server. The path is ``/v1/chat/completions``
-under ``base_url``, or ``/chat/completions`` when ``base_url`` already ends in
-``/v1`` (the way those servers document their base URL).
+What this adapter relies on from the protocol:
 
-One request per prompt. ``top_k`` and ``repetition_penalty`` are not part of
-OpenAI's own API: they are sent only when set, as the extra sampling
-parameters vLLM (and Together's v1 API) accept; a server that does not know
-them may ignore them or answer 400, which is reported as REJECTED.
-
-Structured output is sent as ``response_format: {"type": "json_schema", ...}``
-(a Lamini-style ``{"field": "str"}`` map is converted to a JSON Schema first);
-the answer is the JSON text, which the dashboard parses and checks.
-
-With ``stream: true`` the answer is Server-Sent Events: ``data: {...}`` lines
-whose ``choices[0].delta.content`` are the text chunks, ending with
-``data: [DONE]``. The Content-Type is not trusted (some servers say
-``text/plain``); only ``application/json`` means the server ignored ``stream``
-and answered the whole completion at once.
+* Default base URL ``https://api.openai.com``; auth header
+  ``Authorization: Bearer <key>``. The path is
+  ``/v1/chat/completions`` under ``base_url``, or ``/chat/completions`` when
+  ``base_url`` already ends in ``/v1`` (the way those servers document their
+  base URL); the model list is ``GET .../v1/models``.
+* Request, one per prompt: ``model``, ``messages`` (a ``system`` message when
+  the job has a system prompt, then the ``user`` prompt), ``stream``, and
+  ``max_tokens``, ``temperature``, ``top_p`` when set. ``top_k`` and
+  ``repetition_penalty`` are not OpenAI's own: they are sent only when set,
+  as the extra sampling parameters vLLM and Together accept; a server that
+  does not know them may ignore them or answer 400 (REJECTED). Structured
+  output is ``response_format: {"type": "json_schema", "json_schema":
+  {"name", "schema", "strict": false}}`` (a ``{"field": "str"}`` map is
+  converted to a JSON Schema first); the answer is the JSON text.
+* Answer: ``choices[0].message.content`` (a string, or a list of text parts),
+  and ``usage.prompt_tokens`` / ``usage.completion_tokens``, which
+  :meth:`OpenAIProvider.run_items` reports. A ``message.refusal`` is
+  REJECTED; an ``error`` object in a 200 answer is REJECTED too.
+* Streaming answers Server-Sent Events: ``data: {...}`` lines whose
+  ``choices[0].delta.content`` are the text chunks, ending with
+  ``data: [DONE]``. The Content-Type is not trusted (some servers say
+  ``text/plain``); only ``application/json`` means the server ignored
+  ``stream`` and answered whole. Usage is read from the last event that
+  carries one; the ``stream_usage`` option asks for it with
+  ``stream_options: {"include_usage": true}``, which some servers refuse,
+  so it is opt-in.
+* Errors: ``{"error": {"message", "type", ...}}``, the message quoted
+  redacted; 401/403 auth, 429 rate limit (``Retry-After`` honoured), 5xx.
+* Retries: a completion creates nothing to duplicate, so 5xx, timeouts and
+  429s may be retried a bounded number of times.
+* Connection check: ``GET /v1/models``, free (``connection_check_billed`` is
+  False); ``lists_models`` is True.
 """
 
 from __future__ import annotations
@@ -34,11 +49,14 @@ import httpx
 from .base import (
     ChunkCallback,
     ErrorKind,
+    ItemResult,
     JobSpec,
     ModelInfo,
     Provider,
     ProviderError,
     SpecError,
+    TokenUsage,
+    redacted,
     shorten,
 )
 
@@ -69,7 +87,7 @@ def chat_path(base_url: str) -> str:
 
 
 def is_json_schema(schema: dict[str, Any]) -> bool:
-    """The same test as the dashboard's (dashboard/structured.py): a type map may
+    """The same test the dashboard uses to tell them apart: a type map may
     have a field called "type", but its value is then a type word."""
     return (
         "properties" in schema or schema.get("type") in ("object", "array") or "$schema" in schema
@@ -116,7 +134,9 @@ def build_response_format(schema: Any) -> dict[str, Any] | None:
     }
 
 
-def build_request(spec: JobSpec, prompt: str) -> dict[str, Any]:
+def build_request(spec: JobSpec, prompt: str, *, include_usage: bool = False) -> dict[str, Any]:
+    """One chat completion; ``include_usage`` asks a streamed answer to end with
+    a usage chunk (``stream_options``, which some servers refuse: opt-in)."""
     messages = []
     if spec.system_prompt:
         messages.append({"role": "system", "content": spec.system_prompt})
@@ -130,7 +150,25 @@ def build_request(spec: JobSpec, prompt: str) -> dict[str, Any]:
     if response_format is not None:
         body["response_format"] = response_format
     body["stream"] = spec.stream
+    if spec.stream and include_usage:
+        body["stream_options"] = {"include_usage": True}
     return body
+
+
+def wants_stream_usage(job_options: dict[str, Any], credential_options: dict[str, Any]) -> bool:
+    """The ``stream_usage`` option: the job's value wins over the credential's."""
+    value = job_options.get("stream_usage", credential_options.get("stream_usage"))
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return value is True or value == 1
+
+
+def parse_usage(body: dict[str, Any]) -> TokenUsage | None:
+    """``usage.prompt_tokens`` / ``usage.completion_tokens``, when the answer has them."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return TokenUsage.from_counts(usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
 def _protocol(why: str) -> ProviderError:
@@ -213,11 +251,20 @@ class SSEDecoder:
 
 
 def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
-    """The text of a streamed completion: each ``delta.content`` is passed to
-    ``emit`` as it arrives; reading stops at ``data: [DONE]``."""
+    """The text of a streamed completion (see :func:`read_stream_usage`)."""
+    return read_stream_usage(lines, emit)[0]
+
+
+def read_stream_usage(
+    lines: Iterable[str], emit: Callable[[str], None]
+) -> tuple[str, TokenUsage | None]:
+    """The text of a streamed completion and the last usage any event carried:
+    each ``delta.content`` is passed to ``emit`` as it arrives; reading stops at
+    ``data: [DONE]``."""
     decoder = SSEDecoder()
     chunks: list[str] = []
     state = {"done": False, "finished": False}
+    usage: list[TokenUsage] = []
 
     def handle(data: str) -> None:
         if data.strip() == DONE:
@@ -243,6 +290,8 @@ def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
             )
         if event.get("error"):
             raise _refused(event["error"])
+        if (reported := parse_usage(event)) is not None:
+            usage.append(reported)
         for choice in event.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -254,11 +303,14 @@ def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
             if choice.get("finish_reason"):
                 state["finished"] = True
 
+    def result() -> tuple[str, TokenUsage | None]:
+        return "".join(chunks), (usage[-1] if usage else None)
+
     for line in lines:
         for data in decoder.feed(line):
             handle(data)
             if state["done"]:
-                return "".join(chunks)
+                return result()
     for data in decoder.flush():  # the last event without its blank line
         handle(data)
     if not (state["done"] or state["finished"]):
@@ -266,7 +318,7 @@ def read_stream(lines: Iterable[str], emit: Callable[[str], None]) -> str:
             f"{LABEL} server ended the stream before 'data: {DONE}'; the answer may be cut short",
             kind=ErrorKind.PROTOCOL,
         )
-    return "".join(chunks)
+    return result()
 
 
 def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
@@ -292,7 +344,11 @@ class OpenAIProvider(Provider):
     default_base_url = "https://api.openai.com"
     kind = "sync"
     supports_stream = True
+    lists_models = True
     supported_fields = frozenset({"system_prompt", *PARAMS, "output_schema"})
+    option_names = ("stream_usage",)
+    # ``GET /v1/models`` is free and needs the key.
+    connection_check_billed = False
 
     @property
     def path(self) -> str:
@@ -302,19 +358,37 @@ class OpenAIProvider(Provider):
         super().validate(spec)
         to_json_schema(spec.output_schema)
 
+    @redacted
     def run(
         self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
     ) -> list[Any]:
+        return [item.output for item in self.run_items(spec, indexes, on_chunk)]
+
+    @redacted
+    def run_items(
+        self, spec: JobSpec, indexes: list[int], on_chunk: ChunkCallback | None = None
+    ) -> list[ItemResult]:
         (index,) = indexes
-        body = build_request(spec, spec.prompts[index])
+        include_usage = wants_stream_usage(spec.options, self.options)
+        body = build_request(spec, spec.prompts[index], include_usage=include_usage)
+        started = self.clock()
         if spec.stream:
-            return [self._run_streamed(body, index, on_chunk)]
-        response = self.request("POST", self.path, json=body)
-        return [parse_response(self.json(response))]
+            text, usage = self._run_streamed(body, index, on_chunk)
+        else:
+            answer = self.json(self.request("POST", self.path, json=body))
+            text, usage = parse_response(answer), parse_usage(answer)
+        return [
+            ItemResult(
+                text,
+                tokens_in=usage.tokens_in if usage else None,
+                tokens_out=usage.tokens_out if usage else None,
+                latency_ms=self._elapsed_ms(started),
+            )
+        ]
 
     def _run_streamed(
         self, body: dict[str, Any], index: int, on_chunk: ChunkCallback | None
-    ) -> str:
+    ) -> tuple[str, TokenUsage | None]:
         def emit(text: str) -> None:
             if on_chunk is not None:
                 on_chunk(index, text)
@@ -331,14 +405,19 @@ class OpenAIProvider(Provider):
                 if content_type.startswith("application/json"):
                     # A server that ignores ``stream`` answers the whole completion.
                     response.read()
-                    text = parse_response(self.json(response))
+                    answer = self.json(response)
+                    text = parse_response(answer)
                     if text:
                         emit(text)
-                    return text
-                return read_stream(response.iter_lines(), emit)
+                    return text, parse_usage(answer)
+                return read_stream_usage(response.iter_lines(), emit)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, "POST", path) from None
 
+    @redacted
     def list_models(self) -> list[ModelInfo]:
         path = self.path.removesuffix("/chat/completions") + "/models"
         return parse_models(self.json(self.request("GET", path)))
+
+    def probe_connection(self, model: str) -> str:
+        return f"The server listed {len(self.list_models())} models."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
 from .base import DEFAULT_TOKEN, Fault, Simulator, completion_text
 
@@ -23,26 +24,38 @@ def get_simulator_class(slug: str) -> type[Simulator]:
 
 
 def available() -> list[str]:
-    slugs = []
-    for slug in SIMULATORS:
+    """Every registered slug, in order (``start_all`` counts ports in this order).
+    A simulator that does not import fails loudly when started: see
+    :func:`import_errors`."""
+    return list(SIMULATORS)
+
+
+def import_errors(registry: Mapping[str, tuple[str, str]] | None = None) -> dict[str, str]:
+    """slug -> a readable reason, for every simulator that does not import."""
+    errors: dict[str, str] = {}
+    for slug, (module_name, class_name) in (SIMULATORS if registry is None else registry).items():
         try:
-            get_simulator_class(slug)
-        except (ImportError, AttributeError):
-            continue
-        slugs.append(slug)
-    return slugs
+            getattr(importlib.import_module(module_name), class_name)
+        except Exception as exc:  # an import can raise anything: report it, never hide it
+            errors[slug] = f"{module_name}.{class_name}: {type(exc).__name__}: {exc}"
+    return errors
 
 
 def start_all(
     *, host: str = "127.0.0.1", base_port: int = 0, token: str = DEFAULT_TOKEN, latency: float = 0.0
 ) -> dict[str, Simulator]:
-    """Start every available simulator; ports count up from ``base_port`` (0: any free port)."""
+    """Start every simulator; ports count up from ``base_port`` (0: any free port)."""
     started: dict[str, Simulator] = {}
-    for offset, slug in enumerate(available()):
-        port = base_port + offset if base_port else 0
-        sim = get_simulator_class(slug)(token=token, latency=latency, host=host, port=port)
-        sim.start()
-        started[slug] = sim
+    try:
+        for offset, slug in enumerate(available()):
+            port = base_port + offset if base_port else 0
+            sim = get_simulator_class(slug)(token=token, latency=latency, host=host, port=port)
+            sim.start()
+            started[slug] = sim
+    except BaseException:
+        for sim in started.values():  # no half-started set left serving
+            sim.stop()
+        raise
     return started
 
 
@@ -54,5 +67,6 @@ __all__ = [
     "available",
     "completion_text",
     "get_simulator_class",
+    "import_errors",
     "start_all",
 ]

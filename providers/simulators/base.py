@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -106,7 +107,7 @@ class Simulator:
         self.log: list[Request] = []
         self.keep_log = False
         self._routes: list[Route] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.setup_routes()
 
@@ -124,7 +125,7 @@ class Simulator:
         class Handler(_Handler):
             sim = simulator
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = _Server((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self._server.request_queue_size = 128
         self.port = self._server.server_address[1]
@@ -202,6 +203,15 @@ class Simulator:
                         self.faults.remove(fault)
                     return fault
         return None
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a closed keep-alive connection, a stream read
+        # up to its end marker) is normal; anything else still gets a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Tracker:

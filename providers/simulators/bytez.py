@@ -1,4 +1,4 @@
-"""Bytez's model lifecycle and ``/model/run`` (provider-docs/bytez.txt).
+"""Bytez's model lifecycle and ``/model/run``, as :mod:`providers.bytez` describes them.
 
 Time runs on ``clock`` (monotonic seconds) so tests can drive requests, loads
 and expiry without sleeping; wall-clock timestamps in answers are derived from

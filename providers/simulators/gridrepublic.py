@@ -1,4 +1,4 @@
-"""GridRepublic's ``/remotejobs/v2/jobs`` (provider-docs/gridrepublic.txt).
+"""GridRepublic's ``/remotejobs/v2/jobs``, as :mod:`providers.gridrepublic` describes it.
 
 Each input of a submit becomes one job: queued for ``step_seconds``, running
 for twice that while its ``log`` grows towards the final text, then finished

@@ -1,4 +1,4 @@
-"""Lamini's ``POST /v1/completions`` (provider-docs/lamini.txt, NOTES.md).
+"""Lamini's ``POST /v1/completions``, as :mod:`providers.lamini` describes it.
 
 A string prompt gets one answer, a list gets a list. ``out_type`` (or
 ``output_type``, as newer servers call it) maps fields to str, int, float or

@@ -1,9 +1,9 @@
-"""MyMagic's ``POST /v1/completions`` + ``GET /v1/job_status/{id}`` (provider-docs/mymagic.txt).
+"""MyMagic's ``POST /v1/completions`` + ``GET /v1/job_status/{id}`` (see :mod:`providers.mymagic`).
 
 A job is queued for ``step_seconds`` (as "Waiting for instance" when a prompt or
 the question holds ``[[cold]]``), "Processing" for twice that, then "Completed"
-(or "Error" when an input holds ``[[fail]]``). Defaults are the documented ones
-(NOTES.md): ``max_tokens`` 10, ``return_output`` false.
+(or "Error" when an input holds ``[[fail]]``). Defaults are MyMagic's own:
+``max_tokens`` 10, ``return_output`` false.
 """
 
 from __future__ import annotations

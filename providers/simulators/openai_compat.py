@@ -1,7 +1,8 @@
-"""An OpenAI-compatible server: ``POST /v1/chat/completions`` (whole answers,
-``response_format`` JSON Schema output, ``stream: true`` Server-Sent Events)
-and ``GET /v1/models``, with OpenAI's ``{"error": {"message", "type", ...}}``
-error bodies."""
+"""An OpenAI-compatible server: ``POST /v1/chat/completions`` (whole answers
+with ``usage``, ``response_format`` JSON Schema output, ``stream: true``
+Server-Sent Events ending in a usage chunk when ``stream_options.include_usage``
+asks for one) and ``GET /v1/models``, with OpenAI's ``{"error": {"message",
+"type", ...}}`` error bodies."""
 
 from __future__ import annotations
 
@@ -67,6 +68,17 @@ def sample_value(schema: Any, seed: str) -> Any:
     if kind == "null":
         return None
     return f"{seed.rsplit('.', 1)[-1]} {_digest(seed)[:6]}"
+
+
+def count_usage(messages: list[dict[str, Any]], text: str) -> dict[str, int]:
+    """Words stand in for tokens: deterministic, and enough to check the plumbing."""
+    prompt_tokens = sum(len(m["content"].split()) for m in messages)
+    completion_tokens = len(text.split())
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def split_words(text: str, per_chunk: int = WORDS_PER_CHUNK) -> list[str]:
@@ -152,6 +164,10 @@ class OpenAISimulator(Simulator):
         schema, problem = self._schema(body.get("response_format"))
         if problem:
             return invalid(problem, "response_format")
+        stream_options = body.get("stream_options")
+        if stream_options is not None and (not stream or not isinstance(stream_options, dict)):
+            return invalid("'stream_options' is an object, allowed only with stream", "stream")
+        include_usage = bool((stream_options or {}).get("include_usage"))
 
         full = completion_text(model, prompt).strip()
         text = completion_text(model, prompt, max_tokens).strip()
@@ -161,15 +177,16 @@ class OpenAISimulator(Simulator):
             finish = "stop"
         completion_id = f"chatcmpl-{_digest(model, prompt, str(time.time_ns()))[:24]}"
         created = int(time.time())
+        usage = count_usage(messages, text)
         if stream:
             return Response(
                 200,
-                stream=self._events(completion_id, created, model, text, finish),
+                stream=self._events(
+                    completion_id, created, model, text, finish, usage if include_usage else None
+                ),
                 content_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        completion_tokens = len(text.split())
         return Response(
             200,
             {
@@ -185,11 +202,7 @@ class OpenAISimulator(Simulator):
                         "finish_reason": finish,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "usage": usage,
             },
         )
 
@@ -215,25 +228,25 @@ class OpenAISimulator(Simulator):
         return spec["schema"], ""
 
     def _events(
-        self, completion_id: str, created: int, model: str, text: str, finish: str
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        text: str,
+        finish: str,
+        usage: dict[str, int] | None,
     ) -> Iterator[str]:
+        head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-            return sse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "delta": delta,
-                            "logprobs": None,
-                            "finish_reason": finish_reason,
-                        }
-                    ],
-                }
-            )
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            # With include_usage every chunk says "usage": null until the last one.
+            return sse({**head, "choices": [choice], **({"usage": None} if usage else {})})
 
         yield chunk({"role": "assistant", "content": ""})
         for i, piece in enumerate(split_words(text)):
@@ -241,4 +254,6 @@ class OpenAISimulator(Simulator):
                 time.sleep(self.stream_chunk_delay)
             yield chunk({"content": piece})
         yield chunk({}, finish)
+        if usage:
+            yield sse({**head, "choices": [], "usage": usage})
         yield sse("[DONE]")

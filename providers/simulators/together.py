@@ -1,4 +1,4 @@
-"""Together's legacy ``POST /inference`` (provider-docs/together.txt)."""
+"""Together's legacy ``POST /inference``, as :mod:`providers.together` describes it."""
 
 from __future__ import annotations
 
