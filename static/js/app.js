@@ -4,6 +4,30 @@
 (function () {
   "use strict";
 
+  // The menu on narrow screens: folded behind its button once this script runs
+  // (the CSS folds it only under .js-nav, so without scripts every link shows).
+  (function () {
+    var header = document.querySelector(".topbar");
+    var toggle = header && header.querySelector(".nav-toggle");
+    var menu = document.getElementById("site-menu");
+    if (!toggle || !menu) { return; }
+    function setOpen(open) {
+      header.classList.toggle("menu-open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    }
+    header.classList.add("js-nav");
+    toggle.hidden = false;
+    toggle.addEventListener("click", function () {
+      setOpen(toggle.getAttribute("aria-expanded") !== "true");
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && toggle.getAttribute("aria-expanded") === "true") {
+        setOpen(false);
+        toggle.focus();
+      }
+    });
+  })();
+
   // Poll only while the tab is visible: skip the request, keep the schedule.
   document.addEventListener("htmx:confirm", function (event) {
     var elt = event.detail.elt;
