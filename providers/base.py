@@ -243,10 +243,6 @@ class Provider:
         ProviderError in its slot and never stalls the others."""
         raise NotImplementedError
 
-    def cancel(self, remote_ids: list[str]) -> bool:
-        """Ask the provider to stop; False when it has no way to."""
-        return False
-
     # -- test connection ------------------------------------------------------
 
     def check_connection(self, model: str | None = None) -> ConnectionCheck:
