@@ -30,7 +30,9 @@ WHITENOISE_USE_FINDERS = True
 #: Where a shared SQLite test database lives: one per test process,
 #: so parallel runs in one checkout never share it.
 TEST_DATABASE_FILE = os.path.join(tempfile.gettempdir(), f"ljd-test-{os.getpid()}.sqlite3")
-if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "config.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
+else:
     # One test database per test process, so parallel runs on one server never
     # collide (pytest-xdist adds its worker name to this).
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}

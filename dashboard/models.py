@@ -19,10 +19,10 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from providers import PROVIDER_CHOICES, JobSpec
+from providers import PROVIDER_CHOICES
 
 from .core.crypto import EncryptedSecretField, decrypt
-from .status import InstanceStatus, JobStatus, is_terminal
+from .status import InstanceStatus, ItemStatus, JobStatus, is_terminal
 
 
 class Role(models.TextChoices):
@@ -87,6 +87,8 @@ class Credential(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     circuit_open_until = models.DateTimeField(null=True, blank=True)
+    #: The provider asked to wait (Retry-After): no call on this credential before then.
+    paused_until = models.DateTimeField(null=True, blank=True)
     #: The requests-per-minute limit's current window and its count.
     rate_window_start = models.DateTimeField(null=True, blank=True)
     rate_window_count = models.PositiveIntegerField(default=0)
@@ -158,20 +160,35 @@ class Job(models.Model):
     credential_name = models.CharField(max_length=100)
     provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
     model = models.CharField(max_length=200)
-    spec = models.JSONField(help_text="The normalized job spec (providers.JobSpec).")
+    spec = models.JSONField(
+        help_text=(
+            "The normalized job spec (providers.JobSpec) without its prompts: those are the items."
+        )
+    )
 
     status = models.CharField(
         max_length=10, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
     )
     provider_status = models.CharField(max_length=100, blank=True)
     cold_start = models.BooleanField(default=False, help_text="The provider is loading the model.")
-    outputs = models.JSONField(null=True, blank=True)
-    output_errors = models.JSONField(default=dict, blank=True)
+    #: What an async provider returned when it was not one output per item, kept whole.
     raw_result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     error_retryable = models.BooleanField(default=False)
-    progress_done = models.PositiveIntegerField(default=0)
-    progress_total = models.PositiveIntegerField(default=0)
+    #: Counters derived from the job's items, written in the same transaction
+    #: as the items they count (jobs/items.py), so a page never counts rows.
+    progress_done = models.PositiveIntegerField(default=0, help_text="Items that ended.")
+    progress_total = models.PositiveIntegerField(default=0, help_text="Items.")
+    items_running = models.PositiveIntegerField(default=0)
+    items_completed = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    items_cancelled = models.PositiveIntegerField(default=0)
+    items_valid = models.PositiveIntegerField(default=0)
+    items_invalid = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    #: True when some item's tokens are an estimate (no usage from the provider).
+    tokens_estimated = models.BooleanField(default=False)
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -210,22 +227,57 @@ class Job(models.Model):
         return reverse("job_detail", args=[self.pk])
 
     @property
-    def job_spec(self) -> JobSpec:
-        return JobSpec.from_dict(self.spec)
-
-    @property
     def spec_json(self) -> str:
         return json.dumps(self.spec, indent=2, ensure_ascii=False)
 
     @property
     def log_units(self) -> list[int | None]:
         """The log blocks the page shows: one per prompt for a small batch."""
-        total = self.progress_total or len(self.prompts)
+        total = self.progress_total
         return list(range(total)) if 1 < total <= 100 else [None]
 
     @property
-    def prompts(self) -> list[str]:
-        return list(self.spec.get("prompts") or [])
+    def counts(self) -> dict[str, int]:
+        """Items by status, and by validity against the output schema."""
+        ended = self.items_completed + self.items_failed + self.items_cancelled
+        return {
+            "pending": max(0, self.progress_total - ended - self.items_running),
+            "running": self.items_running,
+            "completed": self.items_completed,
+            "failed": self.items_failed,
+            "cancelled": self.items_cancelled,
+            "valid": self.items_valid,
+            "invalid": self.items_invalid,
+        }
+
+    @property
+    def items_unfinished(self) -> int:
+        """Rows that did not complete: what "retry failed" would redo."""
+        return self.progress_total - self.items_completed
+
+    @property
+    def outcome(self) -> str:
+        """The status as every list shows it: a completed job with failed or
+        invalid items says so ("completed · 3 failed · 12 invalid")."""
+        parts = [self.get_status_display().lower()]
+        if self.status == JobStatus.COMPLETED or self.is_terminal:
+            if self.items_failed and self.status != JobStatus.FAILED:
+                parts.append(f"{self.items_failed} failed")
+            if self.items_invalid:
+                parts.append(f"{self.items_invalid} invalid")
+            if self.status == JobStatus.FAILED and self.items_completed:
+                parts.append(f"{self.items_completed} completed")
+        return " · ".join(parts)
+
+    @property
+    def clean_success(self) -> bool:
+        """Completed with every item completed and valid: the only plain success."""
+        return (
+            self.status == JobStatus.COMPLETED
+            and not self.items_failed
+            and not self.items_invalid
+            and not self.items_cancelled
+        )
 
     @property
     def is_terminal(self) -> bool:
@@ -242,6 +294,52 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class Item(models.Model):
+    """One prompt of a job (one row of its dataset): its input, its state and
+    its result. Workers write only the items that changed; the job's counters
+    move in the same transaction."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items")
+    #: 0-based, the input's order.
+    index = models.PositiveIntegerField()
+    #: For a retry's items: the index of the row they redo in the first job.
+    source_index = models.PositiveIntegerField(null=True, blank=True)
+    #: The prompt as sent (rendered from the template for a dataset row).
+    input = models.TextField()
+    #: The dataset row's fields beside the prompt, when there is a dataset.
+    input_fields = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=ItemStatus.choices, default=ItemStatus.PENDING)
+    #: Text, or the parsed object when the job asks for structured output.
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    tokens_in = models.PositiveIntegerField(null=True, blank=True)
+    tokens_out = models.PositiveIntegerField(null=True, blank=True)
+    #: The tokens are estimated (about four characters a token), not reported.
+    tokens_estimated = models.BooleanField(default=False)
+    #: Against the output schema; None without one.
+    valid = models.BooleanField(null=True, blank=True)
+    validation_error = models.TextField(blank=True)
+    #: The live partial sends the items of a page that changed since this.
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_item_per_index")]
+        indexes = [
+            models.Index(fields=["job", "status", "index"], name="item_status"),
+            models.Index(fields=["job", "valid", "index"], name="item_validity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.index} {self.status}"
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED)
 
 
 class JobUnit(models.Model):

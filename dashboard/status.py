@@ -1,6 +1,7 @@
 """The status rules, in one pure module that every writer goes through.
 
 Job: pending -> queued -> running -> completed | failed | cancelled.
+Item (one prompt of a job): pending -> running -> completed | failed | cancelled.
 Model instance: requested -> loading -> running -> stopped | expired | failed.
 A terminal status never changes again.
 """
@@ -19,6 +20,14 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class ItemStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
 class InstanceStatus(models.TextChoices):
     REQUESTED = "requested", "Requested"
     LOADING = "loading", "Loading"
@@ -30,6 +39,7 @@ class InstanceStatus(models.TextChoices):
 
 JOB_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 JOB_ACTIVE = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING})
+JOB_STATUSES = frozenset(JobStatus.values)
 
 _JOB_NEXT: dict[str, frozenset[str]] = {
     JobStatus.PENDING: frozenset(
@@ -46,6 +56,9 @@ _JOB_NEXT: dict[str, frozenset[str]] = {
     ),
     JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
 }
+
+ITEM_ACTIVE = frozenset({ItemStatus.PENDING, ItemStatus.RUNNING})
+ITEM_ENDED = frozenset({ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED})
 
 INSTANCE_TERMINAL = frozenset(
     {InstanceStatus.STOPPED, InstanceStatus.EXPIRED, InstanceStatus.FAILED}
@@ -98,3 +111,19 @@ def instance_sources_for(new: str) -> list[str]:
 
 def is_terminal(status: str) -> bool:
     return status in JOB_TERMINAL
+
+
+def job_end_status(*, completed: int) -> str:
+    """The status of a job whose items have all ended: completed when at least
+    one item completed, failed when none did."""
+    return JobStatus.COMPLETED if completed else JobStatus.FAILED
+
+
+def item_can_move(current: str, new: str) -> bool:
+    if current == new:
+        return current not in ITEM_ENDED
+    if current == ItemStatus.PENDING:
+        return new != ItemStatus.PENDING
+    if current == ItemStatus.RUNNING:
+        return new in ITEM_ENDED
+    return False

@@ -240,3 +240,101 @@ def use_clock(sim: Simulator, clock: FakeClock, **attrs: Any) -> Simulator:
     for name, value in attrs.items():
         setattr(sim, name, value)
     return sim
+
+
+def outputs(job: Job) -> list[Any]:
+    """The job's outputs, one per item in index order (None where there is none)."""
+    return list(job.items.order_by("index").values_list("output", flat=True))
+
+
+def item_errors(job: Job) -> dict[str, str]:
+    """The failed items' errors by index (as the job page and the API show them)."""
+    return {
+        str(index): error
+        for index, error in job.items.filter(status="failed").values_list("index", "error")
+    }
+
+
+def item_spec(job: Job) -> JobSpec:
+    """The job's spec with its prompts (read back from its items)."""
+    prompts = list(job.items.order_by("index").values_list("input", flat=True))
+    return JobSpec.from_dict({**job.spec, "prompts": prompts})
+
+
+def job_row(
+    team: Team,
+    credential: Credential | None = None,
+    *,
+    prompts: list[str] | None = None,
+    outputs: list[Any] | None = None,
+    errors: dict[int, str] | None = None,
+    spec: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Job:
+    """A job and its items as a worker would leave them, without a worker:
+    an item with an output completed, one with an error failed, the rest
+    pending (or cancelled/failed with a terminal job). Counters to match."""
+    from dashboard.jobs.items import Tally, estimate_tokens
+    from dashboard.models import Item
+
+    credential = credential or Credential.objects.filter(team=team).first() or make_credential(team)
+    prompts = prompts or [f"prompt {next(_names)}"]
+    outputs = list(outputs or [])
+    errors = errors or {}
+    fields.setdefault("status", "completed")
+    status = fields["status"]
+    job = Job.objects.create(
+        team=team,
+        credential=credential,
+        credential_name=credential.name,
+        provider=fields.pop("provider", credential.provider),
+        model=fields.pop("model", "m1"),
+        spec={"model": "m1", "question": fields.pop("question", ""), **(spec or {})},
+        progress_total=len(prompts),
+        **fields,
+    )
+    tally = Tally()
+    items = []
+    for i, prompt in enumerate(prompts):
+        output = outputs[i] if i < len(outputs) else None
+        item = Item(job=job, index=i, input=prompt, output=output, error=errors.get(i, ""))
+        if output is not None:
+            item.status = "completed"
+            item.tokens_in, item.tokens_out = estimate_tokens(prompt), estimate_tokens(output)
+            item.tokens_estimated = True
+        elif i in errors:
+            item.status = "failed"
+        elif status == "cancelled":
+            item.status = "cancelled"
+        elif status in ("completed", "failed"):
+            item.status, item.error = "failed", item.error or fields.get("error", "")
+        tally.move(item, "pending")
+        items.append(item)
+    Item.objects.bulk_create(items)
+    Job.objects.filter(pk=job.pk).update(**tally.job_updates())
+    job.refresh_from_db()
+    return job
+
+
+def prompts_of(job: Job) -> list[str]:
+    return list(job.items.order_by("index").values_list("input", flat=True))
+
+
+def finish_items(job: Job, outputs: list[Any], errors: dict[int, str] | None = None) -> Job:
+    """Set a job's items as a worker would have left them (outputs, errors,
+    validity against the job's schema), with the counters to match."""
+    from dashboard.jobs.items import Changes, ItemResult, item_complete, item_fail, items_write
+    from dashboard.status import JOB_STATUSES
+
+    errors = errors or {}
+    changes = Changes()
+    schema = job.spec.get("output_schema")
+    for item in job.items.order_by("index"):
+        changes.add(item, item.status)
+        if item.index in errors:
+            item_fail(item, errors[item.index])
+        elif item.index < len(outputs) and outputs[item.index] is not None:
+            item_complete(item, ItemResult(outputs[item.index]), schema)
+    items_write(job.pk, changes, statuses=JOB_STATUSES)
+    job.refresh_from_db()
+    return job

@@ -50,6 +50,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_cancel": "job",
     "job_retry": "job",
     "job_note": "job",
+    "job_items_export": lambda world: {"pk": world.job.pk, "fmt": "csv"},
     "credential_delete": "credential",
     "model_catalog": "credential",
     "model_catalog_refresh": "credential",
@@ -132,7 +133,7 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
     team.refresh_from_db()
     credential = make_credential(team, "together", name=f"cred {MARKER}")
     job = make_job(credential, [f"prompt {MARKER}"], user=alice, model=f"model-{MARKER}")
-    Job.objects.filter(pk=job.pk).update(outputs=[f"output {MARKER}"])
+    job.items.update(status="completed", output=f"output {MARKER}")
     JobEvent.objects.create(
         job=job, kind=JobEvent.Kind.NOTE, message=f"note {MARKER}", author=alice
     )

@@ -54,7 +54,9 @@ class Everything:
             provider_status=IMG[:90],
         )
         formula_job = make_job(self.credential, [FORMULA], user=alice, model="m")
-        Job.objects.filter(pk=formula_job.pk).update(error=FORMULA, outputs=["+SUM(A1:A9)"])
+        Job.objects.filter(pk=formula_job.pk).update(error=FORMULA)
+        formula_job.items.update(status="completed", output="+SUM(A1:A9)")
+        self.formula_job = formula_job
         self.token, self.key = ApiToken.issue(alice, f"token {IMG}")
         self.membership = alice.memberships.get(team=team)
         audit(alice, team, "credential.created", f"audit {PAYLOAD}")
@@ -143,7 +145,24 @@ def test_exports_guard_formulas_and_hold_no_secret(
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
     assert "'" + FORMULA in body
-    assert "'+SUM(A1:A9)" in body
     lines = assert_clean("jsonl", client.get(reverse("job_export_jsonl"))).splitlines()
     jobs = {job["id"]: job for job in map(json.loads, lines)}
-    assert jobs[everything.job.pk]["spec"]["prompts"][0] == PAYLOAD  # exact data, JSON-escaped
+    assert jobs[everything.job.pk]["model"] == everything.job.model
+    # A job's own rows: formulas defused in CSV and XLSX, exact data in JSONL.
+    for fmt in ("csv", "jsonl", "xlsx"):
+        for job in (everything.job, everything.formula_job):
+            url = reverse("job_items_export", args=[job.pk, fmt])
+            response = client.get(url)
+            raw = (
+                b"".join(response.streaming_content)
+                if getattr(response, "streaming", False)
+                else response.content
+            )
+            assert SECRET.encode() not in raw, url
+            if fmt == "csv":
+                for row in csv.reader(io.StringIO(raw.decode())):
+                    assert not any(c.startswith(("=", "+", "-", "@")) for c in row), row
+                if job == everything.formula_job:
+                    assert "'+SUM(A1:A9)" in raw.decode()
+            if fmt == "jsonl" and job == everything.job:
+                assert json.loads(raw.decode().splitlines()[0])["input"] == PAYLOAD

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 #: last_used_at is a hint for the token page, not an access log: one write a minute.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 PAGE_SIZE = 50
+#: A job's ``outputs`` are given up to this many items; above, page the items.
+OUTPUTS_MAX = 1000
 MAX_PAGE_SIZE = 200
 #: Bigger than any job id; keeps a huge id from overflowing the database integer.
 MAX_ID = 2**63 - 1
@@ -384,7 +386,7 @@ def credential_json(credential: Credential) -> dict[str, Any]:
 
 
 def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
-    outputs = [row["output"] for row in results.job_rows(job)]
+    rows = results.job_rows(job) if job.progress_total <= OUTPUTS_MAX else None
     data: dict[str, Any] = {
         "id": job.pk,
         "provider": job.provider,
@@ -392,14 +394,15 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
         "status": job.status,
         "provider_status": job.provider_status,
         "progress": {"done": job.progress_done, "total": job.progress_total},
-        "outputs": outputs if any(output is not None for output in outputs) else None,
+        "outputs": [row["output"] for row in rows] if rows is not None else None,
+        "counts": job.counts,
         "log": job_log(job) if with_log else None,
         "error": job.error,
         "created_by": job.created_by.get_username() if job.created_by else None,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "output_errors": job.output_errors or {},
+        "output_errors": {str(r["index"]): r["error"] for r in rows or [] if r["error"]},
         "credential": job.credential_id,
         "credential_name": job.credential_name,
         "team": job.team_id,

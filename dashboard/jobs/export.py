@@ -1,19 +1,31 @@
-"""The history exports: CSV and JSONL written in chunks, so memory stays flat
-whatever the number of jobs. Cells that a spreadsheet would run as a formula
-are defused."""
+"""Exports, written in chunks so memory stays flat whatever the size:
+
+* the history: one row per job, with its outcome and item counts;
+* one job's items (CSV, JSONL, XLSX): one row per item, the input (and the
+  dataset row's fields) first, then the output (structured fields as their own
+  columns), status, error, validity, latency and tokens.
+
+Cells that a spreadsheet would run as a formula are defused.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
+
+from openpyxl import Workbook
 
 from dashboard.core.keyset import CHUNK as EXPORT_CHUNK
+from dashboard.models import Item, Job
 
-PROMPT_SEPARATOR = "\n---\n"  # the same separator the job form splits on
+from .results import structured_columns
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 CSV_HEADER = [
     "id",
@@ -23,9 +35,13 @@ CSV_HEADER = [
     "provider",
     "model",
     "status",
+    "outcome",
     "provider_status",
-    "prompts",
-    "outputs",
+    "items",
+    "completed",
+    "failed",
+    "cancelled",
+    "invalid",
     "error",
     "started_at",
     "finished_at",
@@ -49,6 +65,17 @@ def duration_seconds(started: datetime | None, finished: datetime | None) -> flo
     return None
 
 
+def outcome(row: dict[str, Any]) -> str:
+    """The status as lists show it ("completed · 3 failed · 12 invalid")."""
+    job = Job(
+        status=row["status"],
+        items_failed=row["items_failed"],
+        items_invalid=row["items_invalid"],
+        items_completed=row["items_completed"],
+    )
+    return job.outcome
+
+
 def job_record(row: dict[str, Any]) -> dict[str, Any]:
     """One job (a row of ``jobs_for_export``) as the JSONL export writes it."""
     return {
@@ -57,10 +84,17 @@ def job_record(row: dict[str, Any]) -> dict[str, Any]:
         "model": row["model"],
         "credential": row["credential_name"],
         "status": row["status"],
+        "outcome": outcome(row),
         "provider_status": row["provider_status"],
         "spec": row["spec"],
-        "outputs": row["outputs"],
-        "output_errors": row["output_errors"],
+        "counts": {
+            "items": row["progress_total"],
+            "completed": row["items_completed"],
+            "failed": row["items_failed"],
+            "cancelled": row["items_cancelled"],
+            "valid": row["items_valid"],
+            "invalid": row["items_invalid"],
+        },
         "error": row["error"],
         "created_by": row["created_by__username"],
         "created_at": _iso(row["created_at"]),
@@ -70,7 +104,7 @@ def job_record(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _output_text(output: Any) -> str:
+def text_of(output: Any) -> str:
     if output is None:
         return ""
     if isinstance(output, str):
@@ -80,8 +114,7 @@ def _output_text(output: Any) -> str:
 
 def job_csv_row(row: dict[str, Any]) -> list[str]:
     record = job_record(row)
-    prompts = PROMPT_SEPARATOR.join(str(p) for p in (row["spec"] or {}).get("prompts") or [])
-    outputs = PROMPT_SEPARATOR.join(_output_text(o) for o in (row["outputs"] or []))
+    counts = record["counts"]
     cells = [
         record["id"],
         record["created_at"],
@@ -90,9 +123,13 @@ def job_csv_row(row: dict[str, Any]) -> list[str]:
         record["provider"],
         record["model"],
         record["status"],
+        record["outcome"],
         record["provider_status"],
-        prompts,
-        outputs,
+        counts["items"],
+        counts["completed"],
+        counts["failed"],
+        counts["cancelled"],
+        counts["invalid"],
         record["error"],
         record["started_at"],
         record["finished_at"],
@@ -105,23 +142,142 @@ def csv_chunks(
     jobs: Iterable[dict[str, Any]], *, rows_per_chunk: int = EXPORT_CHUNK
 ) -> Iterator[str]:
     """The CSV text in pieces of ``rows_per_chunk`` rows (the header first)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    for n, row in enumerate(jobs, start=1):
-        writer.writerow(job_csv_row(row))
-        if n % rows_per_chunk == 0:
-            yield _drain(buffer)
-    yield _drain(buffer)
+    return _csv_lines(CSV_HEADER, (job_csv_row(row) for row in jobs), rows_per_chunk)
 
 
 def jsonl_chunks(
     jobs: Iterable[dict[str, Any]], *, rows_per_chunk: int = EXPORT_CHUNK
 ) -> Iterator[str]:
+    return _jsonl_lines((job_record(row) for row in jobs), rows_per_chunk)
+
+
+# --- one job's items ---------------------------------------------------------------------
+
+
+class ItemColumns:
+    """The columns of an items export: the input first (and the dataset row's
+    fields, named after the first row), the output or its structured fields,
+    then the item's state."""
+
+    STATE = [
+        "status",
+        "error",
+        "valid",
+        "validation_error",
+        "latency_ms",
+        "tokens_in",
+        "tokens_out",
+        "tokens_estimated",
+        "attempts",
+    ]
+
+    def __init__(self, job: Job, first: Item | None) -> None:
+        self.fields = list((first.input_fields or {}) if first is not None else {})
+        self.structured = structured_columns(job)
+
+    @property
+    def header(self) -> list[str]:
+        outputs = [f"output.{name}" for name in self.structured] or ["output"]
+        return ["index", *self.fields, "input", *outputs, *self.STATE]
+
+    def record(self, item: Item) -> dict[str, Any]:
+        data: dict[str, Any] = {"index": item.index}
+        merged_from = getattr(item, "merged_from", None)
+        if merged_from is not None:
+            data["from_job"] = merged_from
+        if self.fields:
+            data["fields"] = item.input_fields or {}
+        data["input"] = item.input
+        data["output"] = item.output
+        for name in self.STATE:
+            data[name] = getattr(item, name)
+        return data
+
+    def cells(self, item: Item) -> list[Any]:
+        row_fields = item.input_fields or {}
+        output = item.output
+        if self.structured:
+            outputs = [
+                text_of(output.get(name)) if isinstance(output, dict) else ""
+                for name in self.structured
+            ]
+            if not isinstance(output, dict) and output is not None:
+                outputs[0] = text_of(output)  # not an object: shown as it came
+        else:
+            outputs = [text_of(output)]
+        state = [getattr(item, name) for name in self.STATE]
+        values = [item.index, *(row_fields.get(f) for f in self.fields), item.input, *outputs]
+        return [*values, *state]
+
+
+def _with_columns(job: Job, items: Iterator[Item]) -> tuple[ItemColumns, Iterator[Item]]:
+    first = next(items, None)
+    columns = ItemColumns(job, first)
+
+    def chained() -> Iterator[Item]:
+        if first is not None:
+            yield first
+            yield from items
+
+    return columns, chained()
+
+
+def items_csv(job: Job, items: Iterator[Item]) -> Iterator[str]:
+    columns, rows = _with_columns(job, items)
+    cells = (
+        [csv_safe("" if cell is None else str(cell)) for cell in columns.cells(item)]
+        for item in rows
+    )
+    return _csv_lines(columns.header, cells, EXPORT_CHUNK)
+
+
+def items_jsonl(job: Job, items: Iterator[Item]) -> Iterator[str]:
+    columns, rows = _with_columns(job, items)
+    return _jsonl_lines((columns.record(item) for item in rows), EXPORT_CHUNK)
+
+
+def items_xlsx(job: Job, items: Iterator[Item]) -> IO[bytes]:
+    """A workbook of the items, written row by row (openpyxl's write-only mode)
+    to a temporary file, returned open at its start."""
+    columns, rows = _with_columns(job, items)
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(f"Job {job.pk}")
+    sheet.append(columns.header)
+    for item in rows:
+        sheet.append([_xlsx_cell(cell) for cell in columns.cells(item)])
+    handle = tempfile.TemporaryFile()  # noqa: SIM115  (the response closes it)
+    book.save(handle)
+    handle.seek(0)
+    return handle
+
+
+def _xlsx_cell(value: Any) -> Any:
+    if isinstance(value, str):
+        # openpyxl refuses control characters; a formula start is defused as in CSV.
+        cleaned = "".join(ch for ch in value if ch in "\t\n\r" or ord(ch) >= 32)
+        return csv_safe(cleaned)
+    return value
+
+
+# --- writers -------------------------------------------------------------------------------
+
+
+def _csv_lines(header: list[str], rows: Iterable[list[str]], per_chunk: int) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for n, row in enumerate(rows, start=1):
+        writer.writerow(row)
+        if n % per_chunk == 0:
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def _jsonl_lines(records: Iterable[dict[str, Any]], per_chunk: int) -> Iterator[str]:
     lines: list[str] = []
-    for row in jobs:
-        lines.append(json.dumps(job_record(row), ensure_ascii=False, default=str))
-        if len(lines) == rows_per_chunk:
+    for record in records:
+        lines.append(json.dumps(record, ensure_ascii=False, default=str))
+        if len(lines) == per_chunk:
             yield "\n".join(lines) + "\n"
             lines = []
     if lines:

@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from dashboard.models import Job, Team
+from dashboard.models import Item, Job, Team
 
 #: The JSON columns a history page never shows; they can be megabytes per job.
-BIG_FIELDS = ("spec", "outputs", "output_errors", "raw_result")
+BIG_FIELDS = ("spec", "raw_result")
 
 
 # --- filters ------------------------------------------------------------------------
@@ -75,25 +75,25 @@ def _start_of(day: date) -> datetime:
 
 
 def _text_search(jobs: QuerySet[Job], text: str) -> QuerySet[Job]:
-    """Substring search over the prompts, MyMagic's question and the outputs,
-    each JSON value cast to text. A scan, so it runs only when asked for.
+    """Substring search over the items' prompts and outputs and MyMagic's
+    question, each JSON value cast to text. A scan, so it runs only when asked.
 
     SQLite keeps JSON as written (non-ASCII as \\u escapes, quotes escaped)
     while PostgreSQL prints jsonb with the characters themselves: looking for
     both spellings finds the text on either database."""
-    jobs = jobs.alias(
-        _prompts=Cast(KeyTransform("prompts", "spec"), TextField()),
-        _question=Cast(KeyTransform("question", "spec"), TextField()),
-        _outputs=Cast("outputs", TextField()),
-    )
     # As typed; JSON-escaped with \u escapes (SQLite); JSON-escaped keeping the
     # characters (PostgreSQL escapes only quotes, backslashes and controls).
     spellings = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-    match = Q()
+    in_items = Q(input__icontains=text)
+    question = Q()
     for spelling in spellings:
-        for column in ("_prompts", "_question", "_outputs"):
-            match |= Q(**{f"{column}__icontains": spelling})
-    return jobs.filter(match)
+        in_items |= Q(_output__icontains=spelling)
+        question |= Q(_question__icontains=spelling)
+    items = Item.objects.alias(_output=Cast("output", TextField())).filter(
+        in_items, job_id=OuterRef("pk")
+    )
+    jobs = jobs.alias(_question=Cast(KeyTransform("question", "spec"), TextField()))
+    return jobs.filter(Exists(items) | question)
 
 
 def jobs_for_page(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
@@ -111,8 +111,12 @@ EXPORT_VALUES = (
     "status",
     "provider_status",
     "spec",
-    "outputs",
-    "output_errors",
+    "progress_total",
+    "items_completed",
+    "items_failed",
+    "items_cancelled",
+    "items_valid",
+    "items_invalid",
     "error",
     "created_by__username",
     "created_at",

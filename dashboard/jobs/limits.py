@@ -18,6 +18,8 @@ from providers import ErrorKind, ProviderError
 CIRCUIT_THRESHOLD = 8
 CIRCUIT_BASE_SECONDS = 30
 CIRCUIT_MAX_SECONDS = 600
+#: The longest Retry-After honoured as given (a provider asking for more is capped).
+MAX_PAUSE_SECONDS = 300
 #: Failures that say the provider is unwell (not the request, not throttling).
 BREAKER_KINDS = frozenset(
     {ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.PROTOCOL}
@@ -140,3 +142,26 @@ def circuit_record(
         Credential.objects.filter(pk=credential_id).update(
             circuit_open_until=now + timedelta(seconds=seconds)
         )
+
+
+# --- Retry-After: a pause for the whole credential -------------------------------------------
+
+
+def pause_credential(credential_id: int, seconds: float, now: datetime | None = None) -> datetime:
+    """The provider said to wait (429 with Retry-After): no call on this
+    credential, from any job or worker, before then. Returns the moment."""
+    now = now or clock.now()
+    until = now + timedelta(seconds=min(seconds, MAX_PAUSE_SECONDS))
+    Credential.objects.filter(pk=credential_id).filter(
+        Q(paused_until__isnull=True) | Q(paused_until__lt=until)
+    ).update(paused_until=until)
+    return until
+
+
+def paused_until(credential: Credential, now: datetime | None = None) -> datetime | None:
+    """When the credential's pause ends (None when there is none now)."""
+    now = now or clock.now()
+    until = (
+        Credential.objects.filter(pk=credential.pk).values_list("paused_until", flat=True).first()
+    )
+    return until if until is not None and until > now else None

@@ -1,5 +1,6 @@
 """The async poller: one per credential (a credential lease), asking about many
-remote jobs in one request per batch and writing each round in bulk."""
+remote jobs in one request per batch and writing each round in bulk: units,
+the items they cover, events, and each job's counters and status."""
 
 from __future__ import annotations
 
@@ -9,26 +10,31 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, Count, F, JSONField, Q, Value, When
+from django.db.models.functions import Coalesce
 
-from dashboard.core import clock, structured
+from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider
 from dashboard.core.logs import redact
-from dashboard.models import Credential, Job, JobEvent, JobUnit
-from dashboard.status import JOB_ACTIVE, JobStatus, check_move
+from dashboard.models import Credential, Item, Job, JobEvent, JobUnit
+from dashboard.status import (
+    ITEM_ENDED,
+    JOB_ACTIVE,
+    ItemStatus,
+    JobStatus,
+    job_end_status,
+    sources_for,
+)
 from providers import ErrorKind, Provider, ProviderError, RemoteState
 from providers.base import RemoteStatus
 
 from . import limits
-from .leases import (
-    lease_credential,
-    release_credential,
-    worker_id,
-)
+from .items import ITEM_FIELDS, WRITE_BATCH, Changes, Tally, item_complete, item_fail
+from .leases import lease_credential, lease_seconds, release_credential, worker_id
 from .retry import backoff
 from .runner import prompt_label
-from .services import job_fail
+from .services import job_fail, summary
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +57,8 @@ def due_units(credential_id: int, now: Any, limit: int = 1000) -> list[JobUnit]:
 
 def poll_credential(credential_id: int, *, budget: float | None = None) -> int:
     """Poll a credential's remote jobs in rounds until none is left or the budget
-    is spent. Returns the number of rounds run."""
+    is spent. Returns the number of rounds run. A poller that loses its
+    credential lease (another took over after it stalled) stops at once."""
     owner = worker_id()
     if not lease_credential(credential_id, owner):
         return 0
@@ -66,7 +73,8 @@ def poll_credential(credential_id: int, *, budget: float | None = None) -> int:
                 circuit = limits.circuit_wait(credential)
                 units = due_units(credential_id, clock.now()) if not circuit else []
                 if units:
-                    poll_round(provider, units, credential)
+                    if not poll_round(provider, units, credential, deadline=deadline, owner=owner):
+                        return rounds  # the lease was lost: the new holder polls now
                     rounds += 1
                 wait_for = _seconds_to_next_poll(credential_id)
                 if wait_for is not None and circuit:
@@ -77,7 +85,8 @@ def poll_credential(credential_id: int, *, budget: float | None = None) -> int:
                     more = True
                     break
                 clock.sleep(max(0.05, wait_for))
-                lease_credential(credential_id, owner)
+                if not lease_credential(credential_id, owner):
+                    return rounds
     except ProviderError as exc:
         _fail_credential_jobs(credential_id, redact(exc.message))
     finally:
@@ -111,16 +120,25 @@ def _fail_credential_jobs(credential_id: int, message: str) -> None:
 
 
 def poll_round(
-    provider: Provider, units: list[JobUnit], credential: Credential | None = None
-) -> None:
+    provider: Provider,
+    units: list[JobUnit],
+    credential: Credential | None = None,
+    *,
+    deadline: float | None = None,
+    owner: str = "",
+) -> bool:
     """One status request per batch of remote ids, then the writes in bulk.
-    Batches the requests-per-minute budget does not cover wait for a later round."""
+    Batches the requests-per-minute budget or the task's time budget do not
+    cover wait for a later round. False when ``owner`` lost the credential's
+    poll lease meanwhile: nothing was written."""
     by_remote = {unit.remote_id: unit for unit in units}
     ids = list(by_remote)
     results: dict[str, RemoteStatus | ProviderError] = {}
     size = max(1, provider.poll_batch_size)
     successes, failures = 0, []
     for start in range(0, len(ids), size):
+        if start and deadline is not None and clock.monotonic() >= deadline:
+            break
         if credential is not None and limits.rate_acquire(credential):
             break
         batch = ids[start : start + size]
@@ -136,21 +154,29 @@ def poll_round(
             successes += 1
     if credential is not None:
         limits.circuit_record(credential.pk, successes=successes, failures=failures)
-    apply_poll_results(provider, {rid: by_remote[rid] for rid in results}, results)
+    return apply_poll_results(
+        provider,
+        {rid: by_remote[rid] for rid in results},
+        results,
+        credential_id=credential.pk if credential is not None else None,
+        owner=owner,
+    )
 
 
 def apply_poll_results(
     provider: Provider,
     by_remote: dict[str, JobUnit],
     results: dict[str, RemoteStatus | ProviderError],
-) -> None:
+    *,
+    credential_id: int | None = None,
+    owner: str = "",
+) -> bool:
+    """Record a round: units, their items, events, and each job's counters and
+    status, in one transaction and a number of queries that does not grow with
+    the number of jobs. Job statuses move only by conditional updates through
+    the status rules; lease columns are never written here."""
     now = clock.now()
     events: list[JobEvent] = []
-    touched_units: list[JobUnit] = []
-    jobs: dict[int, Job] = {}
-    for unit in by_remote.values():
-        # select_related gives each unit its own copy of the job: share one.
-        unit.job = jobs.setdefault(unit.job_id, unit.job)
     for remote_id, unit in by_remote.items():
         result = results.get(remote_id)
         if result is None:
@@ -162,17 +188,270 @@ def apply_poll_results(
             _apply_poll_error(provider, unit, result, now, events)
         else:
             _apply_status(provider, unit, result, now, events)
-        touched_units.append(unit)
+    units = list(by_remote.values())
     # One transaction: a worker killed between the units' write and the jobs'
     # would leave every unit ended and its job running with nothing left to poll.
     with transaction.atomic():
+        if owner and credential_id is not None and not renew_credential(credential_id, owner):
+            return False
+        round_ = _Round(provider, units, now)
         JobUnit.objects.bulk_update(
-            touched_units,
+            units,
             ["state", "provider_status", "log_length", "error", "poll_failures", "next_poll_at"],
         )
+        round_.write(events)
+    return True
+
+
+class _Round:
+    """The items and jobs one poll round moves."""
+
+    def __init__(self, provider: Provider, units: list[JobUnit], now: Any) -> None:
+        self.provider = provider
+        self.now = now
+        self.units = units
+        job_ids = sorted({unit.job_id for unit in units})
+        # Lock the jobs (a row lock on PostgreSQL; SQLite's write transaction
+        # already holds the database): a cancel that landed first wins, one
+        # that comes later waits for this round.
+        self.jobs = {
+            job.pk: job
+            for job in Job.objects.select_for_update()
+            .filter(pk__in=job_ids, status__in=list(JOB_ACTIVE))
+            .only(*JOB_COLUMNS)
+        }
+        self.changes: dict[int, Changes] = {job_id: Changes() for job_id in self.jobs}
+        self.started: set[int] = set()
+        self.raw_results: dict[int, Any] = {}
+
+    def write(self, events: list[JobEvent]) -> None:
+        live = [unit for unit in self.units if unit.job_id in self.jobs]
+        ended_units = [
+            u for u in live if u.state in (JobUnit.State.COMPLETED, JobUnit.State.FAILED)
+        ]
+        running_units = [
+            u
+            for u in live
+            if getattr(u, "_status", None) is not None and u._status.state == RemoteState.RUNNING
+        ]  # type: ignore[attr-defined]
+        running = _start_items(running_units, self.now)
+        for job_id in running:
+            self.started.add(job_id)
+        items = _items_of(ended_units)
+        for unit in ended_units:
+            job = self.jobs[unit.job_id]
+            self._end_unit_items(job, unit, items.get(unit.pk, []))
+        tallies = {job_id: changes.tally() for job_id, changes in self.changes.items()}
+        for job_id, count in running.items():
+            tallies[job_id].running += count
+        changed = [item for changes in self.changes.values() for item in changes.items.values()]
+        for item in changed:
+            item.updated_at = self.now
+        if changed:
+            Item.objects.bulk_update(changed, ITEM_FIELDS, batch_size=WRITE_BATCH)
+        self._write_jobs(tallies, live)
+        events += self._transitions(tallies)
+        events = [event for event in events if event.job_id in self.jobs]
         if events:
             JobEvent.objects.bulk_create(events)
-        _roll_up_jobs(provider, jobs, by_remote)
+
+    def _end_unit_items(self, job: Job, unit: JobUnit, items: list[Item]) -> None:
+        changes = self.changes[job.pk]
+        status = getattr(unit, "_status", None)
+        schema = job.spec.get("output_schema")
+        results = status.item_results() if status is not None else None
+        if unit.state == JobUnit.State.COMPLETED and results is not None:
+            if len(results) != len(items):
+                # Not one output per prompt: kept whole on the job, never guessed.
+                job.raw_result = status.outputs
+                self.raw_results[job.pk] = status.outputs
+                error = (
+                    f"{self.provider.label} returned {len(results)} output(s) for "
+                    f"{len(items)} prompt(s); its whole answer is kept on the job."
+                )
+                for item in items:
+                    _touch_fail(changes, item, error)
+                return
+            for item, result in zip(items, results, strict=True):
+                if item.status in ITEM_ENDED:
+                    continue
+                changes.add(item, item.status)
+                item.attempts = max(item.attempts, 1)
+                item_complete(item, result, schema)
+            return
+        if unit.state == JobUnit.State.COMPLETED:
+            # Completed with no outputs to map (a result of another shape).
+            if status is not None and status.raw_result is not None:
+                self.raw_results[job.pk] = status.raw_result
+            for item in items:
+                if item.status not in ITEM_ENDED:
+                    changes.add(item, item.status)
+                    item.status = ItemStatus.COMPLETED
+                    item.attempts = max(item.attempts, 1)
+            return
+        for item in items:
+            _touch_fail(changes, item, unit.error)
+
+    def _write_jobs(self, tallies: dict[int, Tally], live: list[JobUnit]) -> None:
+        """Counters, provider status and cold start of every job, in one UPDATE."""
+        latest: dict[int, JobUnit] = {}
+        for unit in live:
+            latest[unit.job_id] = unit
+        cases: dict[str, list[When]] = {}
+        for job_id, job in self.jobs.items():
+            tally = tallies[job_id]
+            for name, value in tally.job_updates().items():
+                cases.setdefault(name, []).append(When(pk=job_id, then=value))
+            unit = latest.get(job_id)
+            if unit is not None:
+                said = unit.provider_status or job.provider_status
+                cases.setdefault("provider_status", []).append(When(pk=job_id, then=Value(said)))
+                cold = bool(getattr(unit, "_status", None) and unit._status.cold_start)  # type: ignore[attr-defined]
+                cases.setdefault("cold_start", []).append(When(pk=job_id, then=Value(cold)))
+            if job_id in self.raw_results:
+                cases.setdefault("raw_result", []).append(
+                    When(pk=job_id, then=Value(self.raw_results[job_id], output_field=JSONField()))
+                )
+        if not cases:
+            return
+        updates = {
+            name: Case(*whens, default=F(name), output_field=Job._meta.get_field(name))
+            for name, whens in cases.items()
+        }
+        Job.objects.filter(pk__in=list(self.jobs)).update(**updates)
+
+    def _transitions(self, tallies: dict[int, Tally]) -> list[JobEvent]:
+        """Jobs that start running or whose items have all ended move, by the
+        status rules, with one conditional UPDATE per kind of move."""
+        events: list[JobEvent] = []
+        started = [
+            job_id
+            for job_id in self.started | {j for j, t in tallies.items() if t.ended}
+            if self.jobs[job_id].status in (JobStatus.PENDING, JobStatus.QUEUED)
+        ]
+        if started:
+            Job.objects.filter(pk__in=started, status__in=sources_for(JobStatus.RUNNING)).update(
+                status=JobStatus.RUNNING, started_at=Coalesce(F("started_at"), self.now)
+            )
+            events += [
+                JobEvent(job_id=job_id, message=f"Running on {self.provider.label}.")
+                for job_id in started
+            ]
+        ended: dict[str, list[Job]] = {JobStatus.COMPLETED: [], JobStatus.FAILED: []}
+        for job_id, job in self.jobs.items():
+            tally = tallies[job_id]
+            job.progress_done += tally.ended
+            job.items_completed += tally.completed
+            job.items_failed += tally.failed
+            job.items_cancelled += tally.cancelled
+            job.items_invalid += tally.invalid
+            if tally.ended and job.progress_done >= job.progress_total:
+                ended[job_end_status(completed=job.items_completed)].append(job)
+        for new, jobs in ended.items():
+            if not jobs:
+                continue
+            errors = {
+                job.pk: self._error_of(job) if new == JobStatus.FAILED else "" for job in jobs
+            }
+            Job.objects.filter(pk__in=[j.pk for j in jobs], status__in=sources_for(new)).update(
+                status=new,
+                error=Case(*[When(pk=pk, then=Value(e)) for pk, e in errors.items()]),
+                error_retryable=Case(
+                    *[When(pk=j.pk, then=Value(bool(j.items_failed))) for j in jobs]
+                ),
+                cold_start=False,
+                started_at=Coalesce(F("started_at"), self.now),
+                finished_at=self.now,
+                next_check_at=None,
+                lease_owner="",
+                lease_expires_at=None,
+            )
+            kind = JobEvent.Kind.EVENT if new == JobStatus.COMPLETED else JobEvent.Kind.ERROR
+            events += [
+                JobEvent(job_id=job.pk, kind=kind, message=f"{new.capitalize()}: {summary(job)}.")
+                for job in jobs
+            ]
+        return events
+
+    def _error_of(self, job: Job) -> str:
+        failed = [unit.error for unit in self.units if unit.job_id == job.pk and unit.error] or [
+            "no prompt completed"
+        ]
+        if job.items_failed == job.progress_total == 1:
+            return failed[0]
+        return (
+            f"{job.items_failed} of {job.progress_total} prompts failed; first error: {failed[0]}"
+        )
+
+
+#: What a round reads of a job (its spec for the schema and the counters).
+JOB_COLUMNS = (
+    "id",
+    "status",
+    "spec",
+    "provider_status",
+    "progress_total",
+    "progress_done",
+    "items_completed",
+    "items_failed",
+    "items_cancelled",
+    "items_invalid",
+)
+
+
+def renew_credential(credential_id: int, owner: str) -> bool:
+    """Keep the credential's poll lease; False when another poller holds it now."""
+    return bool(
+        Credential.objects.filter(pk=credential_id, poll_lease_owner=owner).update(
+            poll_lease_expires_at=clock.now() + timedelta(seconds=lease_seconds())
+        )
+    )
+
+
+def _touch_fail(changes: Changes, item: Item, error: str) -> None:
+    if item.status in ITEM_ENDED:
+        return
+    changes.add(item, item.status)
+    item_fail(item, error)
+    item.attempts = max(item.attempts, 1)
+
+
+def _unit_range(unit: JobUnit) -> Q:
+    indexes = unit.prompt_indexes or [0]
+    return Q(job_id=unit.job_id, index__gte=min(indexes), index__lte=max(indexes))
+
+
+def _items_of(units: list[JobUnit]) -> dict[int, list[Item]]:
+    """The items of each unit, in index order, in one query."""
+    if not units:
+        return {}
+    where = Q()
+    for unit in units:
+        where |= _unit_range(unit)
+    # Whole rows: a write of some fields must not read the deferred ones one by one.
+    rows = Item.objects.filter(where).order_by("job_id", "index")
+    by_key = {(item.job_id, item.index): item for item in rows}
+    return {
+        unit.pk: [
+            by_key[(unit.job_id, i)] for i in unit.prompt_indexes if (unit.job_id, i) in by_key
+        ]
+        for unit in units
+    }
+
+
+def _start_items(units: list[JobUnit], now: Any) -> dict[int, int]:
+    """The pending items of units the provider reports running become running:
+    one count and one UPDATE for the round. Returns how many, per job."""
+    if not units:
+        return {}
+    where = Q()
+    for unit in units:
+        where |= _unit_range(unit)
+    pending = Item.objects.filter(where, status=ItemStatus.PENDING)
+    counts = dict(pending.order_by().values_list("job_id").annotate(n=Count("pk")))
+    if counts:
+        pending.update(status=ItemStatus.RUNNING, attempts=1, updated_at=now)
+    return counts
 
 
 def _apply_poll_error(
@@ -235,7 +514,6 @@ def _apply_status(
         unit.provider_status = status.provider_status
     if status.state == RemoteState.COMPLETED:
         unit.state = JobUnit.State.COMPLETED
-        _store_outputs(unit, status)
     elif status.state == RemoteState.FAILED:
         unit.state = JobUnit.State.FAILED
         unit.error = redact(status.error or f"{provider.label} reported {status.provider_status}")
@@ -256,137 +534,3 @@ def _unit_label(unit: JobUnit) -> str:
     if unit.job.progress_total <= 1 or len(unit.prompt_indexes) != 1:
         return ""
     return f" ({prompt_label(unit.prompt_indexes)})"
-
-
-def _store_outputs(unit: JobUnit, status: RemoteStatus) -> None:
-    job = unit.job
-    outputs = list(job.outputs or [None] * job.progress_total)
-    if status.outputs is not None and len(status.outputs) != len(unit.prompt_indexes):
-        # Not one output per prompt: keep it whole rather than guess the mapping.
-        job.raw_result = status.outputs
-    elif status.outputs is not None:
-        for index, output in zip(unit.prompt_indexes, status.outputs, strict=False):
-            outputs[index] = output
-    elif status.raw_result is not None:
-        job.raw_result = status.raw_result
-    job.outputs = outputs
-
-
-def _roll_up_jobs(provider: Provider, jobs: dict[int, Job], by_remote: dict[str, JobUnit]) -> None:
-    """Derive each job's status from its units and write every job in bulk: a
-    round costs the same few queries for ten jobs or a thousand, however many
-    start running or end in it."""
-    units_by_job: dict[int, list[JobUnit]] = {}
-    for unit in by_remote.values():
-        units_by_job.setdefault(unit.job_id, []).append(unit)
-    states = _unit_states(list(jobs))
-    now = clock.now()
-    still_active: list[Job] = []
-    started: list[Job] = []
-    ended: list[Job] = []
-    for job_id, job in jobs.items():
-        polled = units_by_job[job_id]
-        unit_states = states.get(job_id, {})
-        for unit in polled:
-            unit_states[unit.index] = unit.state
-        errors = dict(job.output_errors or {})
-        for unit in polled:
-            if unit.state == JobUnit.State.FAILED:
-                for index in unit.prompt_indexes:
-                    errors[str(index)] = unit.error
-        job.output_errors = errors
-        outputs = job.outputs or []
-        job.progress_done = sum(1 for o in outputs if o is not None) + len(errors)
-        latest = getattr(polled[-1], "_status", None)
-        job.provider_status = polled[-1].provider_status or job.provider_status
-        job.cold_start = bool(latest and latest.cold_start)
-        if all(state in UNIT_DONE for state in unit_states.values()):
-            _end_async(job, errors, now)
-            ended.append(job)
-            continue
-        any_running = any(
-            getattr(u, "_status", None) and u._status.state == RemoteState.RUNNING
-            for u in polled  # type: ignore[attr-defined]
-        )
-        if any_running and job.status in (JobStatus.PENDING, JobStatus.QUEUED):
-            check_move(job.status, JobStatus.RUNNING)
-            job.status = JobStatus.RUNNING
-            job.started_at = job.started_at or now
-            started.append(job)
-        still_active.append(job)
-    # One read of which jobs are still active, so a cancel that landed
-    # meanwhile wins and gets no misleading event.
-    live = set(
-        Job.objects.filter(pk__in=list(jobs), status__in=JOB_ACTIVE).values_list("pk", flat=True)
-    )
-    events = [
-        JobEvent(job_id=job.pk, message=f"Running on {provider.label}.")
-        for job in started
-        if job.pk in live
-    ]
-    events += [_end_event(job) for job in ended if job.pk in live]
-    writes = [job for job in still_active + ended if job.pk in live]
-    if writes:
-        Job.objects.filter(status__in=JOB_ACTIVE).bulk_update(writes, ROLL_UP_FIELDS)
-    if events:
-        JobEvent.objects.bulk_create(events)
-
-
-UNIT_DONE = frozenset({JobUnit.State.COMPLETED, JobUnit.State.FAILED, JobUnit.State.UNKNOWN})
-ROLL_UP_FIELDS = [
-    "status",
-    "provider_status",
-    "cold_start",
-    "outputs",
-    "output_errors",
-    "progress_done",
-    "raw_result",
-    "error",
-    "error_retryable",
-    "started_at",
-    "finished_at",
-    "next_check_at",
-    "lease_owner",
-    "lease_expires_at",
-]
-
-
-def _unit_states(job_ids: list[int]) -> dict[int, dict[int, str]]:
-    states: dict[int, dict[int, str]] = {}
-    for job_id, index, state in JobUnit.objects.filter(job_id__in=job_ids).values_list(
-        "job_id", "index", "state"
-    ):
-        states.setdefault(job_id, {})[index] = state
-    return states
-
-
-def _end_async(job: Job, errors: dict[str, str], now: Any) -> None:
-    """Set the fields of a job whose remote jobs all ended (written by the caller)."""
-    total = job.progress_total
-    job.outputs = structured.parse_outputs(job.spec.get("output_schema"), job.outputs)
-    job.cold_start = False
-    job.started_at = job.started_at or now
-    job.finished_at = now
-    job.next_check_at = None
-    job.lease_owner, job.lease_expires_at = "", None
-    if errors:
-        first = next(iter(errors.values()))
-        job.error = (
-            first
-            if total == 1
-            else f"{len(errors)} of {total} prompts failed; first error: {first}"
-        )
-        job.error_retryable = True
-        check_move(job.status, JobStatus.FAILED)
-        job.status = JobStatus.FAILED
-        return
-    job.output_errors = {}
-    job.progress_done = total
-    check_move(job.status, JobStatus.COMPLETED)
-    job.status = JobStatus.COMPLETED
-
-
-def _end_event(job: Job) -> JobEvent:
-    if job.status == JobStatus.FAILED:
-        return JobEvent(job_id=job.pk, kind=JobEvent.Kind.ERROR, message=f"Failed: {job.error}")
-    return JobEvent(job_id=job.pk, message=f"Completed: {job.progress_total} output(s).")

@@ -1,29 +1,234 @@
-"""A job's results as rows: one per prompt, with its output or error, and for
-structured output the fields in schema order and what does not fit."""
+"""A job's results as the job page, the API and the exports read them: pages
+of items by index (keyset, never OFFSET), filters by status and validity, the
+validity summary, what changed since a client's cursor, and a job merged with
+its retries (for each row, the latest attempt that completed)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.db.models import Count, QuerySet
+
 from dashboard.core import structured
-from dashboard.models import Job
+from dashboard.models import Item, Job
+from dashboard.status import ItemStatus
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+#: The validity summary names this many of the most common validation errors.
+TOP_ERRORS = 5
+#: What a page of items reads (everything an item shows).
+ITEM_COLUMNS = (
+    "id",
+    "job_id",
+    "index",
+    "source_index",
+    "input",
+    "input_fields",
+    "status",
+    "output",
+    "error",
+    "attempts",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "tokens_estimated",
+    "valid",
+    "validation_error",
+    "updated_at",
+)
+VALIDITY = ("valid", "invalid")
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    status: str = ""  # one of ItemStatus, or "" for all
+    validity: str = ""  # "valid", "invalid" or ""
+
+    def apply(self, items: QuerySet[Item]) -> QuerySet[Item]:
+        if self.status:
+            items = items.filter(status=self.status)
+        if self.validity:
+            items = items.filter(valid=self.validity == "valid")
+        return items
+
+    def as_params(self) -> dict[str, str]:
+        return {
+            name: value
+            for name, value in (("status", self.status), ("valid", self.validity))
+            if value
+        }
+
+
+def parse_filter(status: str | None, valid: str | None) -> tuple[ItemFilter, dict[str, str]]:
+    """The filter from query values, and a message per value that is not one."""
+    errors = {}
+    status = (status or "").strip()
+    if status and status not in ItemStatus.values:
+        errors["status"] = f"Unknown status; one of {', '.join(ItemStatus.values)}."
+        status = ""
+    validity = (valid or "").strip().lower()
+    validity = {"true": "valid", "false": "invalid"}.get(validity, validity)
+    if validity and validity not in VALIDITY:
+        errors["valid"] = "One of valid, invalid (or true, false)."
+        validity = ""
+    return ItemFilter(status=status, validity=validity), errors
+
+
+@dataclass(frozen=True)
+class ItemsPage:
+    items: list[Item]
+    #: Index to continue after (None on the last page), and to go back before.
+    next_after: int | None
+    previous_before: int | None
+
+    @property
+    def first_index(self) -> int | None:
+        return self.items[0].index if self.items else None
+
+    @property
+    def last_index(self) -> int | None:
+        return self.items[-1].index if self.items else None
+
+
+def items_page(
+    job: Job,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    item_filter: ItemFilter = ItemFilter(),
+    size: int = PAGE_SIZE,
+) -> ItemsPage:
+    """One page of the job's items in index order: those after ``after``, or
+    the page that ends before ``before``. Two queries at most, whatever the
+    job's size (one row more than shown says whether there is more)."""
+    items = item_filter.apply(Item.objects.filter(job_id=job.pk)).only(*ITEM_COLUMNS)
+    if before is not None:
+        rows = list(items.filter(index__lt=before).order_by("-index")[: size + 1])
+        more_before = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        return ItemsPage(
+            rows,
+            next_after=rows[-1].index if rows else None,
+            previous_before=rows[0].index if rows and more_before else None,
+        )
+    if after is not None:
+        items = items.filter(index__gt=after)
+    rows = list(items.order_by("index")[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    return ItemsPage(
+        rows,
+        next_after=rows[-1].index if more else None,
+        previous_before=rows[0].index if rows and after is not None else None,
+    )
+
+
+def items_changed(job: Job, first: int, last: int, since: datetime) -> list[Item]:
+    """The items of a page (indexes ``first``..``last``) written since ``since``:
+    what a live page needs, never more than a page."""
+    return list(
+        Item.objects.filter(job_id=job.pk, index__gte=first, index__lte=last, updated_at__gte=since)
+        .order_by("index")
+        .only(*ITEM_COLUMNS)[:MAX_PAGE_SIZE]
+    )
+
+
+def validity_summary(job: Job) -> dict[str, Any] | None:
+    """Valid and invalid counts and the most common validation errors, for a
+    job with an output schema (None without one)."""
+    if not job.spec.get("output_schema"):
+        return None
+    top = list(
+        Item.objects.filter(job_id=job.pk, valid=False)
+        .values("validation_error")
+        .annotate(count=Count("id"))
+        .order_by("-count", "validation_error")[:TOP_ERRORS]
+    )
+    return {"valid": job.items_valid, "invalid": job.items_invalid, "top_errors": top}
 
 
 def structured_columns(job: Job) -> list[str]:
     return structured.columns(job.spec.get("output_schema"))
 
 
+def fields_of(item: Item, columns: list[str]) -> list[Any]:
+    """The structured output's values in schema order (None where absent)."""
+    output = item.output
+    return [output.get(name) if isinstance(output, dict) else None for name in columns]
+
+
+# --- a job and its retries ---------------------------------------------------------------
+
+
+def lineage(job: Job) -> Job:
+    """The first job of a retry lineage (retries hang off the first job)."""
+    return job.retry_of or job
+
+
+def merge_retries(job: Job, items: list[Item]) -> list[Item]:
+    """Each row of the first job as its latest attempt that completed: the row
+    itself, or the latest completed retry of it. A replaced row carries
+    ``merged_from`` (the retry's job id). One query for the page."""
+    for item in items:
+        item.merged_from = None  # type: ignore[attr-defined]
+    if not items:
+        return items
+    latest: dict[int, Item] = {}
+    for retry in (
+        Item.objects.filter(
+            job__retry_of_id=job.pk,
+            source_index__in=[item.index for item in items],
+            status=ItemStatus.COMPLETED,
+        )
+        .order_by("job__created_at", "job_id")
+        .only(*ITEM_COLUMNS)
+    ):
+        latest[retry.source_index] = retry  # later attempts win
+    merged = []
+    for item in items:
+        retry = latest.get(item.index)
+        if retry is None:
+            merged.append(item)
+            continue
+        retry.merged_from = retry.job_id  # type: ignore[attr-defined]
+        retry.index = item.index
+        retry.input, retry.input_fields = item.input, item.input_fields
+        merged.append(retry)
+    return merged
+
+
+def iter_items(job: Job, *, chunk: int = 1000, merged: bool = False) -> Iterator[Item]:
+    """Every item of the job in index order, ``chunk`` rows per query (exports)."""
+    after = -1
+    while True:
+        rows = list(
+            Item.objects.filter(job_id=job.pk, index__gt=after)
+            .order_by("index")
+            .only(*ITEM_COLUMNS)[:chunk]
+        )
+        if merged:
+            rows = merge_retries(job, rows)
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1].index
+
+
 def job_rows(job: Job) -> list[dict[str, Any]]:
-    outputs = job.outputs or []
-    errors = job.output_errors or {}
-    schema = job.spec.get("output_schema")
-    names = structured_columns(job)
-    rows = []
-    for i, prompt in enumerate(job.prompts):
-        output = outputs[i] if i < len(outputs) else None
-        row = {"index": i, "prompt": prompt, "output": output, "error": errors.get(str(i), "")}
-        if schema:
-            row["invalid"] = structured.problems(schema, output)
-            row["fields"] = [output.get(n) if isinstance(output, dict) else None for n in names]
-        rows.append(row)
-    return rows
+    """Every row of a small job as a dict (prompt, output, error), for the API's
+    ``outputs`` and places that want plain data."""
+    return [
+        {
+            "index": item.index,
+            "prompt": item.input,
+            "output": item.output,
+            "error": item.error if item.status == ItemStatus.FAILED else "",
+            "status": item.status,
+            "valid": item.valid,
+        }
+        for item in iter_items(job)
+    ]

@@ -1,213 +1,409 @@
-"""The sync runner (Together, Lamini, Bytez runs, OpenAI-compatible): a job's
-units on a thread pool as wide as the credential's free slots; pool threads
-call the provider and the main thread alone writes what they return."""
+"""The sync runner (Together, Lamini, Bytez runs, OpenAI-compatible servers).
+
+One slice of a job: its pending items, grouped into the provider's units, run
+on a thread pool as wide as the credential's free slots. Pool threads only
+call the provider and return what happened (an :class:`Outcome`); the main
+thread alone decides (retry, pause, fail) and records, flushing every
+``FLUSH_INTERVAL`` only the items that changed, with the job's counters, in one
+transaction. Prompts are read from the database a chunk ahead of dispatch, so
+a worker never holds a whole large job in memory.
+"""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
-import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from dashboard.core import clock, structured
+from dashboard.core import clock
 from dashboard.core.logs import redact
 from dashboard.instances.gate import note_runs
-from dashboard.models import Job, JobEvent
-from dashboard.status import JOB_ACTIVE, JobStatus
-from providers import ErrorKind, Provider, ProviderError
-from providers.base import shorten
+from dashboard.models import Item, Job, JobEvent
+from dashboard.status import ItemStatus, JobStatus
+from providers import ErrorKind, ItemResult, JobSpec, Provider, ProviderError
 
 from . import limits
-from .leases import (
-    lease_seconds,
-    renew_job,
+from .items import (
+    Changes,
+    item_complete,
+    item_fail,
+    items_pending,
+    items_requeue_running,
+    items_write,
 )
+from .leases import lease_seconds, renew_job
 from .retry import MAX_CALL_ATTEMPTS, Deferred, backoff
-from .services import job_fail, job_transition
+from .services import job_fail, job_finish, job_transition
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two writes of what the pool returned.
 FLUSH_INTERVAL = 0.3
+#: Pending items read ahead of dispatch, per query.
+LOOKAHEAD = 1000
+#: Errors no retry can help: every other call would fail the same way.
+FATAL_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.INVALID_SPEC})
+#: A credential-wide pause this short is waited out in the loop.
+SHORT_PAUSE = 3.0
 
 
 @dataclass
-class _UnitResult:
-    indexes: list[int]
-    outputs: list[Any] | None = None
+class Call:
+    """What a pool thread gets: the unit's items and a spec holding only their prompts."""
+
+    items: list[Item]
+    spec: JobSpec
+
+
+@dataclass
+class Outcome:
+    """What a pool thread returns; it writes nothing shared."""
+
+    call: Call
+    results: list[ItemResult] | None = None
     error: ProviderError | None = None
 
 
-class _SyncRun:
-    """One slice of a sync job: a thread pool of calls, the main thread writing."""
+def run_call(
+    provider: Provider, call: Call, on_chunk: Callable[[int, str], None] | None
+) -> Outcome:
+    """On a pool thread: one provider call, no database, no shared state."""
+    try:
+        results = provider.run_items(call.spec, list(range(len(call.items))), on_chunk)
+    except ProviderError as exc:
+        return Outcome(call, error=exc)
+    return Outcome(call, results=results)
+
+
+@dataclass(order=True)
+class _Retry:
+    ready: float
+    seq: int
+    items: list[Item] = field(compare=False)
+
+
+class SyncRun:
+    """One slice of a sync job: the main thread's state."""
 
     def __init__(self, job: Job, provider: Provider, deadline: float, owner: str = "") -> None:
-        self.owner = owner
-        self.successes = 0
-        self.failures: list[ProviderError] = []
-        self.last_heartbeat = clock.monotonic()
-        self.check_circuit = False  # set when a failure may have opened it
         self.job = job
         self.provider = provider
         self.deadline = deadline
-        self.spec = job.job_spec
-        count = len(self.spec.prompts)
-        self.outputs: list[Any] = list(job.outputs or [None] * count)
-        self.outputs += [None] * (count - len(self.outputs))
-        self.errors: dict[str, str] = dict(job.output_errors or {})
-        self.stop = threading.Event()
-        self.events: queue.SimpleQueue[tuple[str, str, int | None]] = queue.SimpleQueue()
-        self.dirty = False
+        self.owner = owner
+        self.base = {k: v for k, v in job.spec.items() if k != "prompts"}
+        self.schema = self.base.get("output_schema")
+        self.stream = bool(self.base.get("stream"))
+        self.pending: Iterator[Item] = items_pending(job.pk, chunk=LOOKAHEAD)
+        self.units: deque[list[Item]] = deque()
+        self.retries: list[_Retry] = []
+        self.seq = itertools.count()
+        self.changes = Changes()
+        self.chunks: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        self.events: list[JobEvent] = []
+        self.failed_now: list[tuple[list[Item], str]] = []
+        self.retried_now: list[tuple[list[Item], float, str]] = []
+        self.successes = 0
+        self.failures: list[ProviderError] = []
         self.fatal: ProviderError | None = None
         self.deferred: Deferred | None = None
+        #: Until when (monotonic) the provider asked this credential to wait, and
+        #: the database's moment of that pause once waited out.
+        self.paused_until = 0.0
+        self.pause_wall: datetime | None = None
+        self.honoured_pause: datetime | None = None
+        #: Time known to have passed because the loop slept until then (a test's
+        #: clock may not move while it "sleeps").
+        self.slept_until = 0.0
+        self.check_limits = True
+        self.stopping = False
+        self.job_left = False
+        self.last_heartbeat = clock.monotonic()
 
-    def todo(self) -> list[list[int]]:
-        done = {int(i) for i in self.errors} | {
-            i for i, o in enumerate(self.outputs) if o is not None
-        }
-        return [unit for unit in self.provider.units(self.spec) if not set(unit) <= done]
+    # -- what to run next -------------------------------------------------------------
 
-    def call(self, indexes: list[int]) -> _UnitResult:
-        """Run one unit with bounded retries; runs on a pool thread (no DB here)."""
-        attempt = 1
+    def spec_for(self, items: list[Item]) -> JobSpec:
+        return JobSpec.from_dict({**self.base, "prompts": [item.input for item in items]})
+
+    def refill(self) -> None:
+        """Group the next chunk of pending items into the provider's units."""
+        chunk = list(itertools.islice(self.pending, LOOKAHEAD))
+        if not chunk:
+            return
+        for unit in self.provider.units(self.spec_for(chunk)):
+            self.units.append([chunk[position] for position in unit])
+
+    def now(self) -> float:
+        return max(clock.monotonic(), self.slept_until)
+
+    def sleep_until(self, moment: float) -> None:
+        now = self.now()
+        if moment > now:
+            clock.sleep(moment - now)
+        self.slept_until = max(self.slept_until, moment)
+        if moment >= self.paused_until:
+            self.paused_until, self.honoured_pause = 0.0, self.pause_wall
+
+    def next_unit(self, now: float) -> list[Item] | None:
+        if self.retries and self.retries[0].ready <= now:
+            return heapq.heappop(self.retries).items
+        if not self.units:
+            self.refill()
+        return self.units.popleft() if self.units else None
+
+    def has_work(self) -> bool:
+        if self.units or self.retries:
+            return True
+        self.refill()
+        return bool(self.units)
+
+    # -- recording what came back -----------------------------------------------------
+
+    def touch(self, item: Item) -> None:
+        self.changes.add(item, item.status)
+
+    def started(self, items: list[Item]) -> None:
+        for item in items:
+            self.touch(item)
+            item.status = ItemStatus.RUNNING
+            item.attempts += 1
+
+    def record(self, outcome: Outcome) -> None:
+        items = outcome.call.items
+        if outcome.results is not None:
+            self.successes += 1
+            for item, result in zip(items, outcome.results, strict=False):
+                self.touch(item)
+                item_complete(item, result, self.schema)
+            return
+        exc = outcome.error
+        assert exc is not None
+        self.failures.append(exc)
+        message = redact(exc.message)
+        if exc.kind in FATAL_KINDS:
+            self.fatal = exc
+        elif exc.retryable and items[0].attempts < MAX_CALL_ATTEMPTS:
+            delay = backoff(items[0].attempts, exc.retry_after)
+            now = self.now()
+            if exc.retry_after is not None:
+                # The provider said when to come back: for every call on this
+                # credential, not just this one.
+                self.pause_wall = limits.pause_credential(self.job.credential_id, delay)
+                self.paused_until = max(self.paused_until, now + delay)
+            for item in items:
+                self.touch(item)
+                item.status, item.error = ItemStatus.PENDING, message
+            heapq.heappush(self.retries, _Retry(now + delay, next(self.seq), items))
+            self.retried_now.append((items, delay, message))
+            return
+        for item in items:
+            self.touch(item)
+            item_fail(item, message)
+        self.failed_now.append((items, message))
+
+    def collect_chunks(self) -> None:
+        streamed: dict[int, list[str]] = {}
         while True:
-            if self.stop.is_set():
-                return _UnitResult(indexes)
             try:
-                on_chunk = self.on_chunk if self.spec.stream else None
-                outputs = self.provider.run(self.spec, indexes, on_chunk)
-                self.successes += 1
-                return _UnitResult(indexes, outputs)
-            except ProviderError as exc:
-                self.failures.append(exc)
-                if not exc.retryable or attempt >= MAX_CALL_ATTEMPTS:
-                    return _UnitResult(indexes, error=exc)
-                delay = backoff(attempt, exc.retry_after)
-                if clock.monotonic() + delay > self.deadline:
-                    self.deferred = Deferred(clock.monotonic() + delay, shorten(exc.message, 200))
-                    return _UnitResult(indexes)
-                label = prompt_label(indexes)
-                self.events.put(
-                    (
-                        JobEvent.Kind.RETRY,
-                        f"Retry {attempt}/{MAX_CALL_ATTEMPTS - 1} of {label} in {delay:.1f} s "
-                        f"after: {redact(exc.message)}",
-                        None,
-                    )
+                index, text = self.chunks.get_nowait()
+            except queue.Empty:
+                break
+            streamed.setdefault(index, []).append(text)
+        self.events += [
+            JobEvent(job_id=self.job.pk, kind=JobEvent.Kind.STREAM, message="".join(parts), unit=i)
+            for i, parts in streamed.items()
+        ]
+
+    def summarize(self) -> None:
+        """One event per kind per flush, however many prompts it covers."""
+        if self.failed_now:
+            items = [item for unit, _ in self.failed_now for item in unit]
+            first = self.failed_now[0][1]
+            self.events.append(
+                JobEvent(
+                    job_id=self.job.pk,
+                    kind=JobEvent.Kind.ERROR,
+                    message=f"{prompt_label([i.index for i in items])} failed: {first}",
                 )
-                clock.sleep(delay)
-                attempt += 1
-
-    def on_chunk(self, index: int, text: str) -> None:
-        self.events.put((JobEvent.Kind.STREAM, text, index))
-
-    def record(self, result: _UnitResult) -> None:
-        if result.outputs is not None:
-            for index, output in zip(result.indexes, result.outputs, strict=False):
-                self.outputs[index] = output
-            self.dirty = True
-        elif result.error is not None:
-            message = redact(result.error.message)
-            for index in result.indexes:
-                self.errors[str(index)] = message
-            self.dirty = True
-            self.events.put(
-                (JobEvent.Kind.ERROR, f"{prompt_label(result.indexes)} failed: {message}", None)
             )
-            if result.error.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.INVALID_SPEC):
-                self.fatal = result.error  # every other call would fail the same way
-                self.stop.set()
+        if self.retried_now:
+            items = [item for unit, _, _ in self.retried_now for item in unit]
+            _, delay, first = self.retried_now[0]
+            attempt = items[0].attempts
+            self.events.append(
+                JobEvent(
+                    job_id=self.job.pk,
+                    kind=JobEvent.Kind.RETRY,
+                    message=f"Retry {attempt}/{MAX_CALL_ATTEMPTS - 1} of "
+                    f"{prompt_label([i.index for i in items])} in {delay:.1f} s after: {first}",
+                )
+            )
+        self.failed_now, self.retried_now = [], []
+
+    # -- writing -----------------------------------------------------------------------
 
     def flush(self) -> bool:
-        """Write outputs and queued events; False when the job left 'running'."""
-        self.flush_events()
+        """Write what changed (items, counters, events, health); False when the
+        job left 'running' or the lease was lost."""
+        self.collect_chunks()
+        self.summarize()
+        if self.events:
+            JobEvent.objects.bulk_create(self.events)
+            self.events = []
         self.record_health()
-        self.check_circuit = True  # another worker may have opened it meanwhile
+        self.check_limits = True  # another worker may have opened the circuit meanwhile
         if clock.monotonic() - self.last_heartbeat > lease_seconds() / 3:
             self.last_heartbeat = clock.monotonic()
             if not renew_job(self.job.pk, self.owner):
-                return False  # the lease was lost: another worker owns the job now
+                return False  # another worker owns the job now
             limits.slots_renew(self.job.credential_id, self.owner)
-        if not self.dirty:
+        if not self.changes:
             return Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).exists()
-        done = sum(1 for o in self.outputs if o is not None) + len(self.errors)
-        updated = Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).update(
-            outputs=self.outputs, output_errors=self.errors, progress_done=done
-        )
-        self.dirty = False
-        return bool(updated)
+        return items_write(self.job.pk, self.changes, statuses=[JobStatus.RUNNING])
 
-    def record_health(self, *, successes_too: bool = True) -> None:
-        """Feed the credential's circuit breaker (and, for a model lifecycle, the
-        instance's run count) with what happened since last time. Failures go
-        at once, so the breaker can stop the next call; successes wait for the
-        next flush, so a fast batch does not write once per answer."""
+    def record_health(self) -> None:
+        """Feed the credential's circuit breaker (and a model instance's run
+        count) with what happened since the last flush."""
         failures, self.failures = self.failures, []
-        successes = 0
-        if successes_too:
-            successes, self.successes = self.successes, 0
+        successes, self.successes = self.successes, 0
         if successes or failures:
             limits.circuit_record(self.job.credential_id, successes=successes, failures=failures)
-        if failures:
-            self.check_circuit = True
-        _note_runs(self.job, self.provider, successes)
+        if self.provider.has_instances and successes:
+            note_runs(self.job, successes)
 
     def blocked(self) -> Deferred | None:
-        """A reason to stop dispatching now: the circuit is open or the
-        requests-per-minute budget is spent."""
+        """A reason to stop dispatching: a pause asked by the provider, an open
+        circuit, or the requests-per-minute budget spent."""
         credential = self.job.credential
-        wait = limits.circuit_wait(credential) if self.check_circuit else 0.0
-        self.check_circuit = False
-        if wait:
+        assert credential is not None
+        if self.check_limits:
+            self.check_limits = False
+            until = limits.paused_until(credential)
+            if until is not None and (self.honoured_pause is None or until > self.honoured_pause):
+                self.pause_wall = until
+                wait_for = (until - clock.now()).total_seconds()
+                self.paused_until = max(self.paused_until, clock.monotonic() + wait_for)
+            wait_for = limits.circuit_wait(credential)
+            if wait_for:
+                return Deferred(
+                    clock.monotonic() + wait_for,
+                    f"{self.provider.label} keeps failing (circuit open)",
+                )
+        if self.paused_until > self.now():
+            return Deferred(self.paused_until, f"{self.provider.label} asked to wait (Retry-After)")
+        wait_for = limits.rate_acquire(credential)
+        if wait_for:
             return Deferred(
-                clock.monotonic() + wait, f"{self.provider.label} keeps failing (circuit open)"
-            )
-        wait = limits.rate_acquire(credential)
-        if wait:
-            return Deferred(
-                clock.monotonic() + wait, "the credential's requests-per-minute limit is reached"
+                clock.monotonic() + wait_for,
+                "the credential's requests-per-minute limit is reached",
             )
         return None
 
-    def flush_events(self) -> None:
-        rows: list[JobEvent] = []
-        stream: dict[int | None, list[str]] = {}
-        while True:
-            try:
-                kind, message, index = self.events.get_nowait()
-            except queue.Empty:
-                break
-            if kind == JobEvent.Kind.STREAM:
-                stream.setdefault(index, []).append(message)
-            else:
-                rows.append(JobEvent(job_id=self.job.pk, kind=kind, message=message))
-        rows += [
-            JobEvent(
-                job_id=self.job.pk, kind=JobEvent.Kind.STREAM, message="".join(parts), unit=index
-            )
-            for index, parts in stream.items()
-        ]
-        if rows:
-            JobEvent.objects.bulk_create(rows)
+    # -- the loop ----------------------------------------------------------------------
+
+    def on_chunk_for(self, call: Call) -> Callable[[int, str], None] | None:
+        if not self.stream:
+            return None
+        indexes = [item.index for item in call.items]
+        return lambda position, text: self.chunks.put((indexes[position], text))
+
+    def run(self, workers: int) -> None:
+        in_flight: set[Future[Outcome]] = set()
+        last_flush = clock.monotonic()
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"job{self.job.pk}"
+        ) as pool:
+            while True:
+                if not self.stopping:
+                    self.dispatch(pool, in_flight, workers)
+                if not in_flight:
+                    if self.stopping or not self.wait_for_retry():
+                        break
+                    continue
+                done, _ = wait(in_flight, timeout=FLUSH_INTERVAL, return_when=FIRST_COMPLETED)
+                for future in done:
+                    in_flight.discard(future)
+                    self.record(future.result())
+                if self.fatal is not None:
+                    self.stopping = True
+                if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
+                    last_flush = clock.monotonic()
+                    if not self.flush():
+                        self.job_left = self.stopping = True
+        if not self.job_left and not self.flush():
+            self.job_left = True
+
+    def dispatch(
+        self, pool: ThreadPoolExecutor, in_flight: set[Future[Outcome]], workers: int
+    ) -> None:
+        """Start calls while slots are free. Sets ``stopping`` (and ``deferred``)
+        when this slice must stop dispatching: budget spent, a long pause."""
+        while len(in_flight) < workers and self.fatal is None:
+            now = self.now()
+            if now >= self.deadline:
+                self.defer(Deferred(now, "time budget of this task used up"))
+                return
+            blocked = self.blocked()
+            if blocked is not None:
+                pause = blocked.when - now
+                if pause > SHORT_PAUSE or now + pause >= self.deadline:
+                    self.defer(blocked)
+                elif not in_flight:
+                    self.sleep_until(blocked.when)
+                    continue
+                return  # a short pause: the calls in flight keep the loop turning
+            items = self.next_unit(now)
+            if items is None:
+                return
+            self.started(items)
+            call = Call(items, self.spec_for(items))
+            in_flight.add(pool.submit(run_call, self.provider, call, self.on_chunk_for(call)))
+
+    def defer(self, deferred: Deferred) -> None:
+        self.deferred = deferred
+        self.stopping = True
+
+    def wait_for_retry(self) -> bool:
+        """Nothing in flight and nothing new to start: wait for the next retry
+        if it is due soon. False when the slice is over (all done, or deferred)."""
+        if not self.retries:
+            return False
+        ready = self.retries[0].ready
+        if ready - self.now() > SHORT_PAUSE or ready >= self.deadline:
+            self.defer(Deferred(ready, "waiting to retry"))
+            return False
+        if not self.flush():
+            self.job_left = self.stopping = True
+            return False
+        self.sleep_until(ready)
+        return True
 
 
 def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "") -> str:
-    run = _SyncRun(job, provider, deadline, owner)
-    provider.validate(run.spec)
-    todo = run.todo()
-    assert job.credential is not None
-    circuit = limits.circuit_wait(job.credential)
+    """Run one slice of a sync job. Returns what happened; raises Deferred when
+    the job must continue later."""
+    first = Item.objects.filter(job_id=job.pk).order_by("index").only("input").first()
+    spec = JobSpec.from_dict({**job.spec, "prompts": [first.input] if first else []})
+    provider.validate(spec)
+    credential = job.credential
+    assert credential is not None
+    items_requeue_running(job.pk)  # calls a stopped worker left in flight
+    todo = Item.objects.filter(job_id=job.pk, status=ItemStatus.PENDING).count()
+    if not todo:
+        return _finish(job)
+    circuit = limits.circuit_wait(credential)
     if circuit:
         raise Deferred(
             clock.monotonic() + circuit, f"{provider.label} keeps failing (circuit open)"
         )
-    workers = limits.slots_acquire(
-        job.credential, owner, min(job.credential.max_concurrency, len(todo) or 1)
-    )
+    workers = limits.slots_acquire(credential, owner, min(credential.max_concurrency, todo))
     if not workers:
-        Job.objects.filter(pk=job.pk, status__in=JOB_ACTIVE).update(
+        Job.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
             provider_status="waiting for a free slot"
         )
         raise Deferred(clock.monotonic() + 5, "every concurrency slot of the credential is busy")
@@ -215,77 +411,30 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
         job_transition(
             job.pk, JobStatus.RUNNING, provider_status="", message=f"Running on {provider.label}."
         )
-    pending: set[Future[_UnitResult]] = set()
-    last_flush = clock.monotonic()
-    units = iter(todo)
-
-    def dispatch(pool: ThreadPoolExecutor) -> None:
-        while len(pending) < workers and not run.stop.is_set() and run.deferred is None:
-            if clock.monotonic() >= deadline:
-                return
-            run.deferred = run.blocked()
-            if run.deferred is not None:
-                return
-            unit = next(units, None)
-            if unit is None:
-                return
-            pending.add(pool.submit(run.call, unit))
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"job{job.pk}") as pool:
-        dispatch(pool)
-        while pending:
-            finished, still = wait(pending, timeout=FLUSH_INTERVAL, return_when=FIRST_COMPLETED)
-            pending.clear()
-            pending.update(still)
-            for future in finished:
-                run.record(future.result())
-            run.record_health(successes_too=False)
-            dispatch(pool)
-            if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not pending:
-                last_flush = clock.monotonic()
-                if not run.flush():
-                    run.stop.set()
-    still_running = run.flush()
-    if not still_running:
-        return "stopped"  # cancelled, or failed by a deadline, while we worked
+    run = SyncRun(job, provider, deadline, owner)
+    run.run(workers)
+    if run.job_left:
+        return "stopped"  # cancelled, failed by a deadline, or taken over while we worked
     if run.fatal is not None:
         job_fail(job.pk, redact(run.fatal.message), retryable=False)
         return "failed"
     if run.deferred is not None:
         raise run.deferred
-    if run.todo():
-        raise Deferred(clock.monotonic(), "time budget of this task used up")
-    return _finish(job.pk, run.outputs, run.errors, run.spec.output_schema)
+    if run.has_work():
+        raise Deferred(clock.monotonic(), "more prompts to run")
+    return _finish(job)
 
 
-def _note_runs(job: Job, provider: Provider, count: int) -> None:
-    if provider.has_instances and count:
-        note_runs(job, count)
-
-
-def _finish(job_id: int, outputs: list[Any], errors: dict[str, str], schema: Any = None) -> str:
-    outputs = structured.parse_outputs(schema, outputs) or outputs
-    total = len(outputs)
-    if errors:
-        first = next(iter(errors.values()))
-        message = (
-            first
-            if total == 1
-            else f"{len(errors)} of {total} prompts failed; first error: {first}"
-        )
-        job_fail(job_id, message, retryable=True)
-        return "failed"
-    job_transition(
-        job_id,
-        JobStatus.COMPLETED,
-        progress_done=total,
-        outputs=outputs,
-        message=f"Completed: {total} output(s).",
-    )
-    return "completed"
+def _finish(job: Job) -> str:
+    status = job_finish(job.pk)
+    return status or "stopped"
 
 
 def prompt_label(indexes: list[int]) -> str:
+    """One of "prompt 3", "prompts 1–40" or "5 prompts" (1-based, as the page shows them)."""
     if len(indexes) == 1:
         return f"prompt {indexes[0] + 1}"
-    return f"prompts {indexes[0] + 1}–{indexes[-1] + 1}"
+    ordered = sorted(indexes)
+    if ordered[-1] - ordered[0] + 1 == len(ordered):
+        return f"prompts {ordered[0] + 1}–{ordered[-1] + 1}"
+    return f"{len(ordered)} prompts"

@@ -15,7 +15,7 @@ from dashboard.core import queue as tasks_queue
 from dashboard.core.logs import redact
 from dashboard.models import Credential, Job, JobEvent, JobUnit
 from dashboard.status import JOB_ACTIVE, JobStatus
-from providers import Provider, ProviderError
+from providers import JobSpec, Provider, ProviderError
 
 from . import limits
 from .leases import (
@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 def submit_async_job(job: Job, provider: Provider, deadline: float, owner: str = "") -> str:
-    spec = job.job_spec
+    # The request carries the prompts, so this is the one place they are all read.
+    prompts = list(job.items.order_by("index").values_list("input", flat=True))
+    spec = JobSpec.from_dict({**job.spec, "prompts": prompts})
     provider.validate(spec)
     if not job.units.exists():
         JobUnit.objects.bulk_create(

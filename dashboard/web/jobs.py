@@ -7,18 +7,28 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
-from dashboard.jobs import results
+from dashboard.core import clock
+from dashboard.core.params import int_param, micros, micros_param
+from dashboard.jobs import export, results
 from dashboard.jobs.forms import SPEC_FIELDS, JobForm
 from dashboard.jobs.services import job_cancel, job_create, job_retry
 from dashboard.models import Job, JobEvent, Role
+from dashboard.status import ItemStatus
 
 
 @login_required
@@ -47,12 +57,12 @@ def job_new(request: HttpRequest) -> HttpResponse:
 
 
 def _clone_initial(request: HttpRequest) -> dict[str, Any]:
-    try:
-        job, _ = access.object_for(request.user, Job.objects.all(), pk=int(request.GET["clone"]))
-    except ValueError:
+    clone = int_param(request.GET.get("clone"), minimum=1)
+    if clone is None:
         return {}
+    job, _ = access.object_for(request.user, Job.objects.all(), pk=clone)
     spec = job.spec
-    prompts = spec.get("prompts") or []
+    prompts = list(job.items.order_by("index").values_list("input", flat=True)[:CLONE_PROMPTS])
     initial = {
         key: spec.get(key)
         for key in ("model", *SPEC_FIELDS, "stream")
@@ -65,21 +75,26 @@ def _clone_initial(request: HttpRequest) -> dict[str, Any]:
     return initial
 
 
+#: A clone copies at most this many prompts into the form (the form's own limit).
+CLONE_PROMPTS = 10_000
+#: Timeline and log events a page shows at most (the newest), and a poll sends.
+EVENTS_SHOWN = 200
+
+
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job, membership = access.object_for(
         request.user, Job.objects.select_related("created_by", "credential", "retry_of"), pk=pk
     )
-    events = list(job.events.select_related("author"))
     context = {
+        **_results_context(request, job),
+        **_events_context(job, after=None),
         "job": job,
-        "rows": results.job_rows(job),
-        "structured_columns": results.structured_columns(job),
-        "timeline": [e for e in events if not e.is_output],
-        "log_groups": log_groups(job, [e for e in events if e.is_output], all_blocks=True),
-        "cursor": events[-1].pk if events else 0,
         "can_act": membership.allows(Role.MEMBER),
+        "validity": results.validity_summary(job),
+        "item_statuses": ItemStatus.choices,
+        "has_retries": job.retries.exists(),
     }
     return render(request, "dashboard/job_detail.html", context)
 
@@ -87,30 +102,81 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def job_live(request: HttpRequest, pk: int) -> HttpResponse:
-    """The job page's poller: what changed since the client's cursor, as
+    """The job page's poller: what changed since the client's cursors (events
+    after ``after``; items of the page written since ``since``), as
     out-of-band swaps; 286 (stop polling) once the job is terminal."""
-    job, _ = access.object_for(request.user, Job.objects.all(), pk=pk)
-    try:
-        after = int(request.GET.get("after", 0))
-        seen_done = int(request.GET.get("done", -1))
-    except ValueError:
-        after, seen_done = 0, -1
-    events = list(job.events.filter(pk__gt=after).select_related("author"))
+    job, membership = access.object_for(request.user, Job.objects.all(), pk=pk)
+    after = int_param(request.GET.get("after")) or 0
+    since = micros_param(request.GET.get("since"))
+    first = int_param(request.GET.get("first"))
+    last = int_param(request.GET.get("last"))
+    now = clock.now()
+    changed: list[Any] = []
+    if since is not None and first is not None and last is not None and first <= last:
+        changed = results.items_changed(job, first, last, since)
+        if request.GET.get("merged") == "1":
+            changed = results.merge_retries(job, changed)
     context = {
+        **_events_context(job, after=after),
         "job": job,
-        "timeline": [e for e in events if not e.is_output],
-        "log_groups": log_groups(job, [e for e in events if e.is_output]),
-        "cursor": events[-1].pk if events else after,
-        "send_outputs": job.is_terminal or job.progress_done != seen_done,
+        "can_act": membership.allows(Role.MEMBER),
         "live": True,
+        "changed": changed,
+        "structured_columns": results.structured_columns(job),
+        "since": micros(now),
+        "first": first,
+        "last": last,
+        "merged": request.GET.get("merged") == "1",
     }
-    if context["send_outputs"]:
-        context["rows"] = results.job_rows(job)
-        context["structured_columns"] = results.structured_columns(job)
     response = render(request, "dashboard/job_detail.html#live-update", context)
     if job.is_terminal:
         response.status_code = HttpResponseStopPolling.status_code
     return response
+
+
+def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+    """One page of the job's items, as asked by the query string (keyset by
+    index), and the links around it."""
+    item_filter, errors = results.parse_filter(request.GET.get("status"), request.GET.get("valid"))
+    after = int_param(request.GET.get("after"), minimum=-1)
+    before = int_param(request.GET.get("before"))
+    merged = request.GET.get("merged") == "1"
+    page = results.items_page(job, after=after, before=before, item_filter=item_filter)
+    items = results.merge_retries(job, page.items) if merged else page.items
+    columns = results.structured_columns(job)
+    for item in items:
+        item.fields = results.fields_of(item, columns)
+    params = {**item_filter.as_params(), **({"merged": "1"} if merged else {})}
+    return {
+        "items": items,
+        "page": page,
+        "item_filter": item_filter,
+        "filter_errors": errors,
+        "filter_params": urlencode(params),
+        "merged": merged,
+        "structured_columns": columns,
+        "since": micros(clock.now()),
+        "first": page.first_index,
+        "last": page.last_index,
+    }
+
+
+def _events_context(job: Job, *, after: int | None) -> dict[str, Any]:
+    """The timeline and the log, at most EVENTS_SHOWN of each (the newest)."""
+    events = job.events.select_related("author")
+    if after is not None:
+        events = events.filter(pk__gt=after)
+    output = list(events.filter(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])[::-1]
+    timeline = list(events.exclude(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])[::-1]
+    newest = max((e.pk for e in output + timeline), default=after or 0)
+    return {
+        "timeline": timeline,
+        "log_groups": log_groups(job, output, all_blocks=after is None),
+        "cursor": newest,
+    }
+
+
+OUTPUT_KINDS = (JobEvent.Kind.LOG, JobEvent.Kind.STREAM)
 
 
 def log_groups(
@@ -145,12 +211,24 @@ def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
     job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    which = {
+        "failed_only": request.POST.get("failed_only") == "1",
+        "invalid_only": request.POST.get("invalid_only") == "1",
+        "repair": request.POST.get("repair") == "1",
+    }
     try:
-        new = job_retry(job, user=request.user, failed_only=request.POST.get("failed_only") == "1")
+        new = job_retry(job, user=request.user, **which)
     except ValueError as exc:
         messages.error(request, str(exc))
         return _back_to(request, job)
-    audit(request.user, job.team, "job.retried", job, new_job=new.pk)
+    audit(
+        request.user,
+        job.team,
+        "job.retried",
+        job,
+        new_job=new.pk,
+        **{name: True for name, on in which.items() if on},
+    )
     messages.success(request, f"Job {job.pk} retried as job {new.pk}.")
     return _back_to(request, new)
 
@@ -174,3 +252,28 @@ def _back_to(request: HttpRequest, job: Job) -> HttpResponse:
     if request.htmx:
         return HttpResponseClientRedirect(url)
     return HttpResponseRedirect(url)
+
+
+@login_required
+@require_GET
+def job_items_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """The job's items as CSV, JSONL or XLSX, streamed (XLSX written to a
+    temporary file first), with ``?merged=1`` the lineage merged."""
+    job, _ = access.object_for(request.user, Job.objects.all(), pk=pk)
+    merged = request.GET.get("merged") == "1"
+    items = results.iter_items(job, merged=merged)
+    name = f"job-{job.pk}{'-merged' if merged else ''}"
+    audit(request.user, job.team, "job.exported", job, format=fmt, merged=merged)
+    if fmt == "xlsx":
+        return FileResponse(
+            export.items_xlsx(job, items),
+            as_attachment=True,
+            filename=f"{name}.xlsx",
+            content_type=export.XLSX_TYPE,
+        )
+    chunks = export.items_csv(job, items) if fmt == "csv" else export.items_jsonl(job, items)
+    response = StreamingHttpResponse(
+        chunks, content_type="text/csv" if fmt == "csv" else "application/x-ndjson"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response

@@ -40,6 +40,11 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),
     path("jobs/<int:pk>/retry", jobs.job_retry_view, name="job_retry"),
     path("jobs/<int:pk>/note", jobs.job_note, name="job_note"),
+    re_path(
+        r"^jobs/(?P<pk>[0-9]{1,18})/items\.(?P<fmt>csv|jsonl|xlsx)$",
+        jobs.job_items_export,
+        name="job_items_export",
+    ),
     # model instances
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/request", instances.instance_request_view, name="instance_request"),

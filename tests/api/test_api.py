@@ -17,7 +17,7 @@ from dashboard.core import connect, netguard
 from dashboard.jobs import worker
 from dashboard.models import ApiToken, AuditEvent, Credential, Job, Membership, ModelInstance, Role
 from providers.simulators import completion_text
-from tests.conftest import SECRET, make_credential, make_job, make_user, use_clock
+from tests.conftest import SECRET, finish_items, make_credential, make_job, make_user, use_clock
 
 pytestmark = pytest.mark.django_db
 
@@ -147,7 +147,7 @@ def test_design_table_walkthrough(alice_api: Api, team: Any, sims: Any) -> None:
     job_id = created["id"]
 
     job = alice_api.get(f"jobs/{job_id}").json()
-    assert job["status"] == "pending" and job["outputs"] is None
+    assert job["status"] == "pending" and job["outputs"] == [None, None]
     assert job["progress"] == {"done": 0, "total": 2}
     assert job["created_by"] == "alice" and job["provider"] == "together" and job["model"] == "m-1"
     assert "Saved by alice" in job["log"]
@@ -226,11 +226,14 @@ def test_job_log_is_the_providers_log_when_there_is_one(alice_api: Api, team: An
     assert log == "first\n\nline 1\nline 2\n"
 
 
-def test_outputs_are_null_until_one_exists(alice_api: Api, team: Any) -> None:
+def test_outputs_one_per_item_and_null_above_a_thousand(alice_api: Api, team: Any) -> None:
     job = make_job(make_credential(team), ["a", "b", "c"])
-    assert alice_api.get(f"jobs/{job.pk}").json()["outputs"] is None
-    Job.objects.filter(pk=job.pk).update(outputs=[None, {"answer": 42}])
+    assert alice_api.get(f"jobs/{job.pk}").json()["outputs"] == [None, None, None]
+    finish_items(job, [None, {"answer": 42}])
     assert alice_api.get(f"jobs/{job.pk}").json()["outputs"] == [None, {"answer": 42}, None]
+    big = make_job(make_credential(team), [f"p{i}" for i in range(1001)])
+    answer = alice_api.get(f"jobs/{big.pk}").json()
+    assert answer["outputs"] is None and answer["progress"] == {"done": 0, "total": 1001}
 
 
 # --- listing -----------------------------------------------------------------------------------
@@ -618,7 +621,8 @@ def test_retry_and_cancel_refusals(alice_api: Api, team: Any) -> None:
     job = make_job(credential)
     assert_error(alice_api.post(f"jobs/{job.pk}/cancel", {"why": "x"}), 400, "why")
     assert_error(alice_api.post(f"jobs/{job.pk}/retry", {"failed_only": "yes"}), 400, "failed_only")
-    Job.objects.filter(pk=job.pk).update(status="completed", outputs=["fine"])
+    finish_items(job, ["fine"])
+    Job.objects.filter(pk=job.pk).update(status="completed")
     assert_error(alice_api.post(f"jobs/{job.pk}/retry", {"failed_only": True}), 409)  # none failed
     credential.delete()
     error = assert_error(alice_api.post(f"jobs/{job.pk}/retry"), 409)
@@ -927,4 +931,7 @@ def test_json_answers_escape_markup(alice_api: Api, team: Any) -> None:
     job = make_job(make_credential(team), ["<script>alert(1)</script>"])
     response = alice_api.get(f"jobs/{job.pk}")
     assert b"<script>" not in response.content
-    assert response.json()["spec"]["prompts"] == ["<script>alert(1)</script>"]
+    finish_items(job, ["<b>bold</b> & <script>x</script>"])
+    response = alice_api.get(f"jobs/{job.pk}")
+    assert b"<script>" not in response.content and b"<b>" not in response.content
+    assert response.json()["outputs"] == ["<b>bold</b> & <script>x</script>"]

@@ -27,7 +27,7 @@ from dashboard.models import (
     Team,
 )
 
-from ..conftest import make_credential, make_job, make_team, make_user
+from ..conftest import finish_items, make_credential, make_job, make_team, make_user
 
 AXE_JS = Path(__file__).resolve().parents[2] / "static" / "vendor" / "axe-core" / "axe.min.js"
 AXE_URL = "/static/vendor/axe-core/axe.min.js"
@@ -98,9 +98,23 @@ def _later(**delta: float) -> Any:
     return timezone.now() + timedelta(**delta)
 
 
-def _hold(job: Job, status: str, **fields: Any) -> None:
+def _hold(
+    job: Job,
+    status: str,
+    *,
+    outputs: list[Any] | None = None,
+    output_errors: dict[str, str] | None = None,
+    **fields: Any,
+) -> None:
     """Set a job's state directly, leased to nobody here and due never, so no
     worker (one may be running for other browser tests) ever takes it up."""
+    fields.pop("progress_done", None)  # the items' counters say it
+    if outputs or output_errors:
+        finish_items(
+            job,
+            outputs or [],
+            {int(index): error for index, error in (output_errors or {}).items()},
+        )
     now = timezone.now()
     Job.objects.filter(pk=job.pk).update(
         status=status,

@@ -42,7 +42,7 @@ def test_submit_and_watch_it_complete_without_reload(
     expect(page.locator("#job-outputs pre.output")).to_have_text(
         completion_text("demo-model", "The capital of France is").strip()
     )
-    expect(page.locator("#job-timeline")).to_contain_text("Completed: 1 output(s).")
+    expect(page.locator("#job-timeline")).to_contain_text("Completed: 1 of 1 prompt(s) completed.")
     assert page.evaluate("window.__sameDocument") is True  # no navigation happened
     assert page.js_errors == []
 

@@ -69,11 +69,14 @@ def objects_for(route: Route, data: LayoutData) -> list[tuple[str, dict[str, Any
         ("team/members/", [(m.user.username, m.pk) for m in data.memberships]),
         ("account/tokens/", [(t.name, t.pk) for t in data.tokens]),
     ]
-    if route.params != ("pk",):
+    extra: dict[str, Any] = {}
+    if route.params == ("pk", "fmt"):
+        extra = {"fmt": "csv"}  # an export: probed, found not to be a page
+    elif route.params != ("pk",):
         return []
     for prefix, objects in by_prefix:
         if route.route.lstrip("^").startswith(prefix):
-            return [(label, {"pk": pk}) for label, pk in objects]
+            return [(label, {"pk": pk, **extra}) for label, pk in objects]
     return []
 
 

@@ -10,7 +10,7 @@ import pytest
 from dashboard.core import structured
 from dashboard.jobs import worker
 from dashboard.models import Job
-from tests.conftest import make_credential, make_job
+from tests.conftest import finish_items, make_credential, make_job, outputs
 
 SCHEMA = {"age": "int", "units": "str"}
 
@@ -67,17 +67,21 @@ def test_job_page_shows_a_table_and_flags_invalid_rows(team: Any, bob: Any, clie
     job = make_job(
         make_credential(team, "lamini"), ["Carl", "Paul", "<b>Eve</b>"], output_schema=SCHEMA
     )
-    Job.objects.filter(pk=job.pk).update(
-        status="completed",
-        outputs=[
+    finish_items(
+        job,
+        [
             {"age": 10, "units": "years"},
             {"age": "ten", "units": "years"},
             {"age": 1, "units": "<script>x</script>"},
         ],
     )
+    Job.objects.filter(pk=job.pk).update(status="completed")
     client.force_login(bob)
     page = client.get(job.get_absolute_url()).content.decode()
-    assert '<th class="mono">age</th><th class="mono">units</th>' in page
+    assert (
+        '<th role="columnheader" class="mono">age</th>'
+        '<th role="columnheader" class="mono">units</th>' in page
+    )
     assert page.count('class="badge status-completed">valid') == 2
     assert "age: &#x27;ten&#x27; is not of type &#x27;integer&#x27;" in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
@@ -97,4 +101,4 @@ def test_json_text_outputs_are_parsed_when_the_job_completes(team: Any, sims: An
     )
     worker.advance_job(job.pk)
     job.refresh_from_db()
-    assert job.status == "completed" and job.outputs == [{"x": 5}]
+    assert job.status == "completed" and outputs(job) == [{"x": 5}]

@@ -14,7 +14,7 @@ import pytest
 from dashboard.jobs import sweep as job_sweep
 from dashboard.models import Job
 from dashboard.status import JOB_TERMINAL
-from tests.conftest import make_credential, make_job
+from tests.conftest import make_credential, make_job, prompts_of
 from tests.workers import kill, start_qcluster, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_db, pytest.mark.django_db(transaction=True)]
@@ -81,7 +81,7 @@ def test_sigkill_the_worker_ten_times(team: Any, sims: Any, settings: Any, tmp_p
     assert not unfinished, f"jobs left unfinished: {unfinished}\n{log.read_text()[-3000:]}"
     counts = remote_jobs_per_tag(mymagic, gridrepublic)
     for job in final:
-        tag = job.prompts[0].split(" ")[0]
+        tag = prompts_of(job)[0].split(" ")[0]
         units = 1 if job.provider == "mymagic" else 2
         if job.status == "completed":
             assert counts[tag] == units, (job.pk, counts[tag])

@@ -15,7 +15,7 @@ from dashboard.jobs import sweep as job_sweep
 from dashboard.models import Credential, Job, JobEvent, JobUnit
 from providers import get_provider_class
 from providers.simulators import completion_text
-from tests.conftest import FakeClock, make_credential, make_job, use_clock
+from tests.conftest import FakeClock, item_spec, make_credential, make_job, outputs, use_clock
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +62,7 @@ def test_mymagic_batch(team: Any, sims: Any, sim_clock: FakeClock) -> None:
     job = Recorder(credential, sim_clock).run(job)
 
     assert job.status == "completed", job.error
-    assert job.outputs == [
+    assert outputs(job) == [
         completion_text("llama3_70b", f"Which country?\n{p}", 20) for p in ("Paris", "Rome")
     ]
     assert sim.submissions == 1
@@ -117,7 +117,7 @@ def test_mymagic_structured_output(team: Any, sims: Any, sim_clock: FakeClock) -
     )
     job = Recorder(credential, sim_clock).run(job)
     assert job.status == "completed"
-    (output,) = job.outputs
+    (output,) = outputs(job)
     assert set(output) == {"age", "units"} and isinstance(output["age"], int)
 
 
@@ -145,7 +145,7 @@ def test_gridrepublic_one_remote_job_per_prompt_with_growing_log(
 
     assert job.status == "completed", job.error
     expected = [completion_text("gemma:2b", p) for p in ("When does 1+1=10?", "Why?")]
-    assert job.outputs == expected
+    assert outputs(job) == expected
     assert sim.submissions == 2
     assert [s for s, _ in recorder.seen][:1] == ["queued"]
     assert ("running", "running") in recorder.seen
@@ -214,8 +214,8 @@ def test_lamini_typed_batch(team: Any, sims: Any) -> None:
     assert job.status == "completed", job.error
     assert sim.count("POST /v1/completions") == 1  # the whole list in one call
     provider = get_provider_class("lamini")(secret="sim-secret-key", base_url=sim.base_url)
-    assert job.outputs == provider.run(job.job_spec, [0, 1])
-    assert all(isinstance(o["age"], int) and isinstance(o["units"], str) for o in job.outputs)
+    assert outputs(job) == provider.run(item_spec(job), [0, 1])
+    assert all(isinstance(o["age"], int) and isinstance(o["units"], str) for o in outputs(job))
 
 
 def test_lamini_refuses_what_it_cannot_express(team: Any, sims: Any) -> None:
@@ -250,7 +250,7 @@ def test_bytez_run_streams_into_the_log(team: Any, sims: Any) -> None:
     job.refresh_from_db()
     assert job.status == "completed", job.error
     expected = completion_text("openai-community/gpt2", "Once upon a time")
-    assert job.outputs == [expected]
+    assert outputs(job) == [expected]
     streamed = "".join(
         job.events.filter(kind=JobEvent.Kind.STREAM).values_list("message", flat=True)
     )
@@ -383,7 +383,7 @@ def test_lamini_text_batch(team: Any, sims: Any) -> None:
     worker.advance_job(job.pk)
     job.refresh_from_db()
     assert job.status == "completed", job.error
-    assert job.outputs == [
+    assert outputs(job) == [
         completion_text("meta-llama/Llama-2-7b-chat-hf", p).strip() for p in ("one", "two")
     ]
 
@@ -408,7 +408,7 @@ def test_openai_compatible_chat_with_structured_output(team: Any, sims: Any) -> 
     worker.advance_job(job.pk)
     job.refresh_from_db()
     assert job.status == "completed", job.error
-    assert all(set(o) == {"age", "units"} and isinstance(o["age"], int) for o in job.outputs)
+    assert all(set(o) == {"age", "units"} and isinstance(o["age"], int) for o in outputs(job))
     assert sim.count("POST /v1/chat/completions") == 2
 
 
@@ -424,7 +424,7 @@ def test_openai_compatible_stream(team: Any, sims: Any) -> None:
     streamed = "".join(
         job.events.filter(kind=JobEvent.Kind.STREAM).values_list("message", flat=True)
     )
-    assert streamed == job.outputs[0] == completion_text("llama-3-8b", "Tell a story").strip()
+    assert streamed == outputs(job)[0] == completion_text("llama-3-8b", "Tell a story").strip()
 
 
 def test_sweep_finishes_a_submission_that_was_paused_halfway(
@@ -434,7 +434,7 @@ def test_sweep_finishes_a_submission_that_was_paused_halfway(
     credential = make_credential(team, "gridrepublic", base_url=sim.base_url)
     job = make_job(credential, ["a", "b"])
     # The first prompt went out; the second was paused (say a long Retry-After).
-    first = connect.build_provider(credential).submit(job.job_spec, [0])
+    first = connect.build_provider(credential).submit(item_spec(job), [0])
     JobUnit.objects.create(job=job, index=0, prompt_indexes=[0], state="submitted", remote_id=first)
     JobUnit.objects.create(job=job, index=1, prompt_indexes=[1], state="pending")
     Job.objects.filter(pk=job.pk).update(next_check_at=timezone.now() - timedelta(seconds=1))
@@ -490,7 +490,7 @@ def test_a_round_cut_short_leaves_its_remote_jobs_to_poll_again(
     def killed(*args: Any) -> None:
         raise SystemExit("worker killed mid-round")
 
-    monkeypatch.setattr(poller, "_roll_up_jobs", killed)
+    monkeypatch.setattr(poller._Round, "_transitions", killed)
     provider = connect.build_provider(credential)
     with pytest.raises(SystemExit):
         poller.poll_round(provider, poller.due_units(credential.pk, timezone.now()))

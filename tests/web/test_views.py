@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from django.urls import reverse
 from dashboard.jobs import worker
 from dashboard.models import Credential, Job, JobEvent
 from providers.simulators import completion_text
-from tests.conftest import SECRET, make_credential, make_job, make_user
+from tests.conftest import SECRET, finish_items, make_credential, make_job, make_user, prompts_of
 
 pytestmark = pytest.mark.django_db
 
@@ -121,7 +123,7 @@ def test_submit_job_saves_and_redirects(
         )
     job = Job.objects.get()
     assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
-    assert job.prompts == ["one", "two", "three"]
+    assert prompts_of(job) == ["one", "two", "three"]
     assert job.spec["max_tokens"] == 16 and job.spec["temperature"] == 0.5
     assert job.status == "pending" and job.created_by.username == "bob"
     assert len(callbacks) == 1  # a worker is nudged after commit, not waited on
@@ -185,23 +187,15 @@ def test_live_partial_sends_only_new_events_and_stops_at_terminal(
     job = make_job(credential)
     page = bob_client.get(job.get_absolute_url()).content.decode()
     assert 'id="job-poller"' in page and "every 1s" in page
-    cursor = job.events.last().pk
-    response = bob_client.get(
-        reverse("job_live", args=[job.pk]),
-        {"after": cursor, "done": 0},
-        headers={"HX-Request": "true"},
-    )
+    poll_url = html.unescape(re.search(r'id="job-poller" hx-get="([^"]+)"', page).group(1))
+    response = bob_client.get(poll_url, headers={"HX-Request": "true"})
     assert response.status_code == 200
     assert "Saved" not in response.content.decode()  # already on the page
     worker.advance_job(job.pk)
-    response = bob_client.get(
-        reverse("job_live", args=[job.pk]),
-        {"after": cursor, "done": 0},
-        headers={"HX-Request": "true"},
-    )
+    response = bob_client.get(poll_url, headers={"HX-Request": "true"})
     body = response.content.decode()
     assert response.status_code == 286  # stop polling
-    assert "Completed: 1 output(s)." in body and "Running on Together." in body
+    assert "Completed: 1 of 1 prompt(s) completed." in body and "Running on Together." in body
     assert 'hx-swap-oob="beforeend:#job-timeline"' in body
     assert completion_text("test-model", "Hello").strip() in body
 
@@ -298,14 +292,14 @@ def test_viewer_sees_no_submit_links_and_gets_a_clear_403(client: Any, team: Any
 
 def test_retry_failed_prompts_only(bob_client: Any, team: Any) -> None:
     job = make_job(make_credential(team), ["ok", "bad", "worse"])
-    Job.objects.filter(pk=job.pk).update(
-        status="failed", outputs=["fine", None, None], output_errors={"1": "boom", "2": "boom"}
-    )
+    finish_items(job, ["fine"], {1: "boom", 2: "boom"})
+    Job.objects.filter(pk=job.pk).update(status="completed")
     page = bob_client.get(job.get_absolute_url()).content.decode()
-    assert "Retry failed prompts (2)" in page
+    assert "Retry rows that did not complete (2)" in page
     bob_client.post(reverse("job_retry", args=[job.pk]), {"failed_only": "1"})
     new = Job.objects.exclude(pk=job.pk).get()
-    assert new.prompts == ["bad", "worse"] and new.retry_of_id == job.pk
+    assert prompts_of(new) == ["bad", "worse"] and new.retry_of_id == job.pk
+    assert list(new.items.values_list("source_index", flat=True)) == [1, 2]
 
 
 def test_credential_with_a_live_instance_cannot_be_deleted(alice_client: Any, team: Any) -> None:

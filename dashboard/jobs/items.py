@@ -1,0 +1,282 @@
+"""A job's items: creating them, and writing what changed.
+
+Every writer of items (the sync runner, the async poller, cancel, fail) goes
+through :func:`items_write`: one transaction that first moves the job row —
+conditionally on its status, with its counters moved by the deltas of the
+items written — and then writes only the items that changed. The job row is
+the lock: a cancel that lands first makes the worker's write match nothing, a
+worker's write that lands first makes the cancel wait for it. No write grows
+with the job's size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from dashboard.core import clock, structured
+from dashboard.models import Item, Job
+from dashboard.status import ITEM_ACTIVE, ITEM_ENDED, JOB_ACTIVE, ItemStatus
+from providers import ItemResult
+
+__all__ = ["ItemResult"]  # re-exported: writers build results with it
+
+#: Rows per INSERT when a job's items are created.
+CREATE_BATCH = 2000
+#: Rows per UPDATE when items are written.
+WRITE_BATCH = 1000
+#: The columns a write may change.
+ITEM_FIELDS = [
+    "status",
+    "output",
+    "error",
+    "attempts",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "tokens_estimated",
+    "valid",
+    "validation_error",
+    "updated_at",
+]
+#: Characters per token when the provider reports no usage.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(value: Any) -> int:
+    """About four characters a token (marked as an estimate wherever shown)."""
+    if value is None:
+        return 0
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def items_create(
+    job: Job,
+    prompts: Sequence[str],
+    *,
+    input_fields: Sequence[dict[str, Any] | None] | None = None,
+    source_indexes: Sequence[int | None] | None = None,
+) -> None:
+    """The job's rows, in input order, all pending."""
+    now = clock.now()
+    for start in range(0, len(prompts), CREATE_BATCH):
+        Item.objects.bulk_create(
+            [
+                Item(
+                    job=job,
+                    index=i,
+                    input=prompts[i],
+                    input_fields=input_fields[i] if input_fields else None,
+                    source_index=source_indexes[i] if source_indexes else None,
+                    updated_at=now,
+                )
+                for i in range(start, min(start + CREATE_BATCH, len(prompts)))
+            ]
+        )
+
+
+# --- what changed, and the counters it moves --------------------------------------------
+
+
+@dataclass
+class Tally:
+    """The job's counter deltas for a set of item writes."""
+
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    valid: int = 0
+    invalid: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    estimated: bool = False
+
+    def move(self, item: Item, before: str) -> None:
+        """Count ``item`` going from ``before`` (its status in the database)
+        to its status now."""
+        after = item.status
+        if before == after:
+            return
+        if before == ItemStatus.RUNNING:
+            self.running -= 1
+        if after == ItemStatus.RUNNING:
+            self.running += 1
+        if after == ItemStatus.COMPLETED:
+            self.completed += 1
+            self.valid += item.valid is True
+            self.invalid += item.valid is False
+        elif after == ItemStatus.FAILED:
+            self.failed += 1
+        elif after == ItemStatus.CANCELLED:
+            self.cancelled += 1
+        if after in ITEM_ENDED:
+            self.tokens_in += item.tokens_in or 0
+            self.tokens_out += item.tokens_out or 0
+            self.estimated |= item.tokens_estimated
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def job_updates(self) -> dict[str, Any]:
+        """F() increments for the job row (only the counters that move)."""
+        pairs = {
+            "items_running": self.running,
+            "items_completed": self.completed,
+            "items_failed": self.failed,
+            "items_cancelled": self.cancelled,
+            "items_valid": self.valid,
+            "items_invalid": self.invalid,
+            "progress_done": self.ended,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+        }
+        updates: dict[str, Any] = {name: F(name) + n for name, n in pairs.items() if n}
+        if self.estimated:
+            updates["tokens_estimated"] = True
+        return updates
+
+
+@dataclass
+class Changes:
+    """Items changed in memory since they were last written, with the status
+    each had in the database, so the counters move by exactly what is written."""
+
+    items: dict[int, Item] = field(default_factory=dict)
+    before: dict[int, str] = field(default_factory=dict)
+
+    def add(self, item: Item, before: str) -> None:
+        self.items.setdefault(item.pk, item)
+        self.before.setdefault(item.pk, before)
+
+    def tally(self) -> Tally:
+        tally = Tally()
+        for pk, item in self.items.items():
+            tally.move(item, self.before[pk])
+        return tally
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.before.clear()
+
+
+def items_write(
+    job_id: int,
+    changes: Changes,
+    *,
+    statuses: Iterable[str] = JOB_ACTIVE,
+    job_fields: dict[str, Any] | None = None,
+) -> bool:
+    """Write the changed items and move the job's counters, in one transaction,
+    if the job is still in ``statuses``. False (nothing written) otherwise."""
+    tally = changes.tally()
+    updates = {**tally.job_updates(), **(job_fields or {})}
+    now = clock.now()
+    with transaction.atomic():
+        rows = Job.objects.filter(pk=job_id, status__in=list(statuses))
+        moved = rows.update(**updates) if updates else rows.exists()
+        if not moved:
+            return False
+        for item in changes.items.values():
+            item.updated_at = now
+        Item.objects.bulk_update(list(changes.items.values()), ITEM_FIELDS, batch_size=WRITE_BATCH)
+    changes.clear()
+    return True
+
+
+def items_end_active(job_id: int, status: str, error: str = "") -> Tally:
+    """Every item still pending or running ends as ``status`` (cancelled, or
+    failed with the job's error). Run inside the transaction that moved the
+    job, after it: the job row is already locked. Returns the counters moved."""
+    now = clock.now()
+    tally = Tally()
+    active = Item.objects.filter(job_id=job_id, status__in=list(ITEM_ACTIVE))
+    running = active.filter(status=ItemStatus.RUNNING).update(
+        status=status, error=error, updated_at=now
+    )
+    pending = active.filter(status=ItemStatus.PENDING).update(
+        status=status, error=error, updated_at=now
+    )
+    tally.running = -running
+    if status == ItemStatus.CANCELLED:
+        tally.cancelled = running + pending
+    else:
+        tally.failed = running + pending
+    return tally
+
+
+def items_requeue_running(job_id: int) -> int:
+    """Items left running by a worker that stopped mid-call go back to pending
+    (a sync call creates nothing to duplicate). Only the job's lease holder
+    calls this."""
+    with transaction.atomic():
+        moved = Item.objects.filter(job_id=job_id, status=ItemStatus.RUNNING).update(
+            status=ItemStatus.PENDING, updated_at=clock.now()
+        )
+        if moved:
+            Job.objects.filter(pk=job_id).update(items_running=F("items_running") - moved)
+    return moved
+
+
+# --- turning a provider's answer into an item -------------------------------------------
+
+
+def item_complete(item: Item, result: ItemResult, schema: dict[str, Any] | None) -> None:
+    """Record a completed call on ``item`` (in memory): the output (parsed
+    and checked against the schema), latency and tokens."""
+    output = structured.parse_output(result.output) if schema else result.output
+    item.status = ItemStatus.COMPLETED
+    item.output = output
+    item.error = ""
+    item.latency_ms = result.latency_ms
+    if result.tokens_in is not None or result.tokens_out is not None:
+        item.tokens_in, item.tokens_out = result.tokens_in, result.tokens_out
+        item.tokens_estimated = False
+    else:
+        item.tokens_in = estimate_tokens(item.input)
+        item.tokens_out = estimate_tokens(output)
+        item.tokens_estimated = True
+    if schema:
+        problems = structured.problems(schema, output)
+        item.valid = not problems
+        item.validation_error = "; ".join(problems)[:2000]
+
+
+def item_fail(item: Item, error: str, *, latency_ms: int | None = None) -> None:
+    item.status = ItemStatus.FAILED
+    item.error = error
+    if latency_ms is not None:
+        item.latency_ms = latency_ms
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def items_pending(job_id: int, *, chunk: int = 1000) -> Iterator[Item]:
+    """The job's pending items in index order, ``chunk`` rows per query, so a
+    worker never holds fifty thousand prompts at once."""
+    after = -1
+    while True:
+        rows = list(
+            Item.objects.filter(job_id=job_id, status=ItemStatus.PENDING, index__gt=after).order_by(
+                "index"
+            )[:chunk]
+        )
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1].index
