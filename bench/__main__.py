@@ -1,7 +1,8 @@
-"""``make bench``: the eight figures of issue #7 against the simulators on loopback,
+"""``make bench``: the figures against the simulators on loopback (1-8 from issue #7,
+9 from "every prompt is a row"),
 printed as one table (figure, what, target, measured, pass/fail).
 
-    python -m bench                 # all eight (under 15 minutes on a 2-core machine)
+    python -m bench                 # all of them
     python -m bench --only 1,2      # some of them
     python -m bench --quick         # shorter runs (smaller batches, 10 s of load)
     python -m bench --full          # figure 7 runs all 10,000 jobs, however long it takes
@@ -46,6 +47,7 @@ FIGURES = (
     Figure(6, "bench.b6_live", ("sqlite-orm",), 180),
     Figure(7, "bench.b7_memory", ("sqlite-orm",), 540),
     Figure(8, "bench.b8_load", ("pg-redis",), 240),
+    Figure(9, "bench.b9_items", ("sqlite-orm", "pg-redis"), 900),
 )
 
 

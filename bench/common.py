@@ -30,9 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dashboard.core import connect
-from dashboard.jobs import leases, submitter
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
 LOG_DIR = BENCH_DIR / "logs"
@@ -277,6 +274,9 @@ def submit_async_in_process(
     """Async jobs (GridRepublic, MyMagic) saved with ``job_create`` and submitted
     in this process by the engine's own submit step (lease, ``submit_async_job``,
     release) with one provider client for them all."""
+
+    from dashboard.core import connect
+    from dashboard.jobs import leases, submitter
 
     ids = []
     owner = leases.worker_id()

@@ -173,6 +173,7 @@ class Provider:
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout | float | None = None,
         clock: Callable[[], float] | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = dict(options or {})
@@ -191,6 +192,12 @@ class Provider:
             transport=transport,
             follow_redirects=False,
             verify=shared_ssl_context(),
+            # As many kept-alive connections as calls may run at once, so a full
+            # pool does not reconnect for every call past httpx's default of 20.
+            limits=httpx.Limits(
+                max_connections=max(100, max_connections or 0),
+                max_keepalive_connections=max(20, max_connections or 0),
+            ),
         )
 
     def __repr__(self) -> str:  # never show the secret

@@ -330,10 +330,11 @@ def finish_items(job: Job, outputs: list[Any], errors: dict[int, str] | None = N
     changes = Changes()
     schema = job.spec.get("output_schema")
     for item in job.items.order_by("index"):
-        changes.add(item, item.status)
         if item.index in errors:
+            changes.add(item, item.status)
             item_fail(item, errors[item.index])
         elif item.index < len(outputs) and outputs[item.index] is not None:
+            changes.add(item, item.status)
             item_complete(item, ItemResult(outputs[item.index]), schema)
     items_write(job.pk, changes, statuses=JOB_STATUSES)
     job.refresh_from_db()

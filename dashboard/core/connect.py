@@ -36,6 +36,7 @@ def build_provider(credential: Credential, *, transport: Any = None) -> Provider
         base_url=credential.base_url,
         options=credential.options,
         transport=transport,
+        max_connections=credential.max_concurrency,
         timeout=httpx.Timeout(
             settings.DASHBOARD_HTTP_TIMEOUT, connect=min(5.0, settings.DASHBOARD_HTTP_TIMEOUT)
         ),

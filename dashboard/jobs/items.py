@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from dashboard.core import clock, structured
@@ -64,22 +65,55 @@ def items_create(
     input_fields: Sequence[dict[str, Any] | None] | None = None,
     source_indexes: Sequence[int | None] | None = None,
 ) -> None:
-    """The job's rows, in input order, all pending."""
-    now = clock.now()
-    for start in range(0, len(prompts), CREATE_BATCH):
-        Item.objects.bulk_create(
-            [
-                Item(
-                    job=job,
-                    index=i,
-                    input=prompts[i],
-                    input_fields=input_fields[i] if input_fields else None,
-                    source_index=source_indexes[i] if source_indexes else None,
-                    updated_at=now,
-                )
-                for i in range(start, min(start + CREATE_BATCH, len(prompts)))
-            ]
-        )
+    """The job's rows, in input order, all pending: one multi-row INSERT per
+    CREATE_BATCH rows (``bulk_create`` spends over 100 µs of Python a row, a
+    second for 10,000 prompts; this a tenth of it)."""
+    quote = connection.ops.quote_name
+    fields = [
+        Item._meta.get_field(name)
+        for name in ("job", "index", "input", "input_fields", "source_index", "status")
+    ]
+    fields += [Item._meta.get_field(name) for name in CREATE_DEFAULTS]
+    columns = ", ".join(quote(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    json_field = Item._meta.get_field("input_fields")
+    now = Item._meta.get_field("updated_at").get_db_prep_save(clock.now(), connection)
+    constant = [
+        Item._meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in CREATE_DEFAULTS.items()
+        if name != "updated_at"
+    ]
+    table = quote(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(prompts), CREATE_BATCH):
+            stop = min(start + CREATE_BATCH, len(prompts))
+            params: list[Any] = []
+            for i in range(start, stop):
+                fields_of_row = input_fields[i] if input_fields else None
+                params += [
+                    job.pk,
+                    i,
+                    prompts[i],
+                    json_field.get_db_prep_save(fields_of_row, connection),
+                    source_indexes[i] if source_indexes else None,
+                    ItemStatus.PENDING,
+                    *constant,
+                    now,
+                ]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * (stop - start))}",  # noqa: S608
+                params,
+            )
+
+
+#: The other columns of a new item (written explicitly: the INSERT is by hand).
+CREATE_DEFAULTS: dict[str, Any] = {
+    "error": "",
+    "attempts": 0,
+    "tokens_estimated": False,
+    "validation_error": "",
+    "updated_at": None,  # the moment of creation
+}
 
 
 # --- what changed, and the counters it moves --------------------------------------------
@@ -193,9 +227,52 @@ def items_write(
             return False
         for item in changes.items.values():
             item.updated_at = now
-        Item.objects.bulk_update(list(changes.items.values()), ITEM_FIELDS, batch_size=WRITE_BATCH)
+        bulk_write(list(changes.items.values()))
     changes.clear()
     return True
+
+
+def bulk_write(items: list[Item], fields: list[str] = ITEM_FIELDS) -> None:
+    """Write ``fields`` of many items, each its own values, in one statement per
+    WRITE_BATCH rows: ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``.
+
+    Django's ``bulk_update`` builds a CASE per column per row and spends about
+    4 ms of Python per row doing so, more than the provider call it records;
+    this costs a few microseconds. UPDATE ... FROM is PostgreSQL's and SQLite's
+    (3.33 and later); an older SQLite gets ``bulk_update``."""
+    if not items:
+        return
+    if connection.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 33):
+        Item.objects.bulk_update(items, fields, batch_size=WRITE_BATCH)
+        return
+    quote = connection.ops.quote_name
+    table = quote(Item._meta.db_table)
+    columns = [Item._meta.get_field(name) for name in fields]
+    names = ", ".join(quote(name) for name in ["id", *(c.column for c in columns)])
+    if connection.vendor == "postgresql":
+        # VALUES columns of bare parameters are text: say what each one is.
+        sets = ", ".join(
+            f"{quote(c.column)} = CAST(v.{quote(c.column)} AS {c.db_type(connection)})"
+            for c in columns
+        )
+    else:
+        sets = ", ".join(f"{quote(c.column)} = v.{quote(c.column)}" for c in columns)
+    row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), WRITE_BATCH):
+            batch = items[start : start + WRITE_BATCH]
+            params: list[Any] = []
+            for item in batch:
+                params.append(item.pk)
+                params.extend(
+                    c.get_db_prep_save(getattr(item, c.attname), connection) for c in columns
+                )
+            # Names come from the model's metadata, quoted; every value is a parameter.
+            cursor.execute(
+                f"WITH v({names}) AS (VALUES {', '.join([row] * len(batch))}) "  # noqa: S608
+                f"UPDATE {table} SET {sets} FROM v WHERE {table}.{quote('id')} = v.{quote('id')}",
+                params,
+            )
 
 
 def items_end_active(job_id: int, status: str, error: str = "") -> Tally:

@@ -30,7 +30,7 @@ from providers import ErrorKind, Provider, ProviderError, RemoteState
 from providers.base import RemoteStatus
 
 from . import limits
-from .items import ITEM_FIELDS, WRITE_BATCH, Changes, Tally, item_complete, item_fail
+from .items import Changes, Tally, bulk_write, item_complete, item_fail
 from .leases import lease_credential, lease_seconds, release_credential, worker_id
 from .retry import backoff
 from .runner import prompt_label
@@ -247,8 +247,7 @@ class _Round:
         changed = [item for changes in self.changes.values() for item in changes.items.values()]
         for item in changed:
             item.updated_at = self.now
-        if changed:
-            Item.objects.bulk_update(changed, ITEM_FIELDS, batch_size=WRITE_BATCH)
+        bulk_write(changed)
         self._write_jobs(tallies, live)
         events += self._transitions(tallies)
         events = [event for event in events if event.job_id in self.jobs]

@@ -123,6 +123,7 @@ class SyncRun:
         self.check_limits = True
         self.stopping = False
         self.job_left = False
+        self.in_flight_written = -1
         self.last_heartbeat = clock.monotonic()
 
     # -- what to run next -------------------------------------------------------------
@@ -168,9 +169,9 @@ class SyncRun:
         self.changes.add(item, item.status)
 
     def started(self, items: list[Item]) -> None:
+        # Counted, not written: a call of a few milliseconds would cost a row
+        # write for nothing. The job's running count says how many are in flight.
         for item in items:
-            self.touch(item)
-            item.status = ItemStatus.RUNNING
             item.attempts += 1
 
     def record(self, outcome: Outcome) -> None:
@@ -195,9 +196,7 @@ class SyncRun:
                 # credential, not just this one.
                 self.pause_wall = limits.pause_credential(self.job.credential_id, delay)
                 self.paused_until = max(self.paused_until, now + delay)
-            for item in items:
-                self.touch(item)
-                item.status, item.error = ItemStatus.PENDING, message
+            # Not written until the row ends: its retry is in the timeline.
             heapq.heappush(self.retries, _Retry(now + delay, next(self.seq), items))
             self.retried_now.append((items, delay, message))
             return
@@ -247,7 +246,7 @@ class SyncRun:
 
     # -- writing -----------------------------------------------------------------------
 
-    def flush(self) -> bool:
+    def flush(self, in_flight: int = 0) -> bool:
         """Write what changed (items, counters, events, health); False when the
         job left 'running' or the lease was lost."""
         self.collect_chunks()
@@ -262,9 +261,14 @@ class SyncRun:
             if not renew_job(self.job.pk, self.owner):
                 return False  # another worker owns the job now
             limits.slots_renew(self.job.credential_id, self.owner)
-        if not self.changes:
+        running = {"items_running": in_flight} if in_flight != self.in_flight_written else {}
+        if not self.changes and not running:
             return Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).exists()
-        return items_write(self.job.pk, self.changes, statuses=[JobStatus.RUNNING])
+        written = items_write(
+            self.job.pk, self.changes, statuses=[JobStatus.RUNNING], job_fields=running
+        )
+        self.in_flight_written = in_flight
+        return written
 
     def record_health(self) -> None:
         """Feed the credential's circuit breaker (and a model instance's run
@@ -333,7 +337,7 @@ class SyncRun:
                     self.stopping = True
                 if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
                     last_flush = clock.monotonic()
-                    if not self.flush():
+                    if not self.flush(len(in_flight)):
                         self.job_left = self.stopping = True
         if not self.job_left and not self.flush():
             self.job_left = True

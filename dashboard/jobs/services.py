@@ -65,8 +65,8 @@ def job_transition(
         if changed and new in JOB_TERMINAL:
             item_status = ItemStatus.CANCELLED if new == JobStatus.CANCELLED else ItemStatus.FAILED
             tally = items_end_active(job_id, item_status, item_error)
-            if tally:
-                Job.objects.filter(pk=job_id).update(**tally.job_updates())
+            # Nothing runs any more: calls in flight are counted, not written.
+            Job.objects.filter(pk=job_id).update(**{**tally.job_updates(), "items_running": 0})
     if changed and message:
         event_add(job_id, message, kind=event_kind)
     return bool(changed)

@@ -1,0 +1,193 @@
+"""Figure 9, every prompt a row: jobs of 10,000 and 50,000 prompts of about 800
+characters against the Together simulator at 20 ms a call, ``max_concurrency``
+32, through a real qcluster, compared in the same run with a bare httpx thread
+pool of 32 threads on the same simulator. The simulator and the bare pool each
+run in a process of their own.
+
+Printed: wall time (job saved -> completed, items included) and its ratio to
+the bare pool's (target at most 1.25 at 10,000); rows written per flush (the
+items' write stamps: every flush stamps its rows with one moment); the worker's
+peak RSS; and the job page at 50,000 items: bytes, server time, queries.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from . import common
+from .common import HOST, PYTHON, ROOT, Config, Row
+
+LATENCY = 0.02
+CONCURRENCY = 32
+PROMPT_CHARS = 800
+LIMIT = 1.25
+
+
+def prompt(i: int) -> str:
+    return (f"Prompt {i}: " + "lorem ipsum " * PROMPT_CHARS)[:PROMPT_CHARS]
+
+
+def start_simulator(port: int) -> subprocess.Popen[bytes]:
+    process = common.start_process(
+        [PYTHON, "-m", "bench.simserver", "together", str(LATENCY), str(port)],
+        {**os.environ},
+        "b9-simulator.log",
+    )
+    common.wait_http(f"http://{HOST}:{port}/", timeout=30)
+    return process
+
+
+def bare_pool(url: str, count: int) -> float:
+    result = subprocess.run(
+        [PYTHON, "-m", "bench.bare_pool", url, str(count), str(CONCURRENCY), str(PROMPT_CHARS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return float(result.stdout.split()[0])
+
+
+class PeakRss:
+    """Samples the worker processes' RSS every 0.2 s; the highest seen."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster, self.peak = cluster, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        while not self.stop.wait(0.2):
+            for pid in self.cluster.worker_pids():
+                try:
+                    self.peak = max(self.peak, common.rss_mb(pid))
+                except OSError:
+                    continue
+
+    def finish(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def rows_per_flush(job_id: int) -> tuple[int, float, int]:
+    """(flushes, mean rows, most rows) from the items' write stamps."""
+    from django.db.models import Count
+
+    from dashboard.models import Item
+
+    sizes = list(
+        Item.objects.filter(job_id=job_id)
+        .values("updated_at")
+        .annotate(n=Count("id"))
+        .values_list("n", flat=True)
+    )
+    return len(sizes), sum(sizes) / max(1, len(sizes)), max(sizes, default=0)
+
+
+def job_page(user: Any, job_id: int) -> tuple[int, float, int]:
+    """The job page: (bytes, best server time in ms of 5, queries)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.force_login(user)
+    url = f"/jobs/{job_id}/"
+    client.get(url)  # warm
+    times = []
+    for _ in range(5):
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.status_code
+    return len(response.content), min(times), len(queries)
+
+
+def run(config: Config, quick: bool) -> list[Row]:
+    sizes = (2_000, 5_000) if quick else (10_000, 50_000)
+    env = common.prepare(config, "b9-items")
+    port = common.free_port()
+    sim = start_simulator(port)
+    url = f"http://{HOST}:{port}"
+    rows: list[Row] = []
+    try:
+        team, user = common.demo_team()
+        credential = common.make_credential(
+            team, "together", url, max_concurrency=CONCURRENCY, name="b9 together"
+        )
+        with common.cluster(env, workers=2) as cluster:
+            common.warm_up(team, credential, user)
+            for size in sizes:
+                bare = bare_pool(url, size)
+                rss = PeakRss(cluster)
+                started = time.perf_counter()
+                job = common.submit(team, credential, [prompt(i) for i in range(size)], user=user)
+                saved = time.perf_counter()
+                status, ended = common.wait_terminal(job.pk, timeout=900, interval=0.05)
+                peak = rss.finish()
+                why = "" if status == "completed" else common.diagnose(job.pk)
+                wall = ended - started
+                ratio = wall / bare
+                flushes, mean_rows, most_rows = rows_per_flush(job.pk)
+                common.progress(
+                    f"{size:,} prompts {config.label}: {status} in {wall:.2f} s "
+                    f"(saving the job {saved - started:.2f} s), bare pool {bare:.2f} s, "
+                    f"ratio {ratio:.2f}; {flushes} flushes of {mean_rows:.0f} rows "
+                    f"(most {most_rows}); worker peak RSS {peak:.0f} MB"
+                )
+                ok: bool | None = status == "completed"
+                if size == sizes[0]:
+                    ok = ok and ratio <= LIMIT
+                rows.append(
+                    Row(
+                        "9",
+                        f"{size:,} prompts x {PROMPT_CHARS} chars, 20 ms, 32 wide ({config.label})",
+                        f"<= {LIMIT} x bare httpx pool" if size == sizes[0] else "completes",
+                        f"{wall:.2f} s vs bare {bare:.2f} s = {ratio:.2f} x; "
+                        f"{mean_rows:.0f} rows/flush (max {most_rows}); worker RSS {peak:.0f} MB",
+                        ok,
+                        note=why,
+                        data={
+                            "size": size,
+                            "wall": wall,
+                            "bare": bare,
+                            "ratio": ratio,
+                            "save_seconds": saved - started,
+                            "flushes": flushes,
+                            "rows_per_flush": mean_rows,
+                            "max_rows_per_flush": most_rows,
+                            "worker_rss_mb": peak,
+                        },
+                    )
+                )
+            page_bytes, page_ms, queries = job_page(user, job.pk)
+            common.progress(
+                f"job page at {sizes[-1]:,} items: {page_bytes:,} B, {page_ms:.1f} ms, "
+                f"{queries} queries"
+            )
+            rows.append(
+                Row(
+                    "9",
+                    f"Job page at {sizes[-1]:,} items ({config.label})",
+                    "< 200 KB, < 100 ms",
+                    f"{page_bytes / 1024:.0f} KB, {page_ms:.1f} ms, {queries} queries",
+                    page_bytes < 200_000 and page_ms < 100,
+                    data={"bytes": page_bytes, "ms": page_ms, "queries": queries},
+                )
+            )
+    finally:
+        common.stop_process(sim)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(common.child_main(run, ["sqlite-orm", "pg-redis"]))
