@@ -21,13 +21,17 @@ if TYPE_CHECKING:
 def build_provider(credential: Credential, *, transport: Any = None) -> Provider:
     """The adapter for a credential. Raises ProviderError for a secret that
     cannot be decrypted or a base_url that may not be called. ``transport``
-    replaces the network (tests pass an ``httpx.MockTransport``)."""
+    replaces the network (tests pass an ``httpx.MockTransport``); without one
+    every connection goes through the outbound guard, which checks the address
+    it actually connects to."""
     try:
         secret = credential.reveal_secret()
     except SecretDecryptionError as exc:
         raise ProviderError(str(exc), kind=ErrorKind.AUTH) from None
     try:
-        netguard.check_url(credential.base_url)
+        # Scheme and literal addresses only: a name is checked where the
+        # connection is made, against the address connected to (rebinding).
+        netguard.check_url(credential.base_url, resolve=False)
     except netguard.BlockedHostError as exc:
         raise ProviderError(str(exc), kind=ErrorKind.INVALID_SPEC) from None
     cls = get_provider_class(credential.provider)
@@ -35,7 +39,7 @@ def build_provider(credential: Credential, *, transport: Any = None) -> Provider
         secret=secret,
         base_url=credential.base_url,
         options=credential.options,
-        transport=transport,
+        transport=transport if transport is not None else netguard.guarded_transport(),
         timeout=httpx.Timeout(
             settings.DASHBOARD_HTTP_TIMEOUT, connect=min(5.0, settings.DASHBOARD_HTTP_TIMEOUT)
         ),
