@@ -12,8 +12,7 @@ from django.db import transaction
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 
 from dashboard.core import clock
-from dashboard.core.connect import build_provider
-from dashboard.core.logs import redact
+from dashboard.core.connect import build_provider, credential_redact
 from dashboard.models import Credential, Job, ModelCatalogEntry, ModelInstance
 from providers import (
     ModelInfo,
@@ -56,7 +55,8 @@ def catalog_fetched_at(credential_id: int) -> datetime | None:
 
 def catalog_error(credential: Credential) -> str:
     if credential.last_error.startswith(CATALOG_ERROR_PREFIX):
-        return credential.last_error
+        # Scrubbed again on the way out: the row may predate this redaction.
+        return credential_redact(credential, credential.last_error)
     return ""
 
 
@@ -101,7 +101,8 @@ def catalog_refresh(credential_id: int, *, force: bool = False) -> str:
                 fetched_at=last
             )
         Credential.objects.filter(pk=credential_id).update(
-            last_error=f"{CATALOG_ERROR_PREFIX}: {redact(exc.message)}", last_error_at=at
+            last_error=f"{CATALOG_ERROR_PREFIX}: {credential_redact(credential, exc.message)}",
+            last_error_at=at,
         )
         return "failed"
     catalog_store(credential_id, models, at)

@@ -19,8 +19,7 @@ from django.db.models import Q
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
-from dashboard.core.connect import build_provider
-from dashboard.core.logs import redact
+from dashboard.core.connect import build_provider, credential_redact
 from dashboard.models import Credential, ModelInstance
 from dashboard.status import INSTANCE_LIVE, InstanceStatus
 from providers import (
@@ -123,7 +122,7 @@ def _check_requested(instance: ModelInstance, provider: Provider) -> None:
         except ProviderError as exc:
             record_error(instance, "Request", exc, PERMANENT_KINDS)
             return
-        said = shorten(remote.provider_status, 100)
+        said = shorten(credential_redact(instance.credential, remote.provider_status), 100)
         if not model_available(remote):
             instance_transition(
                 instance.pk,
@@ -163,7 +162,7 @@ def _load(instance: ModelInstance, provider: Provider) -> None:
         record_error(instance, "Load", exc, PERMANENT_KINDS)
         return
     at = clock.now()
-    fields = remote_fields(remote)
+    fields = remote_fields(remote, instance.credential)
     fields.setdefault(
         "expiration_seconds", instance.expiration_seconds or DEFAULT_EXPIRATION_SECONDS
     )
@@ -198,7 +197,7 @@ def _check_loaded(instance: ModelInstance, provider: Provider) -> None:
 
 def instance_apply(instance: ModelInstance, remote: RemoteInstance, *, label: str) -> None:
     """Record what the provider reports about a loaded instance."""
-    fields = remote_fields(remote)
+    fields = remote_fields(remote, instance.credential)
     at = clock.now()
     if remote.state == InstanceState.RUNNING:
         moved = instance_transition(
@@ -230,7 +229,7 @@ def instance_apply(instance: ModelInstance, remote: RemoteInstance, *, label: st
             instance.pk,
             InstanceStatus.FAILED,
             **fields,
-            error=f"{label} reports the instance as {remote.provider_status or 'failed'}.",
+            error=f"{label} reports the instance as {fields['provider_status'] or 'failed'}.",
         )
     if not moved:
         # The report contradicts the rules (e.g. "loading" after "running"): keep watching.
@@ -294,7 +293,7 @@ def adopt_external(credential: Credential, remote: RemoteInstance) -> ModelInsta
     status = (
         InstanceStatus.RUNNING if remote.state == InstanceState.RUNNING else InstanceStatus.LOADING
     )
-    fields = remote_fields(remote)
+    fields = remote_fields(remote, credential)
     try:
         with transaction.atomic():
             instance = ModelInstance.objects.create(
@@ -334,7 +333,8 @@ def instances_reconcile(credential_id: int, provider: Provider | None = None) ->
                 return instances_reconcile(credential_id, own)
         except ProviderError as exc:
             # Only discovery: the instances' own checks report what matters.
-            logger.info("Instance list of credential %s: %s", credential_id, redact(exc.message))
+            said = credential_redact(credential, exc.message)
+            logger.info("Instance list of credential %s: %s", credential_id, said)
             return 0
     listed = {
         remote.model: remote
@@ -438,7 +438,8 @@ def instances_poll(credential_id: int, *, budget: float | None = None) -> int:
     try:
         provider = build_provider(credential)
     except ProviderError as exc:
-        _fail_credential_instances(credential_id, f"Cannot use the credential: {exc.message}")
+        said = credential_redact(credential, exc.message)
+        _fail_credential_instances(credential_id, f"Cannot use the credential: {said}")
         return 0
     checks, successor = 0, False
     last_reconcile: float | None = None
@@ -468,4 +469,5 @@ def _reconcile_quietly(credential_id: int, provider: Provider) -> None:
     try:
         instances_reconcile(credential_id, provider)
     except ProviderError as exc:
-        logger.info("Instance list of credential %s: %s", credential_id, redact(exc.message))
+        said = provider.redact(exc.message)
+        logger.info("Instance list of credential %s: %s", credential_id, said)

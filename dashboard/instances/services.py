@@ -22,8 +22,7 @@ from django.db.models.functions import Coalesce
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
-from dashboard.core.connect import build_provider
-from dashboard.core.logs import redact
+from dashboard.core.connect import build_provider, credential_redact
 from dashboard.models import Credential, ModelCatalogEntry, ModelInstance, Team
 from dashboard.status import INSTANCE_LIVE, INSTANCE_TERMINAL, InstanceStatus, instance_sources_for
 from providers import (
@@ -168,7 +167,7 @@ def reschedule(instance_id: int, seconds: float, **fields: Any) -> None:
 def record_error(instance: ModelInstance, what: str, exc: ProviderError, kinds: Iterable) -> None:
     """A failed provider call as data on the row: the instance fails when asking
     again cannot help, otherwise the error is shown and the check retried."""
-    message = f"{what} failed: {redact(exc.message)}"
+    message = f"{what} failed: {credential_redact(instance.credential, exc.message)}"
     if exc.kind in kinds:
         instance_fail(instance.pk, message)
         return
@@ -176,9 +175,11 @@ def record_error(instance: ModelInstance, what: str, exc: ProviderError, kinds: 
     reschedule(instance.pk, delay, error=message)
 
 
-def remote_fields(remote: RemoteInstance) -> dict[str, Any]:
-    """What the provider reported, for the row (unknown fields keep their value)."""
-    fields: dict[str, Any] = {"provider_status": shorten(remote.provider_status, 100)}
+def remote_fields(remote: RemoteInstance, credential: Credential) -> dict[str, Any]:
+    """What the provider reported, for the row (unknown fields keep their value).
+    The status word is the provider's own text: redacted before it is stored."""
+    said = credential_redact(credential, remote.provider_status)
+    fields: dict[str, Any] = {"provider_status": shorten(said, 100)}
     for name, value in (
         ("concurrency", remote.concurrency),
         ("inferences", remote.inferences),
@@ -349,7 +350,7 @@ def _shutdown_call(instance: ModelInstance) -> ProviderError | None:
 
 
 def _record_shutdown_error(instance: ModelInstance, exc: ProviderError) -> None:
-    message = f"Shut down failed: {redact(exc.message)}"
+    message = f"Shut down failed: {credential_redact(instance.credential, exc.message)}"
     if exc.kind in (ErrorKind.AUTH, ErrorKind.INVALID_SPEC):
         instance_fail(instance.pk, message)
     else:

@@ -13,6 +13,7 @@ from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
 from dashboard.accounts.credentials import CredentialForm
+from dashboard.core.connect import credential_redact
 from dashboard.models import Credential, Role
 from dashboard.status import JOB_ACTIVE
 
@@ -32,9 +33,14 @@ def credential_list(request: HttpRequest) -> HttpResponse:
             return redirect("credential_list")
     elif request.method == "POST":
         require_membership(request, Role.ADMIN)
-    credentials = Credential.objects.filter(team=membership.team).annotate(
-        active_jobs=Count("jobs", filter=Q(jobs__status__in=JOB_ACTIVE))
+    credentials = list(
+        Credential.objects.filter(team=membership.team).annotate(
+            active_jobs=Count("jobs", filter=Q(jobs__status__in=JOB_ACTIVE))
+        )
     )
+    for credential in credentials:
+        # Every member sees this: scrub what any writer stored, once more.
+        credential.last_error = credential_redact(credential, credential.last_error)
     return render(
         request,
         "dashboard/credentials.html",
