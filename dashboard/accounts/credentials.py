@@ -4,6 +4,7 @@ never shown again."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -103,3 +104,20 @@ class CredentialForm(forms.ModelForm):
         if commit:
             credential.save()
         return credential
+
+
+def credential_update(
+    credential: Credential, *, actor: Any, fields: Iterable[str], via: str = "web"
+) -> list[str]:
+    """Save the edited ``fields`` of ``credential`` (their new values are on the
+    instance) and nothing else: the workers write its other columns (health,
+    circuit, leases, rate window) at any time, and a save of the whole row would
+    put back what they were when the form opened. Audited with the names of
+    the fields, never their values. Returns the fields saved."""
+    changed = sorted(set(fields))
+    if not changed:
+        return []
+    credential.save(update_fields=changed)
+    extra = {"via": via} if via != "web" else {}
+    audit(actor, credential.team, "credential.updated", credential, fields=changed, **extra)
+    return changed
