@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from dashboard.accounts import access, services
 from dashboard.accounts.audit import audit
-from dashboard.accounts.credentials import credential_update
+from dashboard.accounts.credentials import credential_update, has_nul
 from dashboard.core import netguard
 from dashboard.instances.services import instance_shutdown
 from dashboard.jobs.services import job_cancel, job_retry
@@ -156,6 +156,8 @@ class CredentialAdminForm(forms.ModelForm):
                 netguard.check_url(data["base_url"])
             except netguard.BlockedHostError as exc:
                 self.add_error("base_url", str(exc))
+        if has_nul(data.get("options")):
+            self.add_error("options", "Options may not contain NUL (\\u0000) characters.")
         return data
 
     def changed_columns(self) -> list[str]:

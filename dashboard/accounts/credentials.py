@@ -17,6 +17,17 @@ from providers import PROVIDER_CHOICES, get_provider_class
 from .audit import audit
 
 
+def has_nul(value: Any) -> bool:
+    """True when a JSON value holds a NUL character in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
 class CredentialForm(forms.ModelForm):
     secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
@@ -65,6 +76,13 @@ class CredentialForm(forms.ModelForm):
         if not secret:
             raise forms.ValidationError("The secret is required.")
         return secret
+
+    def clean_options(self) -> dict[str, Any] | None:
+        options = self.cleaned_data.get("options")
+        if has_nul(options):
+            # PostgreSQL's jsonb cannot hold \u0000: refused here, not as a 500.
+            raise forms.ValidationError("Options may not contain NUL (\\u0000) characters.")
+        return options
 
     def clean_max_concurrency(self) -> int:
         value = self.cleaned_data["max_concurrency"]

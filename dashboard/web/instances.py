@@ -9,6 +9,7 @@ plain form POST that redirects, so the pages work on a full reload too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -359,17 +360,21 @@ def _team_credential(
 
 
 def _float_param(request: HttpRequest, name: str) -> float | None:
+    """A finite number, or None: NaN compares false with everything, so a
+    ``since=nan`` would keep the partial polling for ever."""
     try:
-        return float(request.GET.get(name, ""))
+        value = float(request.GET.get(name, ""))
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 @login_required
 @require_GET
 def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
     credential, membership = _team_credential(request, pk)
-    query = request.GET.get("q", "").strip()[:200]
+    # PostgreSQL refuses NUL in a query parameter (a 500): a search ignores it.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:200]
     waiting_since = _float_param(request, "since")
     at = clock.now()
     state = catalog.catalog_state(credential)
