@@ -13,7 +13,7 @@ from dashboard.accounts import access, services
 from dashboard.accounts.audit import audit
 from dashboard.accounts.credentials import credential_update, has_nul
 from dashboard.core import netguard
-from dashboard.instances.services import instance_shutdown
+from dashboard.instances.services import instance_stop_begin
 from dashboard.jobs.services import job_cancel, job_retry
 
 from .models import (
@@ -375,11 +375,13 @@ class ModelInstanceAdmin(ReadOnlyChangeForm):
 
     @admin.action(description="Shut down selected instances", permissions=["change"])
     def shutdown_instances(self, request: HttpRequest, queryset: QuerySet[ModelInstance]) -> None:
-        stopped = 0
+        """In the background: the provider call is a task, never this request."""
+        started = 0
         live = queryset.filter(status__in=INSTANCE_LIVE).select_related("credential", "team")
         for instance in _operable(self, request, live):
-            instance = instance_shutdown(instance, request.user)
-            if instance.status == "stopped":
+            was = instance.status
+            instance = instance_stop_begin(instance, request.user)
+            if instance.status != was and instance.status in ("stopping", "stopped"):
                 audit(
                     request.user,
                     instance.team,
@@ -388,11 +390,13 @@ class ModelInstanceAdmin(ReadOnlyChangeForm):
                     model=instance.model,
                     via="admin",
                 )
-                stopped += 1
-            else:
-                problem = instance.error or f"it is {instance.status}"
-                self.message_user(request, f"{instance.model}: {problem}", messages.WARNING)
-        self.message_user(request, f"Shut down {stopped} instance(s).", messages.SUCCESS)
+                started += 1
+        self.message_user(
+            request,
+            f"Shutting down {started} instance(s) in the background; "
+            "their status shows “stopping” until the provider confirms.",
+            messages.SUCCESS,
+        )
 
 
 @admin.register(ModelCatalogEntry)

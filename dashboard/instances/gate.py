@@ -57,6 +57,12 @@ def bytez_job_gate(job: Job) -> tuple[str, str] | None:
             return None
     if instance.status == InstanceStatus.RUNNING:
         return None
+    if instance.status == InstanceStatus.STOPPING:
+        return (
+            "fail",
+            f"The instance of {job.model} is being shut down. Load it again on the "
+            "Instances page (or POST /api/v1/instances) and retry.",
+        )
     return ("wait", _wait_reason(instance))
 
 

@@ -33,11 +33,15 @@ from providers.base import shorten
 from providers.bytez import model_available
 
 from .services import (
+    CHECKED,
+    CLAIM_SECONDS,  # noqa: F401  (the claim's length, named here too)
     DEFAULT_EXPIRATION_SECONDS,
     REQUEST_DEADLINE_SECONDS,
     catalog_ram,
+    instance_claim,
     instance_fail,
     instance_is_available,
+    instance_stop_with,
     instance_transition,
     instance_wants_load,
     live_instance,
@@ -54,8 +58,6 @@ LOAD_DEADLINE_SECONDS = 15 * 60
 #: Seconds between checks while requested or loading, and while running.
 FAST_CHECK_SECONDS = 1.0
 RUNNING_CHECK_SECONDS = 10.0
-#: How long a claimed check holds the row: longer than any provider call.
-CLAIM_SECONDS = 60
 #: Seconds between two looks at GET /model/instances inside one poll loop.
 RECONCILE_SECONDS = 60.0
 #: A loop ends (and leaves the next nudge to the sweep) when nothing is due sooner.
@@ -73,6 +75,10 @@ PERMANENT_KINDS = frozenset(
 def instance_check(instance: ModelInstance, provider: Provider) -> None:
     """Advance one claimed instance by one provider call."""
     if instance.status not in INSTANCE_LIVE:
+        return
+    if instance.status == InstanceStatus.STOPPING:
+        # Due only when its task was lost or its worker died: finish the stop.
+        instance_stop_with(instance, provider)
         return
     if (
         instance.status in (InstanceStatus.REQUESTED, InstanceStatus.LOADING)
@@ -357,10 +363,11 @@ def instances_reconcile(credential_id: int, provider: Provider | None = None) ->
     missing = [
         row.pk
         for model, row in rows.items()
-        if model not in listed and row.status != InstanceStatus.REQUESTED
+        if model not in listed
+        and row.status in (InstanceStatus.LOADING, InstanceStatus.RUNNING)  # not a stop's
     ]
     if missing:
-        ModelInstance.objects.filter(pk__in=missing, status__in=INSTANCE_LIVE).update(
+        ModelInstance.objects.filter(pk__in=missing, status__in=CHECKED).update(
             next_check_at=clock.now()
         )
     return created
@@ -376,17 +383,8 @@ def _due(credential_id: int, at: datetime) -> list[ModelInstance]:
 
 
 def claim(instance: ModelInstance, at: datetime) -> bool | None:
-    """Take the next check of this instance. True: ours; False: another poller
-    took it; None: the row left the live statuses meanwhile."""
-    rows = ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE)
-    if instance.next_check_at is None:
-        rows = rows.filter(next_check_at__isnull=True)
-    else:
-        rows = rows.filter(next_check_at=instance.next_check_at)
-    if rows.update(next_check_at=at + timedelta(seconds=CLAIM_SECONDS)):
-        return True
-    still_live = ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE).exists()
-    return False if still_live else None
+    """Take the next check of this instance (see ``services.instance_claim``)."""
+    return instance_claim(instance, at)
 
 
 def _seconds_to_next_check(credential_id: int) -> float | None:

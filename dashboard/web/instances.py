@@ -305,12 +305,18 @@ def instance_load_view(request: HttpRequest, pk: int) -> HttpResponse:
 def instance_shutdown_view(request: HttpRequest, pk: int) -> HttpResponse:
     instance = _team_instance(request, pk, Role.MEMBER)
     was = instance.status
-    instance = instances.instance_shutdown(instance, request.user)
-    if instance.status == InstanceStatus.STOPPED and was in INSTANCE_LIVE:
+    instance = instances.instance_stop_begin(instance, request.user)
+    if instance.status != was and instance.status in (
+        InstanceStatus.STOPPING,
+        InstanceStatus.STOPPED,
+    ):
         audit(request.user, instance.team, "instance.shutdown", instance, model=instance.model)
-        messages.success(request, f"{instance.model} is shut down.")
-    elif instance.status in INSTANCE_LIVE:
-        messages.error(request, instance.error or f"{instance.model} is still running.")
+        if instance.status == InstanceStatus.STOPPING:
+            messages.success(request, f"Shutting down {instance.model}…")
+        else:
+            messages.success(request, f"The request for {instance.model} is cancelled.")
+    elif instance.status == InstanceStatus.STOPPING:
+        messages.info(request, f"{instance.model} is already being shut down.")
     else:
         messages.info(request, f"{instance.model} had already ended ({instance.status}).")
     return redirect("instance_list")
