@@ -13,6 +13,7 @@ from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 
 from dashboard.core import clock
 from dashboard.core.connect import build_provider, credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, Job, ModelCatalogEntry, ModelInstance
 from providers import (
     ModelInfo,
@@ -96,6 +97,7 @@ def catalog_refresh(credential_id: int, *, force: bool = False) -> str:
         with build_provider(credential) as provider:
             models = provider.list_models()
     except ProviderError as exc:
+        credential_record_call(credential_id, exc)
         if last is not None:
             ModelCatalogEntry.objects.filter(credential_id=credential_id, fetched_at=at).update(
                 fetched_at=last
@@ -105,6 +107,7 @@ def catalog_refresh(credential_id: int, *, force: bool = False) -> str:
             last_error_at=at,
         )
         return "failed"
+    credential_record_call(credential_id, None)
     catalog_store(credential_id, models, at)
     return "refreshed"
 

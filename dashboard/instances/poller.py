@@ -20,6 +20,7 @@ from django.db.models import Q
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider, credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, ModelInstance
 from dashboard.status import INSTANCE_LIVE, InstanceStatus
 from providers import (
@@ -128,6 +129,7 @@ def _check_requested(instance: ModelInstance, provider: Provider) -> None:
         except ProviderError as exc:
             record_error(instance, "Request", exc, PERMANENT_KINDS)
             return
+        credential_record_call(instance.credential_id, None)
         said = shorten(credential_redact(instance.credential, remote.provider_status), 100)
         if not model_available(remote):
             instance_transition(
@@ -167,6 +169,7 @@ def _load(instance: ModelInstance, provider: Provider) -> None:
     except ProviderError as exc:
         record_error(instance, "Load", exc, PERMANENT_KINDS)
         return
+    credential_record_call(instance.credential_id, None)
     at = clock.now()
     fields = remote_fields(remote, instance.credential)
     fields.setdefault(
@@ -198,6 +201,7 @@ def _check_loaded(instance: ModelInstance, provider: Provider) -> None:
         else:
             record_error(instance, "Status check", exc, {ErrorKind.AUTH, ErrorKind.INVALID_SPEC})
         return
+    credential_record_call(instance.credential_id, None)
     instance_apply(instance, remote, label=provider.label)
 
 
@@ -342,9 +346,15 @@ def instances_reconcile(credential_id: int, provider: Provider | None = None) ->
             said = credential_redact(credential, exc.message)
             logger.info("Instance list of credential %s: %s", credential_id, said)
             return 0
+    try:
+        remotes = provider.list_instances()
+    except ProviderError as exc:
+        credential_record_call(credential_id, exc)
+        raise
+    credential_record_call(credential_id, None)
     listed = {
         remote.model: remote
-        for remote in provider.list_instances()
+        for remote in remotes
         if remote.state in (InstanceState.RUNNING, InstanceState.LOADING)
     }
     rows = {
@@ -436,6 +446,7 @@ def instances_poll(credential_id: int, *, budget: float | None = None) -> int:
     try:
         provider = build_provider(credential)
     except ProviderError as exc:
+        credential_record_call(credential_id, exc)
         said = credential_redact(credential, exc.message)
         _fail_credential_instances(credential_id, f"Cannot use the credential: {said}")
         return 0

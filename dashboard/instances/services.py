@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider, credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, ModelCatalogEntry, ModelInstance, Team
 from dashboard.status import (
     INSTANCE_LIVE,
@@ -183,6 +184,7 @@ def reschedule(instance_id: int, seconds: float, **fields: Any) -> None:
 def record_error(instance: ModelInstance, what: str, exc: ProviderError, kinds: Iterable) -> None:
     """A failed provider call as data on the row: the instance fails when asking
     again cannot help, otherwise the error is shown and the check retried."""
+    credential_record_call(instance.credential_id, exc)
     message = f"{what} failed: {credential_redact(instance.credential, exc.message)}"
     if exc.kind in kinds:
         instance_fail(instance.pk, message)
@@ -424,6 +426,8 @@ def instance_stop_with(instance: ModelInstance, provider: Provider) -> str:
     except ProviderError as exc:
         if exc.kind != ErrorKind.NOT_FOUND:  # already gone is what we wanted
             return _stop_failed(instance, exc)
+    else:
+        credential_record_call(instance.credential_id, None)
     moved = instance_transition(
         instance.pk,
         InstanceStatus.STOPPED,
@@ -438,6 +442,7 @@ def _stop_failed(instance: ModelInstance, exc: ProviderError) -> str:
     """A failed stop: the instance fails when the dashboard cannot manage it any
     more (auth, a base URL it may not call); otherwise it goes back to where it
     was, the error on the row, and is checked again at once."""
+    credential_record_call(instance.credential_id, exc)
     message = f"Shut down failed: {credential_redact(instance.credential, exc.message)}"
     if exc.kind in (ErrorKind.AUTH, ErrorKind.INVALID_SPEC):
         instance_fail(instance.pk, message)
