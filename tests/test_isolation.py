@@ -51,6 +51,8 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_retry": "job",
     "job_note": "job",
     "credential_delete": "credential",
+    "credential_edit": "credential",
+    "credential_test": "credential",
     "model_catalog": "credential",
     "model_catalog_refresh": "credential",
     "instance_load": "instance",

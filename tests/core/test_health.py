@@ -47,7 +47,10 @@ def test_an_auth_failure_turns_health_at_once_and_a_success_turns_it_back(
     credential_record_health(credential.pk, ok=True)
     assert health(credential)[0] == "ok"
     credential_record_health(
-        credential.pk, ok=False, detail="Together refused the credential (HTTP 401)", auth_failed=True
+        credential.pk,
+        ok=False,
+        detail="Together refused the credential (HTTP 401)",
+        auth_failed=True,
     )
     assert health(credential) == ("auth_failed", "Together refused the credential (HTTP 401)")
     assert credential.health_checked_at == wall.now
