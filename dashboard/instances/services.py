@@ -463,7 +463,8 @@ def _status(instance_id: int) -> str:
 
 
 def _stopped_message(stopping: str) -> str:
-    """ "Shutting down by bob…" -> "Shut down by bob." """
+    """The stopped row's message, from the stopping one: "Shutting down by
+    bob…" becomes "Shut down by bob."."""
     if stopping.startswith(STOPPING_PREFIX):
         return "Shut down" + stopping[len(STOPPING_PREFIX) :].rstrip("…") + "."
     return "Shut down."
