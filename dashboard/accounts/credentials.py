@@ -70,6 +70,7 @@ class CredentialForm(forms.ModelForm):
         max_length=4096,
     )
     base_url = forms.URLField(
+        label="Base URL",
         required=False,
         max_length=500,
         assume_scheme="https",
@@ -151,6 +152,7 @@ class CredentialEditForm(forms.ModelForm):
     secret (empty keeps the stored one, which is never shown)."""
 
     base_url = forms.URLField(
+        label="Base URL",
         required=False,
         max_length=500,
         assume_scheme="https",
