@@ -4,6 +4,7 @@ Importing settings writes nothing to disk."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -178,6 +179,16 @@ if envbool("DASHBOARD_SYNC_TASKS", False):
 DASHBOARD_ENCRYPTION_KEYS = envlist("DASHBOARD_ENCRYPTION_KEYS")
 DASHBOARD_ALLOWED_PRIVATE_HOSTS = envlist("DASHBOARD_ALLOWED_PRIVATE_HOSTS")
 DASHBOARD_HTTPS = envbool("DASHBOARD_HTTPS", False)
+#: Proxies (addresses or networks) whose X-Forwarded-For is believed: login
+#: throttling keys on the real client behind them, never on the proxy.
+DASHBOARD_TRUSTED_PROXIES = envlist("DASHBOARD_TRUSTED_PROXIES")
+for _proxy in DASHBOARD_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"DASHBOARD_TRUSTED_PROXIES: {_proxy!r} is not an IP address or network"
+        ) from None
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -11,7 +11,9 @@ from django.http import HttpRequest
 
 from dashboard.accounts import access, services
 from dashboard.accounts.audit import audit
-from dashboard.instances.services import instance_shutdown
+from dashboard.accounts.credentials import credential_update, has_nul
+from dashboard.core import netguard
+from dashboard.instances.services import instance_stop_begin
 from dashboard.jobs.services import job_cancel, job_retry
 
 from .models import (
@@ -149,7 +151,21 @@ class CredentialAdminForm(forms.ModelForm):
         data = super().clean()
         if not self.instance.pk and not data.get("new_secret"):
             self.add_error("new_secret", "A new credential needs a secret.")
+        if data.get("base_url"):
+            try:
+                netguard.check_url(data["base_url"])
+            except netguard.BlockedHostError as exc:
+                self.add_error("base_url", str(exc))
+        if has_nul(data.get("options")):
+            self.add_error("options", "Options may not contain NUL (\\u0000) characters.")
         return data
+
+    def changed_columns(self) -> list[str]:
+        """The model fields this form changed (the secret when one was given)."""
+        columns = [name for name in self.changed_data if name in self.Meta.fields]
+        if self.cleaned_data.get("new_secret"):
+            columns.append("secret")
+        return columns
 
     def save(self, commit: bool = True) -> Credential:
         credential = super().save(commit=False)
@@ -184,6 +200,38 @@ class CredentialAdmin(admin.ModelAdmin):
         "poll_lease_owner",
         "poll_lease_expires_at",
     ]
+
+    def save_model(
+        self, request: HttpRequest, obj: Credential, form: CredentialAdminForm, change: bool
+    ) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            audit(
+                request.user,
+                obj.team,
+                "credential.created",
+                obj,
+                provider=obj.provider,
+                via="admin",
+            )
+            return
+        credential_update(obj, actor=request.user, fields=form.changed_columns(), via="admin")
+
+
+class ReadOnlyChangeForm(admin.ModelAdmin):
+    """Rows the workers write (jobs, instances): the admin shows them and acts on
+    them through its actions (the services, conditional updates), but never
+    saves a change form, which would write back every column as it was when
+    the form opened over what a worker wrote since."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Without an object this is the changelist's question (its actions).
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 class JobEventInline(admin.TabularInline):
@@ -227,7 +275,7 @@ class JobUnitInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyChangeForm):
     list_display = [
         "id",
         "status",
@@ -260,7 +308,7 @@ class JobAdmin(admin.ModelAdmin):
     inlines = [JobUnitInline, JobEventInline]
     actions = ["cancel_jobs", "retry_jobs"]
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         cancelled = 0
         for job in _operable(self, request, queryset.filter(status__in=JOB_ACTIVE)):
@@ -269,7 +317,7 @@ class JobAdmin(admin.ModelAdmin):
                 cancelled += 1
         self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
 
-    @admin.action(description="Retry selected jobs")
+    @admin.action(description="Retry selected jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         created = 0
         for job in _operable(self, request, queryset):
@@ -296,7 +344,7 @@ class JobEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelInstance)
-class ModelInstanceAdmin(admin.ModelAdmin):
+class ModelInstanceAdmin(ReadOnlyChangeForm):
     list_display = [
         "model",
         "status",
@@ -312,7 +360,6 @@ class ModelInstanceAdmin(admin.ModelAdmin):
     search_fields = ["model", "credential__name"]
     raw_id_fields = ["credential", "created_by"]
     list_select_related = ["credential", "team"]
-    # Status moves only through the services (conditional updates), never a form.
     readonly_fields = [
         "status",
         "provider_status",
@@ -326,13 +373,15 @@ class ModelInstanceAdmin(admin.ModelAdmin):
     ]
     actions = ["shutdown_instances"]
 
-    @admin.action(description="Shut down selected instances")
+    @admin.action(description="Shut down selected instances", permissions=["change"])
     def shutdown_instances(self, request: HttpRequest, queryset: QuerySet[ModelInstance]) -> None:
-        stopped = 0
+        """In the background: the provider call is a task, never this request."""
+        started = 0
         live = queryset.filter(status__in=INSTANCE_LIVE).select_related("credential", "team")
         for instance in _operable(self, request, live):
-            instance = instance_shutdown(instance, request.user)
-            if instance.status == "stopped":
+            was = instance.status
+            instance = instance_stop_begin(instance, request.user)
+            if instance.status != was and instance.status in ("stopping", "stopped"):
                 audit(
                     request.user,
                     instance.team,
@@ -341,11 +390,13 @@ class ModelInstanceAdmin(admin.ModelAdmin):
                     model=instance.model,
                     via="admin",
                 )
-                stopped += 1
-            else:
-                problem = instance.error or f"it is {instance.status}"
-                self.message_user(request, f"{instance.model}: {problem}", messages.WARNING)
-        self.message_user(request, f"Shut down {stopped} instance(s).", messages.SUCCESS)
+                started += 1
+        self.message_user(
+            request,
+            f"Shutting down {started} instance(s) in the background; "
+            "their status shows “stopping” until the provider confirms.",
+            messages.SUCCESS,
+        )
 
 
 @admin.register(ModelCatalogEntry)

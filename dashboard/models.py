@@ -22,7 +22,7 @@ from django.utils import timezone
 from providers import PROVIDER_CHOICES
 
 from .core.crypto import EncryptedSecretField, decrypt
-from .status import InstanceStatus, ItemStatus, JobStatus, is_terminal
+from .status import INSTANCE_LIVE, InstanceStatus, ItemStatus, JobStatus, is_terminal
 
 
 class Role(models.TextChoices):
@@ -70,6 +70,14 @@ class Membership(models.Model):
 
 
 class Credential(models.Model):
+    class Health(models.TextChoices):
+        """What the last call with the credential saw (``dashboard.core.health``)."""
+
+        UNKNOWN = "unknown", "Not checked yet"
+        OK = "ok", "OK"
+        AUTH_FAILED = "auth_failed", "Authentication failed"
+        ERROR = "error", "Last call failed"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="credentials")
     provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
     name = models.CharField(max_length=100)
@@ -95,6 +103,11 @@ class Credential(models.Model):
     #: Who polls this credential's remote jobs now (one poller per credential).
     poll_lease_owner = models.CharField(max_length=64, blank=True)
     poll_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: The truth about the credential: what the last call with it saw, and when.
+    #: A 401/403 from any call turns it to ``auth_failed`` at once.
+    health = models.CharField(max_length=12, choices=Health.choices, default=Health.UNKNOWN)
+    health_detail = models.TextField(blank=True, help_text="Redacted.")
+    health_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -114,7 +127,7 @@ class Credential(models.Model):
         """Why the credential may not be deleted now ("" when it may): a live
         model instance would go on running, and billing, with nothing left here
         to shut it down."""
-        live = self.instances.filter(status__in=["requested", "loading", "running"]).count()
+        live = self.instances.filter(status__in=INSTANCE_LIVE).count()
         if not live:
             return ""
         noun, pronoun = ("instances", "them") if live > 1 else ("instance", "it")
@@ -439,7 +452,9 @@ class ModelInstance(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["credential", "model"],
-                condition=Q(status__in=["requested", "loading", "running"]),
+                # A stop under way is still live: a new instance of the model
+                # would be deleted by it (Bytez deletes by model name).
+                condition=Q(status__in=["requested", "loading", "running", "stopping"]),
                 name="one_live_instance_per_model",
             )
         ]

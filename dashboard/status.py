@@ -2,7 +2,9 @@
 
 Job: pending -> queued -> running -> completed | failed | cancelled.
 Item (one prompt of a job): pending -> running -> completed | failed | cancelled.
-Model instance: requested -> loading -> running -> stopped | expired | failed.
+Model instance: requested -> loading -> running -> stopped | expired | failed;
+a shutdown goes through stopping (running/loading -> stopping -> stopped, or
+back to where it was when the provider call failed, or failed).
 A terminal status never changes again.
 """
 
@@ -32,6 +34,7 @@ class InstanceStatus(models.TextChoices):
     REQUESTED = "requested", "Requested"
     LOADING = "loading", "Loading"
     RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
     STOPPED = "stopped", "Stopped"
     EXPIRED = "expired", "Expired"
     FAILED = "failed", "Failed"
@@ -63,16 +66,29 @@ ITEM_ENDED = frozenset({ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANC
 INSTANCE_TERMINAL = frozenset(
     {InstanceStatus.STOPPED, InstanceStatus.EXPIRED, InstanceStatus.FAILED}
 )
+#: Live: something may run (and bill) at the provider; a stop under way too.
 INSTANCE_LIVE = frozenset(
-    {InstanceStatus.REQUESTED, InstanceStatus.LOADING, InstanceStatus.RUNNING}
+    {
+        InstanceStatus.REQUESTED,
+        InstanceStatus.LOADING,
+        InstanceStatus.RUNNING,
+        InstanceStatus.STOPPING,
+    }
 )
+#: Where a stop goes back to when its provider call failed. Only the shutdown
+#: service makes these moves: ``instance_sources_for`` leaves them out, so a
+#: check or a run that still sees the instance running never undoes a stop.
+INSTANCE_STOP_REVERTS = frozenset({InstanceStatus.RUNNING, InstanceStatus.LOADING})
 
 _INSTANCE_NEXT: dict[str, frozenset[str]] = {
     InstanceStatus.REQUESTED: frozenset(
         {InstanceStatus.LOADING, InstanceStatus.RUNNING} | INSTANCE_TERMINAL
     ),
-    InstanceStatus.LOADING: frozenset({InstanceStatus.RUNNING} | INSTANCE_TERMINAL),
-    InstanceStatus.RUNNING: frozenset(INSTANCE_TERMINAL),
+    InstanceStatus.LOADING: frozenset(
+        {InstanceStatus.RUNNING, InstanceStatus.STOPPING} | INSTANCE_TERMINAL
+    ),
+    InstanceStatus.RUNNING: frozenset({InstanceStatus.STOPPING} | INSTANCE_TERMINAL),
+    InstanceStatus.STOPPING: frozenset(INSTANCE_STOP_REVERTS | INSTANCE_TERMINAL),
 }
 
 
@@ -106,7 +122,14 @@ def instance_can_move(current: str, new: str) -> bool:
 
 
 def instance_sources_for(new: str) -> list[str]:
-    return [s for s in INSTANCE_LIVE if instance_can_move(s, new)]
+    """The WHERE clause of an instance move (a stop is moved back only by the
+    shutdown service, see ``INSTANCE_STOP_REVERTS``)."""
+    return [
+        s
+        for s in INSTANCE_LIVE
+        if instance_can_move(s, new)
+        and not (s == InstanceStatus.STOPPING and new in INSTANCE_STOP_REVERTS)
+    ]
 
 
 def is_terminal(status: str) -> bool:

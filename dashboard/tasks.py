@@ -9,7 +9,7 @@ in the database again.
 
 from __future__ import annotations
 
-from dashboard.instances import catalog, poller
+from dashboard.instances import catalog, poller, services
 from dashboard.instances import sweep as instances_sweep_module
 from dashboard.jobs import poller as job_poller
 from dashboard.jobs import sweep as job_sweep
@@ -42,3 +42,7 @@ def catalog_refresh(credential_id: int, force: bool = False) -> str:
 
 def instances_sweep() -> dict[str, int]:
     return instances_sweep_module.instances_sweep()
+
+
+def instance_stop(instance_id: int) -> str:
+    return services.instance_stop(instance_id)

@@ -52,6 +52,8 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_note": "job",
     "job_items_export": lambda world: {"pk": world.job.pk, "fmt": "csv"},
     "credential_delete": "credential",
+    "credential_edit": "credential",
+    "credential_test": "credential",
     "model_catalog": "credential",
     "model_catalog_refresh": "credential",
     "instance_load": "instance",

@@ -1,19 +1,66 @@
-"""Adding a credential: the form that validates it for the page and the API,
-and the save that records who added it. The secret is encrypted at rest and
-never shown again."""
+"""Credentials: the forms that add and edit one (for the page and the API),
+the saves that record who did it, and the connection test. The secret is
+encrypted at rest and never shown again, not even to the admin replacing it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django import forms
+from django.views.decorators.debug import sensitive_variables
 
-from dashboard.core import netguard
+from dashboard.core import clock, netguard
+from dashboard.core.connect import build_provider, credential_redact
 from dashboard.core.formfields import JSONObjectField
+from dashboard.core.health import credential_record_health
 from dashboard.models import Credential, Team
-from providers import PROVIDER_CHOICES, get_provider_class
+from providers import (
+    PROVIDER_CHOICES,
+    ConnectionCheck,
+    ErrorKind,
+    ProviderError,
+    get_provider_class,
+)
 
 from .audit import audit
+
+
+def has_nul(value: Any) -> bool:
+    """True when a JSON value holds a NUL character in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
+MAX_CONCURRENCY = 256
+
+
+def clean_credential_name(team: Team, name: str, credential: Credential) -> str:
+    name = name.strip()
+    if Credential.objects.filter(team=team, name=name).exclude(pk=credential.pk).exists():
+        raise forms.ValidationError("Your team already has a credential with this name.")
+    return name
+
+
+def clean_max_concurrency(value: int) -> int:
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise forms.ValidationError(f"Between 1 and {MAX_CONCURRENCY}.")
+    return value
+
+
+def base_url_problem(url: str) -> str:
+    """Why calls to ``url`` are refused ("" when they may be made)."""
+    try:
+        netguard.check_url(url)
+    except netguard.BlockedHostError as exc:
+        return str(exc)
+    return ""
 
 
 class CredentialForm(forms.ModelForm):
@@ -23,6 +70,7 @@ class CredentialForm(forms.ModelForm):
         max_length=4096,
     )
     base_url = forms.URLField(
+        label="Base URL",
         required=False,
         max_length=500,
         assume_scheme="https",
@@ -50,14 +98,7 @@ class CredentialForm(forms.ModelForm):
         self.fields["max_concurrency"].widget.attrs.update(min=1, max=256)
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if (
-            Credential.objects.filter(team=self.team, name=name)
-            .exclude(pk=self.instance.pk)
-            .exists()
-        ):
-            raise forms.ValidationError("Your team already has a credential with this name.")
-        return name
+        return clean_credential_name(self.team, self.cleaned_data["name"], self.instance)
 
     def clean_secret(self) -> str:
         secret = self.cleaned_data["secret"].strip()
@@ -65,22 +106,23 @@ class CredentialForm(forms.ModelForm):
             raise forms.ValidationError("The secret is required.")
         return secret
 
+    def clean_options(self) -> dict[str, Any] | None:
+        options = self.cleaned_data.get("options")
+        if has_nul(options):
+            # PostgreSQL's jsonb cannot hold \u0000: refused here, not as a 500.
+            raise forms.ValidationError("Options may not contain NUL (\\u0000) characters.")
+        return options
+
     def clean_max_concurrency(self) -> int:
-        value = self.cleaned_data["max_concurrency"]
-        if not 1 <= value <= 256:
-            raise forms.ValidationError("Between 1 and 256.")
-        return value
+        return clean_max_concurrency(self.cleaned_data["max_concurrency"])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         provider = data.get("provider")
         if provider and not data.get("base_url"):
             data["base_url"] = get_provider_class(provider).default_base_url
-        if data.get("base_url"):
-            try:
-                netguard.check_url(data["base_url"])
-            except netguard.BlockedHostError as exc:
-                self.add_error("base_url", str(exc))
+        if data.get("base_url") and (problem := base_url_problem(data["base_url"])):
+            self.add_error("base_url", problem)
         data["options"] = data.get("options") or {}
         return data
 
@@ -103,3 +145,184 @@ class CredentialForm(forms.ModelForm):
         if commit:
             credential.save()
         return credential
+
+
+class CredentialEditForm(forms.ModelForm):
+    """An admin's edit of a credential: name, base URL, limits, and a new
+    secret (empty keeps the stored one, which is never shown)."""
+
+    base_url = forms.URLField(
+        label="Base URL",
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text="Leave empty for the provider's public endpoint. Jobs already "
+        "submitted are polled at the new address.",
+    )
+    new_secret = forms.CharField(
+        required=False,
+        label="New secret",
+        max_length=4096,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Replaces the stored secret, which is never shown. Leave empty to keep it.",
+    )
+
+    class Meta:
+        model = Credential
+        fields = ["name", "base_url", "max_concurrency", "requests_per_minute"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["max_concurrency"].min_value = 1
+        self.fields["max_concurrency"].widget.attrs.update(min=1, max=MAX_CONCURRENCY)
+
+    def clean_name(self) -> str:
+        return clean_credential_name(self.instance.team, self.cleaned_data["name"], self.instance)
+
+    def clean_max_concurrency(self) -> int:
+        return clean_max_concurrency(self.cleaned_data["max_concurrency"])
+
+    def clean_base_url(self) -> str:
+        url = (
+            self.cleaned_data.get("base_url")
+            or get_provider_class(self.instance.provider).default_base_url
+        )
+        if problem := base_url_problem(url):
+            raise forms.ValidationError(problem)
+        return url
+
+    @sensitive_variables("secret")
+    def clean_new_secret(self) -> str:
+        secret = self.cleaned_data.get("new_secret") or ""
+        if secret and not secret.strip():
+            raise forms.ValidationError("The new secret is empty.")
+        return secret.strip()
+
+    def changed_columns(self) -> list[str]:
+        columns = [name for name in self.changed_data if name in self.Meta.fields]
+        if self.cleaned_data.get("new_secret"):
+            columns.append("secret")
+        return columns
+
+    def save_for(self, user: Any, *, via: str = "web") -> list[str]:
+        """Save what changed (nothing else: see :func:`credential_update`)."""
+        credential = self.instance  # the form's values are on it after validation
+        if self.cleaned_data.get("new_secret"):
+            credential.secret = self.cleaned_data["new_secret"]
+        return credential_update(credential, actor=user, fields=self.changed_columns(), via=via)
+
+
+#: Columns that describe how calls with the old secret or base URL went.
+_VERDICT_RESET: dict[str, Any] = {
+    "health": Credential.Health.UNKNOWN,
+    "health_detail": "",
+    "health_checked_at": None,
+    "consecutive_failures": 0,
+    "circuit_open_until": None,
+}
+
+
+def credential_update(
+    credential: Credential, *, actor: Any, fields: Iterable[str], via: str = "web"
+) -> list[str]:
+    """Save the edited ``fields`` of ``credential`` (their new values are on the
+    instance; "secret" for a replaced secret) and nothing else: the workers
+    write its other columns (health, circuit, leases, rate window) at any time,
+    and a save of the whole row would put back what they were when the form
+    opened. A new secret or base URL also clears the health and the circuit:
+    they were about the old one. Audited with the names of the fields, never
+    their values. Returns the fields saved."""
+    changed = sorted(set(fields))
+    if not changed:
+        return []
+    columns = list(changed)
+    if {"secret", "base_url"} & set(changed):
+        for name, value in _VERDICT_RESET.items():
+            setattr(credential, name, value)
+        columns += list(_VERDICT_RESET)
+    credential.save(update_fields=columns)
+    extra = {"via": via} if via != "web" else {}
+    audit(actor, credential.team, "credential.updated", credential, fields=changed, **extra)
+    return changed
+
+
+# --- test connection ----------------------------------------------------------------------
+
+
+class BilledCheckNotConfirmed(ValueError):
+    """The provider bills the call a connection check makes: ask first."""
+
+
+def credential_check_is_billed(credential: Credential) -> bool:
+    return bool(get_provider_class(credential.provider).connection_check_billed)
+
+
+def credential_check_model(credential: Credential) -> str:
+    """The model a billed check asks for when the user names none."""
+    return get_provider_class(credential.provider).connection_check_model
+
+
+def credential_test(
+    credential: Credential,
+    *,
+    actor: Any,
+    model: str | None = None,
+    confirm_billed: bool = False,
+    via: str = "web",
+    transport: Any = None,
+) -> dict[str, Any]:
+    """Try the credential with the provider's cheapest documented call and
+    record the outcome as its health. A check the provider bills runs only
+    with ``confirm_billed`` (else BilledCheckNotConfirmed, before any call);
+    ``model`` names the model a billed check asks (else the adapter's
+    default). Returns ``{"ok", "detail", "latency_ms", "billed",
+    "auth_failed", "checked_at"}``; never raises a ProviderError."""
+    label = credential.get_provider_display()
+    if credential_check_is_billed(credential) and not confirm_billed:
+        raise BilledCheckNotConfirmed(
+            f"testing a {label} credential sends a short request that may be billed; "
+            "confirm it to run the test."
+        )
+    model = (model or "").strip()
+    if len(model) > 200 or "\x00" in model:
+        raise ValueError("A model name has at most 200 characters and no NUL.")
+    check = _check(credential, model or None, transport)
+    detail = credential_redact(credential, check.detail)
+    credential_record_health(
+        credential.pk, ok=check.ok, detail=detail, auth_failed=check.auth_failed
+    )
+    extra = {"via": via} if via != "web" else {}
+    audit(
+        actor,
+        credential.team,
+        "credential.tested",
+        credential,
+        ok=check.ok,
+        billed=check.billed,
+        **extra,
+    )
+    checked_at: datetime = clock.now()
+    return {
+        "ok": check.ok,
+        "detail": detail,
+        "latency_ms": check.latency_ms,
+        "billed": check.billed,
+        "auth_failed": check.auth_failed,
+        "checked_at": checked_at,
+    }
+
+
+def _check(credential: Credential, model: str | None, transport: Any) -> ConnectionCheck:
+    try:
+        provider = build_provider(credential, transport=transport)
+    except ProviderError as exc:  # a secret that cannot be decrypted, a refused base URL
+        return ConnectionCheck(
+            ok=False,
+            detail=exc.message,
+            latency_ms=0,
+            billed=False,
+            auth_failed=exc.kind is ErrorKind.AUTH,
+        )
+    with provider:
+        return provider.check_connection(model)

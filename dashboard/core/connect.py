@@ -9,9 +9,10 @@ import httpx
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from dashboard.core import netguard
+from dashboard.core import logs, netguard
 from dashboard.core.crypto import SecretDecryptionError
 from providers import ErrorKind, Provider, ProviderError, get_provider_class
+from providers.redaction import redact, secret_forms
 
 if TYPE_CHECKING:
     from dashboard.models import Credential
@@ -21,13 +22,17 @@ if TYPE_CHECKING:
 def build_provider(credential: Credential, *, transport: Any = None) -> Provider:
     """The adapter for a credential. Raises ProviderError for a secret that
     cannot be decrypted or a base_url that may not be called. ``transport``
-    replaces the network (tests pass an ``httpx.MockTransport``)."""
+    replaces the network (tests pass an ``httpx.MockTransport``); without one
+    every connection goes through the outbound guard, which checks the address
+    it actually connects to."""
     try:
         secret = credential.reveal_secret()
     except SecretDecryptionError as exc:
         raise ProviderError(str(exc), kind=ErrorKind.AUTH) from None
     try:
-        netguard.check_url(credential.base_url)
+        # Scheme and literal addresses only: a name is checked where the
+        # connection is made, against the address connected to (rebinding).
+        netguard.check_url(credential.base_url, resolve=False)
     except netguard.BlockedHostError as exc:
         raise ProviderError(str(exc), kind=ErrorKind.INVALID_SPEC) from None
     cls = get_provider_class(credential.provider)
@@ -35,7 +40,9 @@ def build_provider(credential: Credential, *, transport: Any = None) -> Provider
         secret=secret,
         base_url=credential.base_url,
         options=credential.options,
-        transport=transport,
+        transport=transport
+        if transport is not None
+        else netguard.guarded_transport(max_connections=credential.max_concurrency),
         max_connections=credential.max_concurrency,
         timeout=httpx.Timeout(
             settings.DASHBOARD_HTTP_TIMEOUT, connect=min(5.0, settings.DASHBOARD_HTTP_TIMEOUT)
@@ -46,3 +53,24 @@ def build_provider(credential: Credential, *, transport: Any = None) -> Provider
     if isinstance(interval, int | float) and interval > 0:
         provider.poll_interval = float(interval)
     return provider
+
+
+@sensitive_variables("secret")
+def credential_redact(credential: Credential, text: str) -> str:
+    """Provider text about ``credential`` scrubbed once more before the dashboard
+    stores or shows it: the providers' redaction with every form of this
+    credential's secret (as sent, escaped, URL- or base64-encoded, cut short),
+    then the log redaction (every secret this process has decrypted). The
+    adapter redacted it already; this catches what an adapter never looked at
+    (a status word) or an adapter that forgot."""
+    if not text:
+        return text
+    cached = credential.__dict__.get("_redaction_forms")
+    if cached is None or cached[0] != credential.secret:
+        try:
+            secret = credential.reveal_secret()
+        except SecretDecryptionError:
+            secret = ""
+        cached = (credential.secret, secret_forms(secret))
+        credential.__dict__["_redaction_forms"] = cached
+    return logs.redact(redact(text, cached[1]))

@@ -58,3 +58,11 @@ def nudge_reconcile(credential_id: int) -> None:
 
 def nudge_catalog(credential_id: int, *, force: bool = False) -> None:
     enqueue("dashboard.tasks.catalog_refresh", credential_id, force)
+
+
+def nudge_instance_stop_on_commit(instance_id: int) -> None:
+    on_commit("dashboard.tasks.instance_stop", instance_id)
+
+
+def nudge_instance_stop(instance_id: int) -> None:
+    enqueue("dashboard.tasks.instance_stop", instance_id)

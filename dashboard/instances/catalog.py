@@ -12,8 +12,8 @@ from django.db import transaction
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 
 from dashboard.core import clock
-from dashboard.core.connect import build_provider
-from dashboard.core.logs import redact
+from dashboard.core.connect import build_provider, credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, Job, ModelCatalogEntry, ModelInstance
 from providers import (
     ModelInfo,
@@ -56,7 +56,8 @@ def catalog_fetched_at(credential_id: int) -> datetime | None:
 
 def catalog_error(credential: Credential) -> str:
     if credential.last_error.startswith(CATALOG_ERROR_PREFIX):
-        return credential.last_error
+        # Scrubbed again on the way out: the row may predate this redaction.
+        return credential_redact(credential, credential.last_error)
     return ""
 
 
@@ -96,14 +97,17 @@ def catalog_refresh(credential_id: int, *, force: bool = False) -> str:
         with build_provider(credential) as provider:
             models = provider.list_models()
     except ProviderError as exc:
+        credential_record_call(credential_id, exc)
         if last is not None:
             ModelCatalogEntry.objects.filter(credential_id=credential_id, fetched_at=at).update(
                 fetched_at=last
             )
         Credential.objects.filter(pk=credential_id).update(
-            last_error=f"{CATALOG_ERROR_PREFIX}: {redact(exc.message)}", last_error_at=at
+            last_error=f"{CATALOG_ERROR_PREFIX}: {credential_redact(credential, exc.message)}",
+            last_error_at=at,
         )
         return "failed"
+    credential_record_call(credential_id, None)
     catalog_store(credential_id, models, at)
     return "refreshed"
 

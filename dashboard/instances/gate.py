@@ -11,6 +11,7 @@ from django.db.models.functions import Coalesce
 
 from dashboard.core import clock
 from dashboard.core.connect import build_provider
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, Job, ModelInstance
 from dashboard.status import InstanceStatus
 from providers import (
@@ -47,9 +48,11 @@ def bytez_job_gate(job: Job) -> tuple[str, str] | None:
             with build_provider(credential) as provider:
                 remote = provider.instance_status(job.model)
         except ProviderError as exc:
+            credential_record_call(credential.pk, exc)
             if exc.kind == ErrorKind.NOT_FOUND:
                 return ("fail", _not_loaded_message(job.model, credential))
             return None  # the run itself reports (and retries) a provider that is unwell
+        credential_record_call(credential.pk, None)
         if remote.state not in (InstanceState.RUNNING, InstanceState.LOADING):
             return ("fail", _not_loaded_message(job.model, credential))
         instance = adopt_external(credential, remote)
@@ -57,6 +60,12 @@ def bytez_job_gate(job: Job) -> tuple[str, str] | None:
             return None
     if instance.status == InstanceStatus.RUNNING:
         return None
+    if instance.status == InstanceStatus.STOPPING:
+        return (
+            "fail",
+            f"The instance of {job.model} is being shut down. Load it again on the "
+            "Instances page (or POST /api/v1/instances) and retry.",
+        )
     return ("wait", _wait_reason(instance))
 
 

@@ -19,8 +19,8 @@ from django.db.models import Q
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
-from dashboard.core.connect import build_provider
-from dashboard.core.logs import redact
+from dashboard.core.connect import build_provider, credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, ModelInstance
 from dashboard.status import INSTANCE_LIVE, InstanceStatus
 from providers import (
@@ -34,11 +34,15 @@ from providers.base import shorten
 from providers.bytez import model_available
 
 from .services import (
+    CHECKED,
+    CLAIM_SECONDS,  # noqa: F401  (the claim's length, named here too)
     DEFAULT_EXPIRATION_SECONDS,
     REQUEST_DEADLINE_SECONDS,
     catalog_ram,
+    instance_claim,
     instance_fail,
     instance_is_available,
+    instance_stop_with,
     instance_transition,
     instance_wants_load,
     live_instance,
@@ -55,8 +59,6 @@ LOAD_DEADLINE_SECONDS = 15 * 60
 #: Seconds between checks while requested or loading, and while running.
 FAST_CHECK_SECONDS = 1.0
 RUNNING_CHECK_SECONDS = 10.0
-#: How long a claimed check holds the row: longer than any provider call.
-CLAIM_SECONDS = 60
 #: Seconds between two looks at GET /model/instances inside one poll loop.
 RECONCILE_SECONDS = 60.0
 #: A loop ends (and leaves the next nudge to the sweep) when nothing is due sooner.
@@ -74,6 +76,10 @@ PERMANENT_KINDS = frozenset(
 def instance_check(instance: ModelInstance, provider: Provider) -> None:
     """Advance one claimed instance by one provider call."""
     if instance.status not in INSTANCE_LIVE:
+        return
+    if instance.status == InstanceStatus.STOPPING:
+        # Due only when its task was lost or its worker died: finish the stop.
+        instance_stop_with(instance, provider)
         return
     if (
         instance.status in (InstanceStatus.REQUESTED, InstanceStatus.LOADING)
@@ -123,7 +129,8 @@ def _check_requested(instance: ModelInstance, provider: Provider) -> None:
         except ProviderError as exc:
             record_error(instance, "Request", exc, PERMANENT_KINDS)
             return
-        said = shorten(remote.provider_status, 100)
+        credential_record_call(instance.credential_id, None)
+        said = shorten(credential_redact(instance.credential, remote.provider_status), 100)
         if not model_available(remote):
             instance_transition(
                 instance.pk,
@@ -162,8 +169,9 @@ def _load(instance: ModelInstance, provider: Provider) -> None:
     except ProviderError as exc:
         record_error(instance, "Load", exc, PERMANENT_KINDS)
         return
+    credential_record_call(instance.credential_id, None)
     at = clock.now()
-    fields = remote_fields(remote)
+    fields = remote_fields(remote, instance.credential)
     fields.setdefault(
         "expiration_seconds", instance.expiration_seconds or DEFAULT_EXPIRATION_SECONDS
     )
@@ -193,12 +201,13 @@ def _check_loaded(instance: ModelInstance, provider: Provider) -> None:
         else:
             record_error(instance, "Status check", exc, {ErrorKind.AUTH, ErrorKind.INVALID_SPEC})
         return
+    credential_record_call(instance.credential_id, None)
     instance_apply(instance, remote, label=provider.label)
 
 
 def instance_apply(instance: ModelInstance, remote: RemoteInstance, *, label: str) -> None:
     """Record what the provider reports about a loaded instance."""
-    fields = remote_fields(remote)
+    fields = remote_fields(remote, instance.credential)
     at = clock.now()
     if remote.state == InstanceState.RUNNING:
         moved = instance_transition(
@@ -230,7 +239,7 @@ def instance_apply(instance: ModelInstance, remote: RemoteInstance, *, label: st
             instance.pk,
             InstanceStatus.FAILED,
             **fields,
-            error=f"{label} reports the instance as {remote.provider_status or 'failed'}.",
+            error=f"{label} reports the instance as {fields['provider_status'] or 'failed'}.",
         )
     if not moved:
         # The report contradicts the rules (e.g. "loading" after "running"): keep watching.
@@ -294,7 +303,7 @@ def adopt_external(credential: Credential, remote: RemoteInstance) -> ModelInsta
     status = (
         InstanceStatus.RUNNING if remote.state == InstanceState.RUNNING else InstanceStatus.LOADING
     )
-    fields = remote_fields(remote)
+    fields = remote_fields(remote, credential)
     try:
         with transaction.atomic():
             instance = ModelInstance.objects.create(
@@ -334,11 +343,18 @@ def instances_reconcile(credential_id: int, provider: Provider | None = None) ->
                 return instances_reconcile(credential_id, own)
         except ProviderError as exc:
             # Only discovery: the instances' own checks report what matters.
-            logger.info("Instance list of credential %s: %s", credential_id, redact(exc.message))
+            said = credential_redact(credential, exc.message)
+            logger.info("Instance list of credential %s: %s", credential_id, said)
             return 0
+    try:
+        remotes = provider.list_instances()
+    except ProviderError as exc:
+        credential_record_call(credential_id, exc)
+        raise
+    credential_record_call(credential_id, None)
     listed = {
         remote.model: remote
-        for remote in provider.list_instances()
+        for remote in remotes
         if remote.state in (InstanceState.RUNNING, InstanceState.LOADING)
     }
     rows = {
@@ -357,10 +373,11 @@ def instances_reconcile(credential_id: int, provider: Provider | None = None) ->
     missing = [
         row.pk
         for model, row in rows.items()
-        if model not in listed and row.status != InstanceStatus.REQUESTED
+        if model not in listed
+        and row.status in (InstanceStatus.LOADING, InstanceStatus.RUNNING)  # not a stop's
     ]
     if missing:
-        ModelInstance.objects.filter(pk__in=missing, status__in=INSTANCE_LIVE).update(
+        ModelInstance.objects.filter(pk__in=missing, status__in=CHECKED).update(
             next_check_at=clock.now()
         )
     return created
@@ -376,17 +393,8 @@ def _due(credential_id: int, at: datetime) -> list[ModelInstance]:
 
 
 def claim(instance: ModelInstance, at: datetime) -> bool | None:
-    """Take the next check of this instance. True: ours; False: another poller
-    took it; None: the row left the live statuses meanwhile."""
-    rows = ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE)
-    if instance.next_check_at is None:
-        rows = rows.filter(next_check_at__isnull=True)
-    else:
-        rows = rows.filter(next_check_at=instance.next_check_at)
-    if rows.update(next_check_at=at + timedelta(seconds=CLAIM_SECONDS)):
-        return True
-    still_live = ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE).exists()
-    return False if still_live else None
+    """Take the next check of this instance (see ``services.instance_claim``)."""
+    return instance_claim(instance, at)
 
 
 def _seconds_to_next_check(credential_id: int) -> float | None:
@@ -438,7 +446,9 @@ def instances_poll(credential_id: int, *, budget: float | None = None) -> int:
     try:
         provider = build_provider(credential)
     except ProviderError as exc:
-        _fail_credential_instances(credential_id, f"Cannot use the credential: {exc.message}")
+        credential_record_call(credential_id, exc)
+        said = credential_redact(credential, exc.message)
+        _fail_credential_instances(credential_id, f"Cannot use the credential: {said}")
         return 0
     checks, successor = 0, False
     last_reconcile: float | None = None
@@ -468,4 +478,5 @@ def _reconcile_quietly(credential_id: int, provider: Provider) -> None:
     try:
         instances_reconcile(credential_id, provider)
     except ProviderError as exc:
-        logger.info("Instance list of credential %s: %s", credential_id, redact(exc.message))
+        said = provider.redact(exc.message)
+        logger.info("Instance list of credential %s: %s", credential_id, said)

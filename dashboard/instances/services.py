@@ -22,14 +22,21 @@ from django.db.models.functions import Coalesce
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
-from dashboard.core.connect import build_provider
-from dashboard.core.logs import redact
+from dashboard.core.connect import build_provider, credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, ModelCatalogEntry, ModelInstance, Team
-from dashboard.status import INSTANCE_LIVE, INSTANCE_TERMINAL, InstanceStatus, instance_sources_for
+from dashboard.status import (
+    INSTANCE_LIVE,
+    INSTANCE_TERMINAL,
+    InstanceStatus,
+    instance_can_move,
+    instance_sources_for,
+)
 from providers import (
     PROVIDERS,
     ErrorKind,
     InstanceState,
+    Provider,
     ProviderError,
     get_provider_class,
 )
@@ -52,6 +59,11 @@ MIN_BILLED_SECONDS = 60
 MAX_CONCURRENCY = 100
 MIN_EXPIRATION_SECONDS = 60
 MAX_EXPIRATION_SECONDS = 24 * 3600
+#: How long a claimed check or stop holds the row: longer than any provider
+#: call. A stop still claimed after that lost its worker and is due again.
+CLAIM_SECONDS = 60
+STOP_CLAIM_SECONDS = CLAIM_SECONDS
+STOPPING_PREFIX = "Shutting down"
 
 
 class InstanceError(ValueError):
@@ -159,8 +171,12 @@ def instance_fail(instance_id: int, error: str) -> bool:
     return instance_transition(instance_id, InstanceStatus.FAILED, error=error, message="")
 
 
+#: The statuses a status check writes to: a stop under way is the stop's own.
+CHECKED = INSTANCE_LIVE - {InstanceStatus.STOPPING}
+
+
 def reschedule(instance_id: int, seconds: float, **fields: Any) -> None:
-    ModelInstance.objects.filter(pk=instance_id, status__in=INSTANCE_LIVE).update(
+    ModelInstance.objects.filter(pk=instance_id, status__in=CHECKED).update(
         next_check_at=clock.now() + timedelta(seconds=seconds), **fields
     )
 
@@ -168,7 +184,8 @@ def reschedule(instance_id: int, seconds: float, **fields: Any) -> None:
 def record_error(instance: ModelInstance, what: str, exc: ProviderError, kinds: Iterable) -> None:
     """A failed provider call as data on the row: the instance fails when asking
     again cannot help, otherwise the error is shown and the check retried."""
-    message = f"{what} failed: {redact(exc.message)}"
+    credential_record_call(instance.credential_id, exc)
+    message = f"{what} failed: {credential_redact(instance.credential, exc.message)}"
     if exc.kind in kinds:
         instance_fail(instance.pk, message)
         return
@@ -176,9 +193,11 @@ def record_error(instance: ModelInstance, what: str, exc: ProviderError, kinds: 
     reschedule(instance.pk, delay, error=message)
 
 
-def remote_fields(remote: RemoteInstance) -> dict[str, Any]:
-    """What the provider reported, for the row (unknown fields keep their value)."""
-    fields: dict[str, Any] = {"provider_status": shorten(remote.provider_status, 100)}
+def remote_fields(remote: RemoteInstance, credential: Credential) -> dict[str, Any]:
+    """What the provider reported, for the row (unknown fields keep their value).
+    The status word is the provider's own text: redacted before it is stored."""
+    said = credential_redact(credential, remote.provider_status)
+    fields: dict[str, Any] = {"provider_status": shorten(said, 100)}
     for name, value in (
         ("concurrency", remote.concurrency),
         ("inferences", remote.inferences),
@@ -311,46 +330,141 @@ def instance_load(
     return instance
 
 
-def instance_shutdown(instance: ModelInstance, user: Any) -> ModelInstance:
-    """Shut the instance down (POST /model/delete) and mark it stopped. A
-    provider error leaves it as it was with the error on the row (an auth
-    error fails it: the dashboard cannot manage it any more). Returns the
-    fresh row; a terminal instance is returned unchanged."""
+def instance_stop_begin(instance: ModelInstance, user: Any) -> ModelInstance:
+    """Start shutting the instance down, without calling the provider here (a
+    page or admin request never waits on it): a requested model is cancelled at
+    once (nothing runs at the provider yet; a load under way is undone by the
+    poller), a loading or running one becomes ``stopping`` and a task
+    (:func:`instance_stop`) makes the call. Returns the fresh row; a terminal or
+    stopping instance is returned unchanged."""
     instance.refresh_from_db()
     # A poller may move the row meanwhile (requested -> loading): look again.
     for _ in range(3):
-        if instance.status in INSTANCE_TERMINAL:
+        if instance.status in INSTANCE_TERMINAL or instance.status == InstanceStatus.STOPPING:
             break
         if instance.status == InstanceStatus.REQUESTED:
-            # Nothing runs at the provider yet; a load under way is undone by the poller.
-            message = f"Cancelled{_by(user)} before it was loaded."
+            moved = instance_transition(
+                instance.pk,
+                InstanceStatus.STOPPED,
+                message=f"Cancelled{_by(user)} before it was loaded.",
+                error="",
+            )
         else:
-            error = _shutdown_call(instance)
-            if error is not None:
-                _record_shutdown_error(instance, error)
-                break
-            message = f"Shut down{_by(user)}."
-        moved = instance_transition(instance.pk, InstanceStatus.STOPPED, message=message, error="")
+            # Due at once: the task, or the credential's poll loop, claims it.
+            moved = instance_transition(
+                instance.pk,
+                InstanceStatus.STOPPING,
+                message=f"{STOPPING_PREFIX}{_by(user)}…",
+                error="",
+                next_check_at=clock.now(),
+            )
+            if moved:
+                tasks_queue.nudge_instance_stop_on_commit(instance.pk)
         instance.refresh_from_db()
         if moved:
             break
+    return instance
+
+
+def instance_shutdown(instance: ModelInstance, user: Any) -> ModelInstance:
+    """Shut the instance down and wait for the provider's answer (the JSON
+    API's DELETE answers with the outcome): stopped; or, when the call failed,
+    back where it was with the error on the row; or failed (an auth error: the
+    dashboard cannot manage it any more). Returns the fresh row."""
+    instance = instance_stop_begin(instance, user)
+    if instance.status == InstanceStatus.STOPPING:
+        instance_stop(instance.pk, wait=True)
     instance.refresh_from_db()
     return instance
 
 
-def _shutdown_call(instance: ModelInstance) -> ProviderError | None:
+def instance_claim(instance: ModelInstance, at: datetime) -> bool | None:
+    """Take the next check (or the stop) of this instance: a compare-and-swap
+    of ``next_check_at``. True: ours; False: another worker took it; None: the
+    row left the live statuses meanwhile."""
+    rows = ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE)
+    if instance.next_check_at is None:
+        rows = rows.filter(next_check_at__isnull=True)
+    else:
+        rows = rows.filter(next_check_at=instance.next_check_at)
+    if rows.update(next_check_at=at + timedelta(seconds=CLAIM_SECONDS)):
+        return True
+    still_live = ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE).exists()
+    return False if still_live else None
+
+
+def instance_stop(instance_id: int, *, wait: bool = False) -> str:
+    """The provider call of a stop under way (the task; the API, with ``wait``).
+    Claims the stop first, so a redelivered task, the poll loop and the API
+    never call twice; a stop claimed by a worker that died is due again once
+    its claim has run out. Returns the row's status afterwards, "done" when
+    there was no stop to make, "busy" when another worker has it."""
+    give_up = clock.monotonic() + (STOP_CLAIM_SECONDS if wait else 0)
+    while True:
+        instance = ModelInstance.objects.select_related("credential").filter(pk=instance_id).first()
+        if instance is None or instance.status != InstanceStatus.STOPPING:
+            return "done"
+        at = clock.now()
+        due = instance.next_check_at is None or instance.next_check_at <= at
+        if due and instance_claim(instance, at):
+            break
+        if clock.monotonic() >= give_up:
+            return "busy"
+        clock.sleep(0.5)  # the API waits for the worker that has it
     try:
-        with build_provider(instance.credential) as provider:
-            provider.shutdown_model(instance.model)
+        provider = build_provider(instance.credential)
+    except ProviderError as exc:
+        return _stop_failed(instance, exc)
+    with provider:
+        return instance_stop_with(instance, provider)
+
+
+def instance_stop_with(instance: ModelInstance, provider: Provider) -> str:
+    """Make the claimed stop's call (POST /model/delete) and record the outcome."""
+    try:
+        provider.shutdown_model(instance.model)
     except ProviderError as exc:
         if exc.kind != ErrorKind.NOT_FOUND:  # already gone is what we wanted
-            return exc
-    return None
+            return _stop_failed(instance, exc)
+    else:
+        credential_record_call(instance.credential_id, None)
+    moved = instance_transition(
+        instance.pk,
+        InstanceStatus.STOPPED,
+        where=Q(status=InstanceStatus.STOPPING),
+        message=_stopped_message(instance.message),
+        error="",
+    )
+    return InstanceStatus.STOPPED if moved else _status(instance.pk)
 
 
-def _record_shutdown_error(instance: ModelInstance, exc: ProviderError) -> None:
-    message = f"Shut down failed: {redact(exc.message)}"
+def _stop_failed(instance: ModelInstance, exc: ProviderError) -> str:
+    """A failed stop: the instance fails when the dashboard cannot manage it any
+    more (auth, a base URL it may not call); otherwise it goes back to where it
+    was, the error on the row, and is checked again at once."""
+    credential_record_call(instance.credential_id, exc)
+    message = f"Shut down failed: {credential_redact(instance.credential, exc.message)}"
     if exc.kind in (ErrorKind.AUTH, ErrorKind.INVALID_SPEC):
         instance_fail(instance.pk, message)
-    else:
-        ModelInstance.objects.filter(pk=instance.pk, status__in=INSTANCE_LIVE).update(error=message)
+        return _status(instance.pk)
+    back = InstanceStatus.RUNNING if instance.running_since else InstanceStatus.LOADING
+    assert instance_can_move(InstanceStatus.STOPPING, back)
+    ModelInstance.objects.filter(pk=instance.pk, status=InstanceStatus.STOPPING).update(
+        status=back, message="", error=message, next_check_at=clock.now()
+    )
+    return _status(instance.pk)
+
+
+def _status(instance_id: int) -> str:
+    return (
+        ModelInstance.objects.filter(pk=instance_id).values_list("status", flat=True).first()
+        or "done"
+    )
+
+
+def _stopped_message(stopping: str) -> str:
+    """The stopped row's message, from the stopping one: "Shutting down by
+    bob…" becomes "Shut down by bob."."""
+    if stopping.startswith(STOPPING_PREFIX):
+        return "Shut down" + stopping[len(STOPPING_PREFIX) :].rstrip("…") + "."
+    return "Shut down."

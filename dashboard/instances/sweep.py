@@ -27,10 +27,15 @@ RECONCILE_EVERY_MINUTES = 5
 
 def instances_sweep() -> dict[str, int]:
     """Run every minute by the scheduler: past deadlines fail, credentials whose
-    checks are late get a poller, and now and then every Bytez credential is
-    asked for instances started elsewhere."""
+    checks are late get a poller, stuck stops are taken up again, and now and
+    then every Bytez credential is asked for instances started elsewhere."""
     at = clock.now()
-    counts = {"instance_deadline": 0, "instance_pollers": 0, "instance_reconciles": 0}
+    counts = {
+        "instance_deadline": 0,
+        "instance_pollers": 0,
+        "instance_reconciles": 0,
+        "instance_stops": 0,
+    }
     overdue = ModelInstance.objects.filter(
         status__in=[InstanceStatus.REQUESTED, InstanceStatus.LOADING],
         deadline_at__lt=at - timedelta(seconds=DEADLINE_BACKSTOP_SECONDS),
@@ -49,6 +54,14 @@ def instances_sweep() -> dict[str, int]:
     for credential_id in late:
         tasks_queue.nudge_instances(credential_id)
         counts["instance_pollers"] += 1
+    # A stop whose task was lost, or whose worker died holding its claim.
+    stuck = ModelInstance.objects.filter(
+        status=InstanceStatus.STOPPING,
+        next_check_at__lte=at - timedelta(seconds=SWEEP_GRACE_SECONDS),
+    ).values_list("pk", flat=True)
+    for instance_id in stuck:
+        tasks_queue.nudge_instance_stop(instance_id)
+        counts["instance_stops"] += 1
     if at.minute % RECONCILE_EVERY_MINUTES == 0:
         for credential_id in instance_credentials().values_list("pk", flat=True):
             tasks_queue.nudge_reconcile(credential_id)

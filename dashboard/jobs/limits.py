@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import F, Q
 
 from dashboard.core import clock
+from dashboard.core.logs import redact
 from dashboard.models import Credential, CredentialSlot
 from providers import ErrorKind, ProviderError
 
@@ -127,7 +128,7 @@ def circuit_record(
         return
     Credential.objects.filter(pk=credential_id).update(
         consecutive_failures=F("consecutive_failures") + len(counted),
-        last_error=counted[-1].message[:2000],
+        last_error=redact(counted[-1].message)[:2000],
         last_error_at=now,
     )
     failures_now = (

@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider
+from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.models import Credential, Item, Job, JobEvent, JobUnit
 from dashboard.status import (
@@ -154,6 +155,8 @@ def poll_round(
             successes += 1
     if credential is not None:
         limits.circuit_record(credential.pk, successes=successes, failures=failures)
+        if successes or failures:
+            credential_record_call(credential.pk, None if successes else failures[-1])
     return apply_poll_results(
         provider,
         {rid: by_remote[rid] for rid in results},

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from dashboard.core import clock
+from dashboard.core.connect import credential_redact
+from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.instances.gate import note_runs
 from dashboard.models import Item, Job, JobEvent
@@ -185,7 +187,7 @@ class SyncRun:
         exc = outcome.error
         assert exc is not None
         self.failures.append(exc)
-        message = redact(exc.message)
+        message = credential_redact(self.job.credential, exc.message)
         if exc.kind in FATAL_KINDS:
             self.fatal = exc
         elif exc.retryable and items[0].attempts < MAX_CALL_ATTEMPTS:
@@ -277,6 +279,8 @@ class SyncRun:
         successes, self.successes = self.successes, 0
         if successes or failures:
             limits.circuit_record(self.job.credential_id, successes=successes, failures=failures)
+            # The credential's health says what the latest call saw (a 401 at once).
+            credential_record_call(self.job.credential_id, failures[-1] if failures else None)
         if self.provider.has_instances and successes:
             note_runs(self.job, successes)
 

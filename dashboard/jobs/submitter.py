@@ -12,6 +12,7 @@ from typing import Any
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
+from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.models import Credential, Job, JobEvent, JobUnit
 from dashboard.status import JOB_ACTIVE, JobStatus
@@ -83,6 +84,7 @@ def _submit_unit(job: Job, unit: JobUnit, provider: Provider, spec: Any, deadlin
             remote_id = provider.submit(spec, unit.prompt_indexes)
         except ProviderError as exc:
             limits.circuit_record(job.credential_id, failures=[exc])
+            credential_record_call(job.credential_id, exc)
             if not (exc.created_nothing and exc.retryable) or attempt >= MAX_CALL_ATTEMPTS:
                 return _submit_failed(job, unit, exc)
             # Surely nothing was created (connection refused, 429): safe to send again.
@@ -105,6 +107,7 @@ def _submit_unit(job: Job, unit: JobUnit, provider: Provider, spec: Any, deadlin
         JobUnit.objects.filter(pk=unit.pk).update(
             state=JobUnit.State.SUBMITTED, remote_id=remote_id, submitted_at=now, next_poll_at=now
         )
+        credential_record_call(job.credential_id, None)
         event_add(
             job.pk, f"Submitted to {provider.label} as remote job {remote_id}.", unit=unit.index
         )

@@ -9,6 +9,7 @@ plain form POST that redirects, so the pages work on a full reload too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -304,12 +305,18 @@ def instance_load_view(request: HttpRequest, pk: int) -> HttpResponse:
 def instance_shutdown_view(request: HttpRequest, pk: int) -> HttpResponse:
     instance = _team_instance(request, pk, Role.MEMBER)
     was = instance.status
-    instance = instances.instance_shutdown(instance, request.user)
-    if instance.status == InstanceStatus.STOPPED and was in INSTANCE_LIVE:
+    instance = instances.instance_stop_begin(instance, request.user)
+    if instance.status != was and instance.status in (
+        InstanceStatus.STOPPING,
+        InstanceStatus.STOPPED,
+    ):
         audit(request.user, instance.team, "instance.shutdown", instance, model=instance.model)
-        messages.success(request, f"{instance.model} is shut down.")
-    elif instance.status in INSTANCE_LIVE:
-        messages.error(request, instance.error or f"{instance.model} is still running.")
+        if instance.status == InstanceStatus.STOPPING:
+            messages.success(request, f"Shutting down {instance.model}…")
+        else:
+            messages.success(request, f"The request for {instance.model} is cancelled.")
+    elif instance.status == InstanceStatus.STOPPING:
+        messages.info(request, f"{instance.model} is already being shut down.")
     else:
         messages.info(request, f"{instance.model} had already ended ({instance.status}).")
     return redirect("instance_list")
@@ -359,17 +366,21 @@ def _team_credential(
 
 
 def _float_param(request: HttpRequest, name: str) -> float | None:
+    """A finite number, or None: NaN compares false with everything, so a
+    ``since=nan`` would keep the partial polling for ever."""
     try:
-        return float(request.GET.get(name, ""))
+        value = float(request.GET.get(name, ""))
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 @login_required
 @require_GET
 def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
     credential, membership = _team_credential(request, pk)
-    query = request.GET.get("q", "").strip()[:200]
+    # PostgreSQL refuses NUL in a query parameter (a 500): a search ignores it.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:200]
     waiting_since = _float_param(request, "since")
     at = clock.now()
     state = catalog.catalog_state(credential)

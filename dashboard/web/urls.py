@@ -24,6 +24,8 @@ urlpatterns = [
     # credentials
     path("credentials/", credentials.credential_list, name="credential_list"),
     path("credentials/<int:pk>/delete", credentials.credential_delete, name="credential_delete"),
+    path("credentials/<int:pk>/edit", credentials.credential_edit, name="credential_edit"),
+    path("credentials/<int:pk>/test", credentials.credential_test_view, name="credential_test"),
     path("credentials/<int:pk>/models", instances.model_catalog, name="model_catalog"),
     path(
         "credentials/<int:pk>/models/refresh",

@@ -203,3 +203,26 @@ def test_partial_failure_keeps_the_good_outputs(team: Any, together: Any) -> Non
     assert outputs(job)[0] is None
     assert outputs(job)[1:] == [completion_text("test-model", p) for p in ("two", "three")]
     assert "bad prompt" in item_errors(job)["0"]
+
+
+def test_an_invalid_key_turns_the_credential_health_at_once(team: Any, together: Any) -> None:
+    """Health tells the truth: a 401 from a job's call, not only from a
+    connection test, marks the credential at once (it once stayed "OK")."""
+    credential = make_credential(team, base_url=together.base_url, secret="wrong-key")
+    job = run(make_job(credential))
+    assert job.status == "failed"
+    credential.refresh_from_db()
+    assert credential.health == "auth_failed"
+    assert "wrong-key" not in credential.health_detail
+    good = make_credential(team, base_url=together.base_url)
+    run(make_job(good))
+    good.refresh_from_db()
+    assert good.health == "ok"
+
+
+def test_poll_rounds_and_submits_record_health(team: Any, sims: Any) -> None:
+    sim = sims.get("gridrepublic")
+    credential = make_credential(team, "gridrepublic", base_url=sim.base_url, secret="wrong")
+    run(make_job(credential))
+    credential.refresh_from_db()
+    assert credential.health == "auth_failed"

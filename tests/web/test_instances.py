@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from dashboard import tasks
 from dashboard.instances.catalog import catalog_refresh
 from dashboard.instances.gate import note_runs
 from dashboard.instances.poller import instances_reconcile
@@ -246,7 +247,9 @@ def test_shutdown_from_the_page(
 ) -> None:
     instance = make_running(team, bytez, bob, clock)
     response = bob_client.post(reverse("instance_shutdown", args=[instance.pk]))
-    assert response.status_code == 302 and "is shut down" in flash(response)
+    assert response.status_code == 302 and "Shutting down" in flash(response)
+    assert fresh(instance).status == "stopping"
+    tasks.instance_stop(instance.pk)  # the background task
     assert fresh(instance).status == "stopped" and sim.instances == {}
     response = live(bob_client)
     assert response.status_code == 286  # nothing live: the poll stops...
@@ -266,9 +269,11 @@ def test_shutdown_error_is_shown(
 ) -> None:
     instance = make_running(team, bytez, bob, clock)
     sim.add_fault(status=500, path="/model/delete")
-    response = bob_client.post(reverse("instance_shutdown", args=[instance.pk]))
-    assert "Shut down failed: Bytez had a server error (HTTP 500)" in flash(response)
-    assert "Shut down failed" in _row(live(bob_client).content.decode(), instance.pk)
+    bob_client.post(reverse("instance_shutdown", args=[instance.pk]))
+    tasks.instance_stop(instance.pk)  # the background task
+    row = _row(live(bob_client).content.decode(), instance.pk)
+    assert "Shut down failed: Bytez had a server error (HTTP 500)" in row
+    assert 'data-status="running"' in row
 
 
 def test_admin_action_shuts_instances_down(
@@ -288,6 +293,8 @@ def test_admin_action_shuts_instances_down(
         {"action": "shutdown_instances", "_selected_action": [instance.pk]},
     )
     assert response.status_code == 302
+    assert fresh(instance).status == "stopping" and sim.count("POST /model/delete") == 0
+    tasks.instance_stop(instance.pk)  # the background task
     assert fresh(instance).status == "stopped" and sim.count("POST /model/delete") == 1
 
 
@@ -329,6 +336,9 @@ def test_home_panel_shows_live_instances(
     response = bob_client.get(reverse("instance_panel"), headers=HTMX)
     assert response.status_code == 200 and 'data-status="running"' in response.content.decode()
     bob_client.post(reverse("instance_shutdown", args=[instance.pk]))
+    response = bob_client.get(reverse("instance_panel"), headers=HTMX)
+    assert response.status_code == 200 and 'data-status="stopping"' in response.content.decode()
+    tasks.instance_stop(instance.pk)  # the background task
     response = bob_client.get(reverse("instance_panel"), headers=HTMX)
     assert response.status_code == 286
     assert "No model instance is live" in response.content.decode()

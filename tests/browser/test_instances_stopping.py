@@ -1,0 +1,51 @@
+"""Shutting an instance down from the page: the click returns at once, the row
+says "Stopping…" while the worker talks to the provider, then "stopped",
+without a reload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from dashboard.models import ModelInstance
+
+from ..conftest import make_credential
+from .conftest import login
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_stopping_is_shown_live_until_stopped(
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+) -> None:
+    sim = sims.get("bytez")
+    sim.request_seconds, sim.load_seconds = 0.2, 1.0
+    make_credential(team, "bytez", base_url=sim.base_url, name="Bytez demo")
+    login(page, live_server.url, "alice")
+
+    page.goto(f"{live_server.url}/instances/")
+    page.fill("#id_model", "openai-community/gpt2")
+    page.click("button:has-text('Request')")
+    page.wait_for_url("**/instances/")
+    row = page.locator("tr[data-instance]").first
+    expect(row.locator(".badge[data-status]")).to_have_attribute(
+        "data-status", "running", timeout=15_000
+    )
+    # The provider takes its time to shut it down: the page must not wait on it.
+    slow_delete = sim.add_fault(status=200, body={}, path="/model/delete", delay=3.0)
+    page.evaluate("window.__sameDocument = true")
+    page.on("dialog", lambda dialog: dialog.accept())
+    row.locator("button:has-text('Shut down')").click()
+    page.wait_for_url("**/instances/")
+    badge = page.locator("tr[data-instance] .badge[data-status]").first
+    expect(badge).to_have_attribute("data-status", "stopping", timeout=2_500)
+    expect(badge).to_have_text("Stopping…")
+    expect(page.locator("tr[data-instance] button:has-text('Shut down')")).to_have_count(0)
+    page.evaluate("window.__sameDocument = true")
+    expect(badge).to_have_attribute("data-status", "stopped", timeout=15_000)
+    assert page.evaluate("window.__sameDocument") is True  # it changed without a reload
+    assert ModelInstance.objects.get().status == "stopped"
+    assert slow_delete.times == 0  # the provider was asked, once
+    assert page.js_errors == []
