@@ -369,7 +369,8 @@ def _float_param(request: HttpRequest, name: str) -> float | None:
 @require_GET
 def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
     credential, membership = _team_credential(request, pk)
-    query = request.GET.get("q", "").strip()[:200]
+    # NUL is no character of a model name, and PostgreSQL refuses it in a query.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:200]
     waiting_since = _float_param(request, "since")
     at = clock.now()
     state = catalog.catalog_state(credential)
