@@ -74,5 +74,6 @@ def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
 urlpatterns = [
     *api_patterns(),
     path("", not_found, name="api_root"),
-    re_path(r"^.*$", not_found, name="api_not_found"),
+    # Any path at all: "." stops at a newline, and "/jobs/%0A" is a path too.
+    re_path(r"^[\s\S]*\Z", not_found, name="api_not_found"),
 ]
