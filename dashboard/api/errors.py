@@ -149,8 +149,7 @@ def install(api: NinjaAPI) -> None:
 
     def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
         fields, general = field_errors(exc.errors)
-        parts = [*general, *(f"{name}: {messages[0]}" for name, messages in fields.items())]
-        return error_response(api, request, 400, "Invalid input: " + "; ".join(parts), fields)
+        return on_api_error(request, invalid({"__all__": general, **fields}))
 
     def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         # ninja wraps what the body parser raises: answer with the parser's own words.

@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from dashboard.api import jobs as api_jobs
 from dashboard.core import netguard
 from dashboard.models import ApiToken, Job, ModelInstance
 from tests.api.conftest import SCHEMATHESIS_REPORTS
@@ -219,12 +220,11 @@ def test_a_planted_server_error_is_caught(
     api_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One operation made to fail the way a bug would: the same run reports it."""
-    from dashboard.api import jobs
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("planted")
 
-    monkeypatch.setattr(jobs, "job_log", broken)  # GET /jobs/{pk} answers 500
+    monkeypatch.setattr(api_jobs, "job_log", broken)  # GET /jobs/{pk} answers 500
     report = run_schemathesis(
         api_world["schema"],
         headers=api_world["headers"],
