@@ -123,25 +123,25 @@ def run_cases(
 def with_real_ids(
     cases: st.SearchStrategy[Any], ids: dict[str, list[int]]
 ) -> st.SearchStrategy[Any]:
-    """Half the cases name objects that exist, in the path and in the body's
-    ``credential`` and ``team``, so the success answers are checked too, not
-    only the 404s and 400s of random ids."""
+    """Half the cases name objects that exist, in the path (an object of the
+    path's kind) and in the body's ``credential`` and ``team``, so the success
+    answers are checked too, not only the 404s and 400s of random ids."""
 
     def pick(drawn: tuple[Any, bool, Any]) -> Any:
         case, real, choose = drawn
         if not real:
             return case
         if "pk" in (case.path_parameters or {}):
-            case.path_parameters["pk"] = choose(ids["pk"])
+            kind = case.operation.path.split("/")[3]  # /api/v1/<kind>/{pk}…
+            case.path_parameters["pk"] = choose(ids[kind])
         if isinstance(case.body, dict):
-            for name in ("credential", "team"):
+            for name, kind in (("credential", "credentials"), ("team", "teams")):
                 if name in case.body:
-                    case.body[name] = choose(ids[name])
+                    case.body[name] = choose(ids[kind])
         return case
 
-    return st.tuples(
-        cases, st.booleans(), st.randoms(use_true_random=False).map(lambda r: r.choice)
-    ).map(pick)
+    randoms = st.randoms(use_true_random=False).map(lambda r: r.choice)
+    return st.tuples(cases, st.booleans(), randoms).map(pick)
 
 
 # --- the world it runs in ------------------------------------------------------------------
@@ -190,9 +190,10 @@ def api_world(
     _, key = ApiToken.issue(alice, "schemathesis")
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", wsgi_app)
     ids = {
-        "pk": [together.pk, bytez.pk, done.pk, pending.pk, instance.pk],
-        "credential": [together.pk, bytez.pk],
-        "team": [team.pk],
+        "credentials": [together.pk, bytez.pk],
+        "jobs": [done.pk, pending.pk],
+        "instances": [instance.pk],
+        "teams": [team.pk],
     }
     return {"schema": schema, "headers": {"Authorization": f"Bearer {key}"}, "ids": ids}
 
@@ -229,7 +230,7 @@ def test_a_planted_server_error_is_caught(
         api_world["schema"],
         headers=api_world["headers"],
         ids=api_world["ids"],
-        max_examples=10,
+        max_examples=20,
         only=lambda label: label.startswith("GET /api/v1/jobs"),
     )
     assert report.operations == ["GET /api/v1/jobs", "GET /api/v1/jobs/{pk}"]
