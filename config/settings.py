@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    "ninja",  # the API docs page's swagger-ui, from local static files (no CDN)
     "dashboard",
 ]
 

@@ -43,6 +43,9 @@ METHODS = ("get", "post", "put", "patch", "delete")
 
 #: URL name -> which of team A's objects its argument names (a key of World),
 #: or a function of the World giving the URL's kwargs (for several arguments).
+#: URL name -> its other arguments (not an object), the same for every test.
+EXTRA_KWARGS: dict[str, dict[str, Any]] = {"job_items_export": {"fmt": "csv"}}
+
 OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     # pages and htmx partials
     "job_detail": "job",
@@ -50,7 +53,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_cancel": "job",
     "job_retry": "job",
     "job_note": "job",
-    "job_items_export": lambda world: {"pk": world.job.pk, "fmt": "csv"},
+    "job_items_export": "job",
     "credential_delete": "credential",
     "credential_edit": "credential",
     "credential_test": "credential",
@@ -66,6 +69,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "api_job": "job",
     "api_job_cancel": "job",
     "api_job_retry": "job",
+    "api_job_items": "job",
     "api_instance": "instance",
 }
 
@@ -193,11 +197,18 @@ def object_kwargs(route: Route, world: World) -> dict[str, Any]:
         )
     if callable(entry):
         return entry(world)
-    if len(route.args) != 1:
+    return kwargs_for_object(route, getattr(world, entry))
+
+
+def kwargs_for_object(route: Route, target: Any) -> dict[str, Any]:
+    """The kwargs of a URL whose one object argument names ``target``."""
+    extra = EXTRA_KWARGS.get(route.name or "", {})
+    args = [arg for arg in route.args if arg not in extra]
+    if len(args) != 1:
         pytest.fail(
             f"{route.name} takes {route.args}: register a function that returns its kwargs."
         )
-    return {route.args[0]: getattr(world, entry).pk}
+    return {**extra, args[0]: target.pk}
 
 
 def assert_team_a_untouched(world: World) -> None:

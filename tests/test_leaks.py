@@ -21,7 +21,7 @@ from dashboard.jobs import worker
 from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
 
 from .conftest import SECRET, make_credential, make_job
-from .test_isolation import OBJECT_URLS, all_routes
+from .test_isolation import OBJECT_URLS, all_routes, kwargs_for_object
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +72,7 @@ class Everything:
             "token": self.token,
             "membership": self.membership,
         }[entry]
-        return {route.args[0]: target.pk}
+        return kwargs_for_object(route, target)
 
 
 def body_of(response: Any) -> str:

@@ -1,52 +1,79 @@
-"""The JSON API's URLs (mounted at /api/v1/ by config.urls)."""
+"""The JSON API's URLs (mounted at /api/v1/ by config.urls).
+
+ninja's patterns, mounted flat so their names stay ``api_jobs``,
+``api_job``, … as before, with what ninja does not do the API's way: a
+wrong method is a JSON 405 with ``Allow``, an unknown path a JSON 404, and
+a trailing slash is optional."""
 
 from __future__ import annotations
 
-from django.urls import re_path
+from functools import wraps
+from typing import Any
 
-from .views import (
-    credential_create,
-    credential_delete,
-    credential_get,
-    credential_list,
-    endpoint,
-    instance_create,
-    instance_delete,
-    instance_get,
-    instance_list,
-    job_cancel_api,
-    job_get,
-    job_list,
-    job_retry_api,
-    job_submit,
-    not_found,
-)
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import Resolver404, URLPattern, path, re_path, resolve, reverse
+from django.views.decorators.csrf import csrf_exempt
 
-#: Ids are digits only and short enough for a 64-bit column; anything else is a JSON 404.
-ID = r"(?P<pk>[0-9]{1,18})"
+from . import converters  # noqa: F401  (registers the path converter the routes use)
+from .errors import error_response
+from .main import api
+
+#: ninja's own URL names, in the names' style of this project.
+RENAMED = {"openapi-json": "api_openapi", "openapi-view": "api_docs"}
+
+
+def _json_405(view: Any) -> Any:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = ", ".join(sorted(m.strip() for m in response["Allow"].split(",")))
+            message = f"{request.method} is not allowed on {request.path}; use {allowed}."
+            return error_response(api, request, 405, message, headers={"Allow": allowed})
+        return response
+
+    return csrf_exempt(wrapped)
+
+
+def api_patterns() -> list[URLPattern]:
+    """One pattern per route (ninja gives one per operation), ninja's root left
+    out: the JSON 404 below answers there."""
+    patterns: list[URLPattern] = []
+    seen: set[str] = set()
+    for pattern in api.urls[0]:
+        route = str(pattern.pattern)
+        if pattern.name == "api-root" or route in seen:
+            continue
+        seen.add(route)
+        name = RENAMED.get(pattern.name or "", pattern.name)
+        patterns.append(path(route, _json_405(pattern.callback), name=name))
+    return patterns
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """An unknown path; first, the same path without its trailing slash."""
+    root = reverse("api_root")
+    rest = request.path_info[len(root) :]
+    if rest.endswith("/") and rest.strip("/"):
+        try:
+            match = resolve("/" + rest[:-1], urlconf=__name__)
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found:
+            return match.func(request, *match.args, **match.kwargs)
+    docs = reverse("api_docs")
+    return error_response(
+        api,
+        request,
+        404,
+        f"There is no API endpoint at {request.path}; the endpoints are listed at {docs}.",
+    )
+
 
 urlpatterns = [
-    re_path(
-        r"^credentials/?$",
-        endpoint(GET=credential_list, POST=credential_create),
-        name="api_credentials",
-    ),
-    re_path(
-        rf"^credentials/{ID}/?$",
-        endpoint(GET=credential_get, DELETE=credential_delete),
-        name="api_credential",
-    ),
-    re_path(r"^jobs/?$", endpoint(GET=job_list, POST=job_submit), name="api_jobs"),
-    re_path(rf"^jobs/{ID}/?$", endpoint(GET=job_get), name="api_job"),
-    re_path(rf"^jobs/{ID}/cancel/?$", endpoint(POST=job_cancel_api), name="api_job_cancel"),
-    re_path(rf"^jobs/{ID}/retry/?$", endpoint(POST=job_retry_api), name="api_job_retry"),
-    re_path(
-        r"^instances/?$", endpoint(GET=instance_list, POST=instance_create), name="api_instances"
-    ),
-    re_path(
-        rf"^instances/{ID}/?$",
-        endpoint(GET=instance_get, DELETE=instance_delete),
-        name="api_instance",
-    ),
-    re_path(r"^.*$", not_found, name="api_not_found"),
+    *api_patterns(),
+    path("", not_found, name="api_root"),
+    # Any path at all: "." stops at a newline, and "/jobs/%0A" is a path too.
+    re_path(r"^[\s\S]*\Z", not_found, name="api_not_found"),
 ]

@@ -62,7 +62,7 @@ def jobs_filtered(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
         jobs = jobs.filter(created_by__username=filters.created_by)
     if filters.date_from:
         jobs = jobs.filter(created_at__gte=_start_of(filters.date_from))
-    if filters.date_to:
+    if filters.date_to and filters.date_to < date.max:  # no day after the last one
         jobs = jobs.filter(created_at__lt=_start_of(filters.date_to + timedelta(days=1)))
     if filters.q:
         jobs = _text_search(jobs, filters.q)

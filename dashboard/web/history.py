@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
 from django import forms
@@ -61,6 +62,12 @@ class JobFilterForm(forms.Form):
         widget=forms.Select(choices=[(n, str(n)) for n in PAGE_SIZES]),
     )
 
+    def clean_date_from(self) -> date | None:
+        return _within_calendar(self.cleaned_data["date_from"])
+
+    def clean_date_to(self) -> date | None:
+        return _within_calendar(self.cleaned_data["date_to"])
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         start, end = data.get("date_from"), data.get("date_to")
@@ -79,6 +86,18 @@ class JobFilterForm(forms.Form):
             date_to=data["date_to"],
             q=data["q"].strip(),
         )
+
+
+#: A day's bounds are its midnight and the next one in the site's time zone, in
+#: UTC in the database: a day at either end of the calendar has no such bounds.
+FIRST_DAY = date.min + timedelta(days=1)
+LAST_DAY = date.max - timedelta(days=1)
+
+
+def _within_calendar(day: date | None) -> date | None:
+    if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+        raise forms.ValidationError(f"Pick a date between {FIRST_DAY} and {LAST_DAY}.")
+    return day
 
 
 def _url(name: str, params: dict[str, Any]) -> str:

@@ -13,97 +13,14 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dashboard.core import connect, netguard
+from dashboard.core import connect
 from dashboard.jobs import worker
 from dashboard.models import ApiToken, AuditEvent, Credential, Job, Membership, ModelInstance, Role
 from providers.simulators import completion_text
+from tests.api.conftest import BASE, Api, api_for, assert_error
 from tests.conftest import SECRET, finish_items, make_credential, make_job, make_user, use_clock
 
 pytestmark = pytest.mark.django_db
-
-BASE = "/api/v1/"
-
-
-class Api:
-    """The test client speaking JSON with a bearer token; keeps every raw answer
-    so a test can check that no secret ever went out."""
-
-    def __init__(self, client: Any, key: str | None) -> None:
-        self.client = client
-        self.key = key
-        self.bodies: list[bytes] = []
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        raw: bytes | str | None = None,
-        key: str | None = "default",
-    ) -> Any:
-        key = self.key if key == "default" else key
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        data = raw if raw is not None else (json.dumps(body) if body is not None else "")
-        url = path if path.startswith("http") else BASE + path.lstrip("/")
-        response = self.client.generic(
-            method, url, data=data, content_type="application/json", headers=headers
-        )
-        self.bodies.append(response.content)
-        return response
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.call("GET", path, **kwargs)
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.call("POST", path, body, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> Any:
-        return self.call("DELETE", path, **kwargs)
-
-
-def api_for(client: Any, user: User) -> Api:
-    return Api(client, ApiToken.issue(user, "tests")[1])
-
-
-@pytest.fixture
-def alice_api(client: Any, alice: User, team: Any) -> Api:
-    return api_for(client, alice)
-
-
-@pytest.fixture
-def bob_api(client: Any, bob: User, team: Any) -> Api:
-    return api_for(client, bob)
-
-
-@pytest.fixture
-def charlie_api(client: Any, charlie: User, other_team: Any) -> Api:
-    return api_for(client, charlie)
-
-
-@pytest.fixture
-def viewer_api(client: Any, team: Any) -> Api:
-    dave = make_user("dave")
-    Membership.objects.create(team=team, user=dave, role=Role.VIEWER)
-    return api_for(client, dave)
-
-
-@pytest.fixture(autouse=True)
-def _public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hosts resolve to a public address: no test waits on real DNS."""
-    monkeypatch.setattr(netguard, "_resolve", lambda host: ["93.184.216.34"])
-
-
-def assert_error(response: Any, status: int, *fields: str) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["fields"], dict)
-    for field in fields:
-        assert body["fields"].get(field), body
-    return body
-
 
 # --- the whole table -------------------------------------------------------------------------
 
@@ -308,6 +225,13 @@ def test_list_filters(alice_api: Api, bob: User, team: Any) -> None:
         ("cursor=%25%25%25", "cursor"),
         ("page=2", "page"),
         ("team=x", "team"),
+        # "²".isdigit() is true and int("²") raises: these were 500s.
+        ("limit=%C2%B2", "limit"),
+        ("team=%C2%B2", "team"),
+        ("limit=nan", "limit"),
+        ("team=99999999999999999999", "team"),
+        ("model=a%00b", "model"),
+        ("created_by=%00", "created_by"),
     ],
 )
 def test_list_refuses_bad_parameters(alice_api: Api, team: Any, query: str, field: str) -> None:
@@ -419,6 +343,10 @@ def test_wrong_method_is_json_405(alice_api: Api, method: str, path: str, allow:
         "",
         "   ",
         '{"prompts": NaN}',
+        '{"temperature": Infinity}',
+        '{"options": {"x": 1e400}}',
+        "[" * 5000 + "]" * 5000,
+        '{"options": ' + "[" * 100 + "]" * 100 + "}",
         b"\xff\xfe",
     ],
 )
@@ -935,3 +863,88 @@ def test_json_answers_escape_markup(alice_api: Api, team: Any) -> None:
     response = alice_api.get(f"jobs/{job.pk}")
     assert b"<script>" not in response.content and b"<b>" not in response.content
     assert response.json()["outputs"] == ["<b>bold</b> & <script>x</script>"]
+
+
+# --- the schema and the docs ------------------------------------------------------------------
+
+
+def test_openapi_schema_lists_every_operation(client: Any) -> None:
+    from django.urls import get_resolver
+
+    response = client.get(BASE + "openapi.json")  # no token: the schema is public
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    operations = {
+        (method.upper(), path) for path, item in schema["paths"].items() for method in item
+    }
+    assert len(operations) == 14
+    assert ("POST", "/api/v1/jobs/{pk}/retry") in operations
+    assert schema["components"]["securitySchemes"] == {
+        "BearerToken": {"type": "http", "scheme": "bearer"}
+    }
+    # Every route of the API is in the schema (so schemathesis tests it too).
+    mounted = next(e for e in get_resolver().url_patterns if str(e.pattern) == "api/v1/")
+    api_routes = {
+        "/api/v1/" + str(entry.pattern).replace("<objectid:pk>", "{pk}")
+        for entry in mounted.url_patterns
+        if entry.name
+        and entry.name.startswith("api_")
+        and entry.name not in ("api_openapi", "api_docs", "api_root", "api_not_found")
+    }
+    assert api_routes == {path for _, path in operations}
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            assert operation["security"] == [{"BearerToken": []}], (method, path)
+            errors = {code for code in operation["responses"] if code.startswith("4")}
+            assert {"400", "401"} <= errors, (method, path)
+
+
+def test_docs_page_is_served_from_this_host(client: Any) -> None:
+    response = client.get(BASE + "docs")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in page and "/api/v1/openapi.json" in page
+    assert "http://" not in page and "https://" not in page  # no CDN
+    assert "<script>" not in page  # the init script is a static file (CSP: script-src 'self')
+
+
+# --- what the fuzzers found --------------------------------------------------------------------
+
+
+def test_a_path_with_a_newline_is_a_json_404(alice_api: Api) -> None:
+    assert_error(alice_api.get("instances/%0A"), 404)
+    assert_error(alice_api.get("jobs/1%0A"), 404)
+
+
+def test_a_job_deadline_option_must_be_a_number_of_seconds(alice_api: Api, team: Any) -> None:
+    """job_create reads options.deadline_seconds with int(): "abc" was a 500."""
+    credential = make_credential(team)
+    body = {"credential": credential.pk, "model": "m", "prompts": ["a"]}
+    for bad in ("abc", 10**30, -5, 1.5, True, [1]):
+        error = assert_error(
+            alice_api.post("jobs", {**body, "options": {"deadline_seconds": bad}}), 400, "options"
+        )
+        assert "deadline_seconds" in error["fields"]["options"][0]
+    response = alice_api.post("jobs", {**body, "options": {"deadline_seconds": 600}})
+    assert response.status_code == 201, response.content
+
+
+def test_an_optional_body_may_be_empty_or_null_but_not_anything_else(
+    alice_api: Api, team: Any
+) -> None:
+    job = make_job(make_credential(team))
+    assert alice_api.post(f"jobs/{job.pk}/cancel", raw="null").status_code == 200
+    assert alice_api.post(f"jobs/{job.pk}/retry", raw="").status_code == 201
+    assert_error(alice_api.post(f"jobs/{job.pk}/retry", raw="[]"), 400)
+    error = assert_error(alice_api.post("jobs", raw="null"), 400)
+    assert error["error"] == "Invalid input: The body must be a JSON object."
+
+
+def test_another_teams_object_is_a_404_whatever_the_body(charlie_api: Api, team: Any) -> None:
+    """The object is looked up before the body is read: a bad body does not
+    turn another team's 404 into a 400."""
+    job = make_job(make_credential(team))
+    for raw in ("{", "[]", '{"failed_only": "yes"}', '{"x": 1}'):
+        assert_error(charlie_api.post(f"jobs/{job.pk}/retry", raw=raw), 404)
+        assert_error(charlie_api.post(f"jobs/{job.pk}/cancel", raw=raw), 404)

@@ -1,0 +1,358 @@
+"""Jobs: submit, list (newest first, keyset pages), show, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Query, Router, Status
+
+from dashboard.accounts import access
+from dashboard.accounts.audit import audit
+from dashboard.core import keyset
+from dashboard.jobs import results
+from dashboard.jobs.forms import SPEC_FIELDS, JobForm, check_job_spec, spec_from_data
+from dashboard.jobs.services import job_cancel, job_create, job_retry
+from dashboard.models import Credential, Item, Job, JobEvent, Role
+from dashboard.status import JobStatus
+from providers import PROVIDERS, JobSpec, get_provider_class
+
+from .errors import ApiError, FieldErrors
+from .schemas import (
+    MAX_ID,
+    Error,
+    ItemPage,
+    JobCreated,
+    JobIn,
+    JobOut,
+    JobPage,
+    NoBody,
+    RetryIn,
+)
+from .scope import credential_for, in_path
+
+router = Router()
+
+ViewedJob = in_path(Job.objects.select_related("created_by"))
+MemberJob = in_path(Job.objects.select_related("team", "credential"), Role.MEMBER)
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+#: A job's own deadline (options.deadline_seconds) is at most a year.
+MAX_DEADLINE = 366 * 24 * 3600
+LIST_PARAMS = ("status", "provider", "model", "created_by", "team", "limit", "cursor")
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+#: A job's ``outputs`` are given up to this many items; above, page the items.
+OUTPUTS_MAX = 1000
+
+
+def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
+    rows = results.job_rows(job) if job.progress_total <= OUTPUTS_MAX else None
+    data: dict[str, Any] = {
+        "id": job.pk,
+        "provider": job.provider,
+        "model": job.model,
+        "status": job.status,
+        "provider_status": job.provider_status,
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "counts": job.counts,
+        "outputs": [row["output"] for row in rows] if rows is not None else None,
+        "error": job.error,
+        "cost": {"estimated": None, "actual": None},
+        "dataset": None,
+        "comparison": None,
+        "created_by": job.created_by.get_username() if job.created_by else None,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "output_errors": {str(r["index"]): r["error"] for r in rows or [] if r["error"]},
+        "credential": job.credential_id,
+        "credential_name": job.credential_name,
+        "team": job.team_id,
+        "retry_of": job.retry_of_id,
+        "spec": job.spec,
+    }
+    if with_log:
+        data["log"] = job_log(job)
+    return data
+
+
+def job_log(job: Job) -> str:
+    """The provider's log or streamed output where there is one, else the timeline."""
+    output_kinds = (JobEvent.Kind.LOG, JobEvent.Kind.STREAM)
+    chunks = job.events.filter(kind__in=output_kinds).order_by("unit", "id")
+    by_unit: dict[int | None, list[str]] = {}
+    for unit, message in chunks.values_list("unit", "message"):
+        by_unit.setdefault(unit, []).append(message)
+    if by_unit:
+        # Prompts run side by side: each prompt's text stays in one piece.
+        return "\n".join("".join(parts) for parts in by_unit.values())
+    # Reviewers' notes are comments on the job, not part of its own timeline.
+    timeline = job.events.exclude(kind__in=(*output_kinds, JobEvent.Kind.NOTE)).order_by("id")
+    return "\n".join(
+        f"{timezone.localtime(event.created_at):%H:%M:%S} {event.message}"
+        for event in timeline.only("message", "created_at")
+    )
+
+
+def job_answer(pk: int) -> dict[str, Any]:
+    return job_json(Job.objects.select_related("created_by").get(pk=pk))
+
+
+# --- submit -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    response={201: JobCreated, (400, 401, 403, 409, 413): Error},
+    url_name="api_jobs",
+)
+def create_job(request: HttpRequest, payload: JobIn) -> Any:
+    """Submit a job (team members): one item per prompt, on the credential's provider."""
+    credential = credential_for(request.auth, payload.credential, payload.team)
+    spec = job_spec(payload, credential)
+    with transaction.atomic():
+        job = job_create(team=credential.team, credential=credential, spec=spec, user=request.auth)
+        audit(
+            request.auth,
+            credential.team,
+            "job.submitted",
+            job,
+            provider=job.provider,
+            model=job.model,
+            via="api",
+        )
+    return Status(201, {"id": job.pk, "status": job.status})
+
+
+def job_spec(payload: JobIn, credential: Credential) -> JobSpec:
+    """The JobSpec of a valid body on this credential, or a 400 naming every
+    field the page's form or the provider would refuse."""
+    errors = FieldErrors()
+    values: dict[str, Any] = {
+        "model": form_clean("model", payload.model, errors),
+        "prompt_list": payload.prompts,
+        "options": payload.options or {},
+        "stream": bool(payload.stream),
+    }
+    deadline = values["options"].get("deadline_seconds")
+    if deadline is not None and not (
+        isinstance(deadline, int)
+        and not isinstance(deadline, bool)
+        and 0 < deadline <= MAX_DEADLINE
+    ):
+        # job_create reads it with int(): a string or a huge number would be a 500.
+        errors.add("options", f"deadline_seconds must be a whole number from 1 to {MAX_DEADLINE}.")
+    blank = [i for i, prompt in enumerate(payload.prompts) if not prompt.strip()]
+    if blank:
+        errors.add("prompts", f"Prompt {blank[0] + 1} is empty.")
+    for name in SPEC_FIELDS:
+        value = getattr(payload, name)
+        values[name] = value if name == "output_schema" else form_clean(name, value, errors)
+    cls = get_provider_class(credential.provider)
+    for name in SPEC_FIELDS:
+        if values.get(name) not in (None, "", {}) and name not in cls.supported_fields:
+            errors.add(name, f"{cls.label} does not use {name}; leave it out.")
+    if values["stream"] and not cls.supports_stream:
+        errors.add("stream", f"{cls.label} cannot stream output.")
+    errors.raise_if_any()
+    allowed = cls.supported_fields | ({"stream"} if cls.supports_stream else set())
+    spec = spec_from_data(values, allowed)
+    errors.merge(check_job_spec(credential, spec))
+    errors.raise_if_any()
+    return spec
+
+
+def form_clean(name: str, value: Any, errors: FieldErrors) -> Any:
+    """JobForm's own field for ``name`` (strips text, "" is required), so the
+    page and the API clean values the same way."""
+    if value is None:
+        return None
+    try:
+        return JobForm.base_fields[name].clean(value)
+    except ValidationError as exc:
+        errors.add(name, *exc.messages)
+        return None
+
+
+# --- read ------------------------------------------------------------------------------------------
+
+
+@router.get("", response={200: JobPage, (400, 401): Error}, url_name="api_jobs")
+def list_jobs(
+    request: HttpRequest,
+    status: str | None = Query(
+        None, description=f"Comma-separated: {', '.join(JobStatus.values)}."
+    ),
+    provider: str | None = Query(None, description=f"Comma-separated: {', '.join(PROVIDERS)}."),
+    model: str | None = Query(None, description="The exact model name."),
+    created_by: str | None = Query(None, description="A username."),
+    team: int | None = Query(None, ge=1, le=MAX_ID, description="One of your teams' ids."),
+    limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Jobs per page."),
+    cursor: str | None = Query(None, description="From a `next` URL; follow it as is."),
+) -> Any:
+    """Your teams' jobs, newest first, one page at a time."""
+    errors = FieldErrors()
+    for name in request.GET:
+        if name not in LIST_PARAMS:
+            errors.add(name, f"Unknown parameter; expected one of {', '.join(LIST_PARAMS)}.")
+    jobs = access.visible(Job.objects.all(), request.auth)
+    if statuses := choices(status, JobStatus.values, "status", errors):
+        jobs = jobs.filter(status__in=statuses)
+    if providers := choices(provider, list(PROVIDERS), "provider", errors):
+        jobs = jobs.filter(provider__in=providers)
+    if model:
+        jobs = jobs.filter(model=model)
+    if created_by:
+        jobs = jobs.filter(created_by__username=created_by)
+    if team is not None:
+        jobs = jobs.filter(team_id=team)
+    position = keyset.cursor_decode(cursor) if cursor else None
+    if cursor and position is None:
+        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
+    errors.raise_if_any()
+    return page_of(request, jobs, position, limit)
+
+
+def choices(raw: str | None, allowed: list[str], name: str, errors: FieldErrors) -> list[str]:
+    values = [v.strip() for v in (raw or "").split(",") if v.strip()]
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        errors.add(name, f"Unknown {name} {unknown[0]!r}; one of {', '.join(allowed)}.")
+    return values
+
+
+def page_of(
+    request: HttpRequest, jobs: QuerySet[Job], position: keyset.Position | None, limit: int
+) -> dict[str, Any]:
+    page = keyset.keyset_page(
+        jobs.select_related("created_by").defer("raw_result"), position=position, size=limit
+    )
+    next_url = None
+    if page.has_more:
+        query = request.GET.copy()
+        query["cursor"] = page.next_cursor
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return {"results": [job_json(job, with_log=False) for job in page.items], "next": next_url}
+
+
+@router.get("/{objectid:pk}", response={200: JobOut, (400, 401, 404): Error}, url_name="api_job")
+def get_job(request: HttpRequest, job: ViewedJob) -> Any:
+    """A job with its outputs and log."""
+    return job_json(job)
+
+
+# --- change ----------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/{objectid:pk}/cancel",
+    response={200: JobOut, (400, 401, 403, 404, 409, 413): Error},
+    url_name="api_job_cancel",
+)
+def cancel_job(request: HttpRequest, job: MemberJob, payload: NoBody | None = None) -> Any:
+    """Cancel a job that has not finished (team members); a finished one is a 409."""
+    if not job_cancel(job, user=request.auth):
+        job.refresh_from_db(fields=["status"])
+        raise ApiError(409, f"Job {job.pk} is already {job.status}; nothing to cancel.")
+    audit(request.auth, job.team, "job.cancelled", job, via="api")
+    return job_answer(job.pk)
+
+
+@router.post(
+    "/{objectid:pk}/retry",
+    response={201: JobOut, (400, 401, 403, 404, 409, 413): Error},
+    url_name="api_job_retry",
+)
+def retry_job(request: HttpRequest, job: MemberJob, payload: RetryIn | None = None) -> Any:
+    """A new job linked to the first by `retry_of`: all the rows, only those
+    that did not complete, or only the invalid ones (optionally repaired);
+    its items keep `source_index`."""
+    which = {
+        "failed_only": bool(payload and payload.failed_only),
+        "invalid_only": bool(payload and payload.invalid_only),
+        "repair": bool(payload and payload.repair),
+    }
+    if which["repair"] and not which["invalid_only"]:
+        raise ApiError(400, "repair applies to invalid rows.", {"repair": ["Needs invalid_only."]})
+    if which["failed_only"] and which["invalid_only"]:
+        raise ApiError(
+            400,
+            "Retry either the failed rows or the invalid ones.",
+            {"invalid_only": ["Not together with failed_only."]},
+        )
+    try:
+        with transaction.atomic():
+            new = job_retry(job, user=request.auth, **which)
+            flags = {name: True for name, on in which.items() if on}
+            audit(request.auth, job.team, "job.retried", job, new_job=new.pk, via="api", **flags)
+    except ValueError as exc:
+        raise ApiError(409, str(exc)) from None
+    return Status(201, job_answer(new.pk))
+
+
+# --- items -----------------------------------------------------------------------------------------
+
+ITEM_PARAMS = ("status", "valid", "merged", "limit", "after")
+
+
+@router.get(
+    "/{objectid:pk}/items",
+    response={200: ItemPage, (400, 401, 404): Error},
+    url_name="api_job_items",
+)
+def list_items(
+    request: HttpRequest,
+    job: ViewedJob,
+    status: str | None = Query(None, description="One of pending, running, completed, ..."),
+    valid: bool | None = Query(None, description="true: valid rows; false: invalid ones."),
+    merged: bool = Query(False, description="Each row's latest completed attempt across retries."),
+    limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Items per page."),
+    after: int | None = Query(None, ge=-1, le=MAX_ID, description="From a `next` URL."),
+) -> Any:
+    """The job's items in index order, a page at a time."""
+    errors = FieldErrors()
+    for name in request.GET:
+        if name not in ITEM_PARAMS:
+            errors.add(name, f"Unknown parameter; expected one of {', '.join(ITEM_PARAMS)}.")
+    validity = "" if valid is None else ("valid" if valid else "invalid")
+    item_filter, problems = results.parse_filter(status, validity)
+    for name, message in problems.items():
+        errors.add(name, message)
+    errors.raise_if_any()
+    page = results.items_page(job, after=after, item_filter=item_filter, size=limit)
+    items = results.merge_retries(job, page.items) if merged else page.items
+    next_url = None
+    if page.next_after is not None:
+        query = request.GET.copy()
+        query["after"] = str(page.next_after)
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return {"items": [item_json(item) for item in items], "next": next_url}
+
+
+def item_json(item: Item) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "source_index": item.source_index,
+        "input": item.input,
+        "fields": item.input_fields,
+        "status": item.status,
+        "output": item.output,
+        "error": item.error,
+        "attempts": item.attempts,
+        "latency_ms": item.latency_ms,
+        "tokens_in": item.tokens_in,
+        "tokens_out": item.tokens_out,
+        "tokens_estimated": item.tokens_estimated,
+        "valid": item.valid,
+        "validation_error": item.validation_error,
+        "from_job": getattr(item, "merged_from", None),
+    }

@@ -1,0 +1,257 @@
+"""Every body the API reads and every answer it gives, as schemas: the
+OpenAPI document at /api/v1/openapi.json is generated from these, so it is
+the contract scripts generate clients from and schemathesis tests against.
+
+Bodies are strict JSON: no field the call does not know, no string for a
+number, no boolean for an integer, finite numbers only. The limits of a job's
+fields are JobForm's, so the page and the API refuse the same values; rules
+that need the database or the provider (a credential's team, the prompt
+limits in settings, what a provider supports) stay in the services.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from django import forms
+from ninja import Field, Schema
+from pydantic import ConfigDict, PlainSerializer, WithJsonSchema
+
+from dashboard.jobs.forms import JobForm
+from dashboard.status import InstanceStatus, JobStatus
+from providers import PROVIDERS
+
+#: The largest id a 64-bit column holds; a bigger one can name nothing.
+MAX_ID = 2**63 - 1
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+Text = Annotated[str, Field(strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
+JsonObject = dict[str, Any]
+#: UTC with a "Z" and every microsecond, as the API always wrote them.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(iso, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+ProviderSlug = Literal[tuple(PROVIDERS)]  # type: ignore[valid-type]
+
+
+def job_field(name: str, kind: type, **extra: Any) -> Any:
+    """A strict JSON field with the limits of JobForm's field of that name."""
+    field = JobForm.base_fields[name]
+    limits: dict[str, Any] = {}
+    if isinstance(field, forms.IntegerField | forms.FloatField):
+        limits = {"ge": field.min_value, "le": field.max_value}
+    if isinstance(field, forms.CharField) and field.max_length:
+        limits["max_length"] = field.max_length
+    if kind is float:
+        limits["allow_inf_nan"] = False
+    return Annotated[kind, Field(strict=True, **limits, **extra)]
+
+
+class Body(Schema):
+    """A request body: a misspelt field is refused by name, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(Schema):
+    error: str = Field(description="A readable message.")
+    fields: dict[str, list[str]] = Field(description="Messages per field of the input.")
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+class CredentialIn(Body):
+    provider: ProviderSlug
+    name: Text
+    secret: Text = Field(description="Stored encrypted; never returned by any call.")
+    base_url: Text | None = Field(None, description="Empty for the provider's public endpoint.")
+    options: JsonObject | None = Field(None, description="Provider-specific settings.")
+    max_concurrency: Annotated[int, Field(strict=True)] | None = Field(
+        None, description="Requests at once on this credential, 1-256 (default 4)."
+    )
+    team: Id | None = Field(None, description="Default: your first team by name.")
+
+
+class CredentialOut(Schema):
+    id: int
+    provider: str
+    name: str
+    base_url: str
+    options: JsonObject
+    max_concurrency: int
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+class JobIn(Body):
+    credential: Id
+    model: job_field("model", str)  # type: ignore[valid-type]
+    prompts: list[Text] = Field(min_length=1)
+    question: Text | None = Field(None, description="MyMagic: applied to every prompt.")
+    system_prompt: Text | None = None
+    max_tokens: job_field("max_tokens", int) | None = None  # type: ignore[valid-type]
+    temperature: job_field("temperature", float) | None = None  # type: ignore[valid-type]
+    top_p: job_field("top_p", float) | None = None  # type: ignore[valid-type]
+    top_k: job_field("top_k", int) | None = None  # type: ignore[valid-type]
+    repetition_penalty: job_field("repetition_penalty", float) | None = None  # type: ignore[valid-type]
+    output_schema: JsonObject | None = Field(
+        None,
+        description='A JSON Schema object, or Lamini\'s {"field": "str"/"int"/"float"/"bool"} map.',
+    )
+    options: JsonObject | None = Field(None, description="Provider-specific fields.")
+    stream: Flag | None = Field(None, description="Stream the output (providers that can).")
+    team: Id | None = Field(None, description="Must be the credential's team when given.")
+
+
+class RetryIn(Body):
+    failed_only: Flag | None = Field(
+        None, description="Retry only the rows that did not complete (failed, or never ran)."
+    )
+    invalid_only: Flag | None = Field(
+        None, description="Retry only the completed rows whose output does not fit the schema."
+    )
+    repair: Flag | None = Field(
+        None,
+        description="With invalid_only: send each row again with its validation error "
+        "and the schema appended to its prompt.",
+    )
+
+
+class NoBody(Body):
+    """Calls that take no fields (an empty body, or {})."""
+
+
+class JobCreated(Schema):
+    id: int
+    status: JobStatus
+
+
+class Progress(Schema):
+    done: int
+    total: int
+
+
+class Counts(Schema):
+    """Items by status, and by validity against the output schema."""
+
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    valid: int
+    invalid: int
+
+
+class Cost(Schema):
+    estimated: float | None = Field(description="USD before running; null with no price set.")
+    actual: float | None = Field(description="USD from the items' tokens; null with no price set.")
+
+
+class JobSummary(Schema):
+    id: int
+    provider: str
+    model: str
+    status: JobStatus
+    provider_status: str
+    progress: Progress
+    counts: Counts
+    outputs: list[Any] | None = Field(
+        description="One per item in index order (text, an object for structured output, "
+        "null where there is none yet); null for jobs of more than 1,000 items: "
+        "page GET /jobs/{id}/items instead."
+    )
+    error: str
+    cost: Cost
+    dataset: int | None = Field(description="The dataset the items came from, if any.")
+    comparison: int | None = Field(description="The comparison the job is a target of, if any.")
+    created_by: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    output_errors: dict[str, Any] = Field(
+        description="The failed items' errors by index (jobs of up to 1,000 items)."
+    )
+    credential: int | None = Field(description="Null once the credential is deleted.")
+    credential_name: str
+    team: int
+    retry_of: int | None
+    spec: JsonObject
+
+
+class JobOut(JobSummary):
+    log: str = Field(
+        description="The provider's log or streamed output where there is one, "
+        "else the job's timeline."
+    )
+
+
+class ItemOut(Schema):
+    index: int
+    source_index: int | None = Field(description="For a retry's items: the row they redo.")
+    input: str = Field(description="The prompt as sent.")
+    fields: JsonObject | None = Field(description="The dataset row's fields, if any.")
+    status: Literal["pending", "running", "completed", "failed", "cancelled"]
+    output: Any = Field(description="Text, or the parsed object for structured output.")
+    error: str
+    attempts: int
+    latency_ms: int | None
+    tokens_in: int | None
+    tokens_out: int | None
+    tokens_estimated: bool = Field(description="The tokens are estimated, not reported.")
+    valid: bool | None = Field(description="Against the output schema; null without one.")
+    validation_error: str
+    from_job: int | None = Field(
+        None, description="With merged=true: the retry the row's answer came from."
+    )
+
+
+class ItemPage(Schema):
+    items: list[ItemOut]
+    next: str | None = Field(description="The next page; null on the last page.")
+
+
+class JobPage(Schema):
+    results: list[JobSummary]
+    next: str | None = Field(description="The next (older) page; null on the last page.")
+
+
+# --- model instances ------------------------------------------------------------------------
+
+
+class InstanceIn(Body):
+    credential: Id
+    model: Text
+    concurrency: Annotated[int, Field(strict=True)] | None = None
+    expiration_seconds: Annotated[int, Field(strict=True)] | None = None
+    team: Id | None = None
+
+
+class InstanceCreated(Schema):
+    id: int
+    status: InstanceStatus
+
+
+class InstanceOut(Schema):
+    id: int
+    model: str
+    status: InstanceStatus
+    provider_status: str
+    concurrency: int | None
+    inferences: int | None
+    expires_at: Timestamp | None
+    error: str
+    credential: int
+    team: int
+    created_at: Timestamp
