@@ -66,6 +66,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "token_revoke": "token",
     # the JSON API
     "api_credential": "credential",
+    "api_credential_test": "credential",
     "api_job": "job",
     "api_job_cancel": "job",
     "api_job_retry": "job",

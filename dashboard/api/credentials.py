@@ -12,17 +12,29 @@ from ninja import Query, Router, Status
 
 from dashboard.accounts import access
 from dashboard.accounts.audit import audit
-from dashboard.accounts.credentials import CredentialForm
+from dashboard.accounts.credentials import (
+    BilledCheckNotConfirmed,
+    CredentialForm,
+    credential_test,
+)
 from dashboard.models import Credential, Role
 
 from .errors import ApiError, FieldErrors, invalid
-from .schemas import MAX_ID, CredentialIn, CredentialOut, Error
+from .schemas import (
+    MAX_ID,
+    ConnectionTestIn,
+    ConnectionTestOut,
+    CredentialIn,
+    CredentialOut,
+    Error,
+)
 from .scope import in_path, membership_for_create
 
 router = Router()
 
 ViewedCredential = in_path(Credential.objects.all())
 AdminCredential = in_path(Credential.objects.select_related("team"), Role.ADMIN)
+MemberCredential = in_path(Credential.objects.select_related("team"), Role.MEMBER)
 
 
 def credential_json(credential: Credential) -> dict[str, Any]:
@@ -120,3 +132,28 @@ def no_content() -> HttpResponse:
     response = HttpResponse(status=204)
     del response["Content-Type"]  # there is no body to describe
     return response
+
+
+@router.post(
+    "/{objectid:pk}/test",
+    response={200: ConnectionTestOut, (400, 401, 403, 404, 413): Error},
+    url_name="api_credential_test",
+)
+def test_credential(
+    request: HttpRequest, credential: MemberCredential, payload: ConnectionTestIn | None = None
+) -> Any:
+    """Test the credential with the provider's cheapest documented call (team
+    members) and update its health. Providers with no free call need
+    `confirm_billed`: the check sends a one-token request."""
+    try:
+        return credential_test(
+            credential,
+            actor=request.auth,
+            model=payload.model if payload else None,
+            confirm_billed=bool(payload and payload.confirm_billed),
+            via="api",
+        )
+    except BilledCheckNotConfirmed as exc:
+        raise invalid({"confirm_billed": [str(exc)]}) from None
+    except ValueError as exc:
+        raise invalid({"model": [str(exc)]}) from None

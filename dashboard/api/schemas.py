@@ -91,6 +91,26 @@ class CredentialOut(Schema):
     max_concurrency: int
 
 
+class ConnectionTestIn(Body):
+    model: Text | None = Field(
+        None, description="The model a billed check asks for (else the provider's default)."
+    )
+    confirm_billed: Flag | None = Field(
+        None,
+        description="Providers with no free call: confirm that a one-token request "
+        "may be billed. Without it such a test is refused (400).",
+    )
+
+
+class ConnectionTestOut(Schema):
+    ok: bool
+    detail: str
+    latency_ms: int
+    billed: bool = Field(description="The check made a call the provider bills.")
+    auth_failed: bool = Field(description="The provider refused the secret (401/403).")
+    checked_at: Timestamp
+
+
 # --- jobs -------------------------------------------------------------------------------------
 
 

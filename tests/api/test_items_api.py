@@ -127,3 +127,20 @@ def test_retry_body_mistakes(alice_api: Any, team: Any) -> None:
     assert_error(alice_api.post(f"jobs/{job.pk}/retry", {"invalid_only": "yes"}), 400)
     error = assert_error(alice_api.post(f"jobs/{job.pk}/retry", {"invalid_only": True}), 409)
     assert "No row of this job is invalid" in error["error"]
+
+
+def test_credential_connection_test(alice_api: Any, team: Any, sims: Any) -> None:
+    from tests.conftest import make_credential as credential_for
+
+    bytez = credential_for(team, "bytez", base_url=sims.get("bytez").base_url)
+    answer = alice_api.post(f"credentials/{bytez.pk}/test").json()
+    assert answer["ok"] is True and answer["billed"] is False and answer["auth_failed"] is False
+    bad = credential_for(team, "bytez", base_url=sims.get("bytez").base_url, secret="nope")
+    answer = alice_api.post(f"credentials/{bad.pk}/test").json()
+    assert answer["ok"] is False and answer["auth_failed"] is True
+    bad.refresh_from_db()
+    assert bad.health == "auth_failed"
+    together = credential_for(team, "together", base_url=sims.get("together").base_url)
+    assert_error(alice_api.post(f"credentials/{together.pk}/test"), 400, "confirm_billed")
+    answer = alice_api.post(f"credentials/{together.pk}/test", {"confirm_billed": True}).json()
+    assert answer["ok"] is True and answer["billed"] is True
