@@ -9,6 +9,7 @@ from ninja import Query, Router, Status
 
 from dashboard.accounts import access
 from dashboard.accounts.audit import audit
+from dashboard.instances.serialize import instance_json
 from dashboard.instances.services import InstanceError, instance_request, instance_shutdown
 from dashboard.models import ModelInstance, Role
 from dashboard.status import INSTANCE_LIVE, InstanceStatus
@@ -24,22 +25,6 @@ MemberInstance = in_path(ModelInstance.objects.select_related("credential", "tea
 
 #: The list is not paged: a team has a handful of instances, not thousands.
 MAX_LISTED = 200
-
-
-def instance_json(instance: ModelInstance) -> dict[str, Any]:
-    return {
-        "id": instance.pk,
-        "model": instance.model,
-        "status": instance.status,
-        "provider_status": instance.provider_status,
-        "concurrency": instance.concurrency,
-        "inferences": instance.inferences,
-        "expires_at": instance.expires_at,
-        "error": instance.error,
-        "credential": instance.credential_id,
-        "team": instance.team_id,
-        "created_at": instance.created_at,
-    }
 
 
 @router.get("", response={200: list[InstanceOut], (400, 401): Error}, url_name="api_instances")

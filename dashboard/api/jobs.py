@@ -8,7 +8,6 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from ninja import Query, Router, Status
 
 from dashboard.accounts import access
@@ -16,8 +15,9 @@ from dashboard.accounts.audit import audit
 from dashboard.core import keyset
 from dashboard.jobs import results
 from dashboard.jobs.forms import SPEC_FIELDS, JobForm, check_job_spec, spec_from_data
+from dashboard.jobs.serialize import job_json
 from dashboard.jobs.services import job_cancel, job_create, job_retry
-from dashboard.models import Credential, Item, Job, JobEvent, Role
+from dashboard.models import Credential, Item, Job, Role
 from dashboard.status import JobStatus
 from providers import PROVIDERS, JobSpec, get_provider_class
 
@@ -48,59 +48,6 @@ LIST_PARAMS = ("status", "provider", "model", "created_by", "team", "limit", "cu
 
 
 # --- answers ---------------------------------------------------------------------------------
-
-
-#: A job's ``outputs`` are given up to this many items; above, page the items.
-OUTPUTS_MAX = 1000
-
-
-def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
-    rows = results.job_rows(job) if job.progress_total <= OUTPUTS_MAX else None
-    data: dict[str, Any] = {
-        "id": job.pk,
-        "provider": job.provider,
-        "model": job.model,
-        "status": job.status,
-        "provider_status": job.provider_status,
-        "progress": {"done": job.progress_done, "total": job.progress_total},
-        "counts": job.counts,
-        "outputs": [row["output"] for row in rows] if rows is not None else None,
-        "error": job.error,
-        "cost": {"estimated": None, "actual": None},
-        "dataset": None,
-        "comparison": None,
-        "created_by": job.created_by.get_username() if job.created_by else None,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "output_errors": {str(r["index"]): r["error"] for r in rows or [] if r["error"]},
-        "credential": job.credential_id,
-        "credential_name": job.credential_name,
-        "team": job.team_id,
-        "retry_of": job.retry_of_id,
-        "spec": job.spec,
-    }
-    if with_log:
-        data["log"] = job_log(job)
-    return data
-
-
-def job_log(job: Job) -> str:
-    """The provider's log or streamed output where there is one, else the timeline."""
-    output_kinds = (JobEvent.Kind.LOG, JobEvent.Kind.STREAM)
-    chunks = job.events.filter(kind__in=output_kinds).order_by("unit", "id")
-    by_unit: dict[int | None, list[str]] = {}
-    for unit, message in chunks.values_list("unit", "message"):
-        by_unit.setdefault(unit, []).append(message)
-    if by_unit:
-        # Prompts run side by side: each prompt's text stays in one piece.
-        return "\n".join("".join(parts) for parts in by_unit.values())
-    # Reviewers' notes are comments on the job, not part of its own timeline.
-    timeline = job.events.exclude(kind__in=(*output_kinds, JobEvent.Kind.NOTE)).order_by("id")
-    return "\n".join(
-        f"{timezone.localtime(event.created_at):%H:%M:%S} {event.message}"
-        for event in timeline.only("message", "created_at")
-    )
 
 
 def job_answer(pk: int) -> dict[str, Any]:

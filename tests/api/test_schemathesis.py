@@ -35,8 +35,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from dashboard.api import jobs as api_jobs
 from dashboard.core import netguard
+from dashboard.jobs import serialize
 from dashboard.models import ApiToken, Job, ModelInstance
 from tests.api.conftest import SCHEMATHESIS_REPORTS
 from tests.conftest import finish_items, make_credential, make_job, use_clock
@@ -226,7 +226,7 @@ def test_a_planted_server_error_is_caught(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("planted")
 
-    monkeypatch.setattr(api_jobs, "job_log", broken)  # GET /jobs/{pk} answers 500
+    monkeypatch.setattr(serialize, "job_log", broken)  # GET /jobs/{pk} answers 500
     report = run_schemathesis(
         api_world["schema"],
         headers=api_world["headers"],
