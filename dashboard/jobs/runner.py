@@ -53,6 +53,8 @@ LOOKAHEAD = 1000
 FATAL_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.NOT_FOUND, ErrorKind.INVALID_SPEC})
 #: A credential-wide pause this short is waited out in the loop.
 SHORT_PAUSE = 3.0
+#: Calls queued in the pool per thread: 1 running and 1 waiting for it.
+QUEUED_PER_THREAD = 2
 
 
 @dataclass
@@ -175,6 +177,10 @@ class SyncRun:
         # write for nothing. The job's running count says how many are in flight.
         for item in items:
             item.attempts += 1
+
+    def unstarted(self, items: list[Item]) -> None:
+        for item in items:
+            item.attempts -= 1
 
     def record(self, outcome: Outcome) -> None:
         items = outcome.call.items
@@ -321,7 +327,7 @@ class SyncRun:
         return lambda position, text: self.chunks.put((indexes[position], text))
 
     def run(self, workers: int) -> None:
-        in_flight: set[Future[Outcome]] = set()
+        in_flight: dict[Future[Outcome], Call] = {}
         last_flush = clock.monotonic()
         with ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=f"job{self.job.pk}"
@@ -335,23 +341,35 @@ class SyncRun:
                     continue
                 done, _ = wait(in_flight, timeout=FLUSH_INTERVAL, return_when=FIRST_COMPLETED)
                 for future in done:
-                    in_flight.discard(future)
-                    self.record(future.result())
+                    call = in_flight.pop(future)
+                    if future.cancelled():
+                        self.unstarted(call.items)
+                        self.units.appendleft(call.items)  # never ran: it goes again
+                    else:
+                        self.record(future.result())
                 if self.fatal is not None:
                     self.stopping = True
+                if self.stopping or self.paused_until > self.now():
+                    # Calls queued behind the running ones wait for the next slice
+                    # or the end of the pause; the running ones finish.
+                    for future in in_flight:
+                        future.cancel()
                 if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
                     last_flush = clock.monotonic()
-                    if not self.flush(len(in_flight)):
+                    if not self.flush(min(workers, len(in_flight))):
                         self.job_left = self.stopping = True
         if not self.job_left and not self.flush():
             self.job_left = True
 
     def dispatch(
-        self, pool: ThreadPoolExecutor, in_flight: set[Future[Outcome]], workers: int
+        self, pool: ThreadPoolExecutor, in_flight: dict[Future[Outcome], Call], workers: int
     ) -> None:
-        """Start calls while slots are free. Sets ``stopping`` (and ``deferred``)
-        when this slice must stop dispatching: budget spent, a long pause."""
-        while len(in_flight) < workers and self.fatal is None:
+        """Start calls while the pool has room: as many as it has threads, and
+        as many again queued behind them, so a thread that finishes a call
+        starts the next one at once instead of waiting for this thread to hand
+        it one. Sets ``stopping`` (and ``deferred``) when this slice must stop
+        dispatching: budget spent, a long pause."""
+        while len(in_flight) < workers * QUEUED_PER_THREAD and self.fatal is None:
             now = self.now()
             if now >= self.deadline:
                 self.defer(Deferred(now, "time budget of this task used up"))
@@ -370,7 +388,7 @@ class SyncRun:
                 return
             self.started(items)
             call = Call(items, self.spec_for(items))
-            in_flight.add(pool.submit(run_call, self.provider, call, self.on_chunk_for(call)))
+            in_flight[pool.submit(run_call, self.provider, call, self.on_chunk_for(call))] = call
 
     def defer(self, deferred: Deferred) -> None:
         self.deferred = deferred
