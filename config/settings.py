@@ -264,6 +264,10 @@ LOGGING = {
 
 # --- limits --------------------------------------------------------------------------------
 
-MAX_PROMPTS_PER_JOB = envint("DASHBOARD_MAX_PROMPTS", 10_000)
+#: As many as the largest batch APIs take (OpenAI's and Together's: 50,000 requests).
+MAX_PROMPTS_PER_JOB = envint("DASHBOARD_MAX_PROMPTS", 50_000)
+#: The largest request body (a JSON job of 50,000 prompts of 800 characters is
+#: about 42 MB); Django refuses bigger ones before reading them (the API: 413).
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DASHBOARD_MAX_BODY_MB", 64) * 1024 * 1024
 MAX_PROMPT_CHARS = envint("DASHBOARD_MAX_PROMPT_CHARS", 100_000)
 JOB_DEADLINE_SECONDS = envint("DASHBOARD_JOB_DEADLINE", 6 * 3600)

@@ -144,3 +144,12 @@ def test_credential_connection_test(alice_api: Any, team: Any, sims: Any) -> Non
     assert_error(alice_api.post(f"credentials/{together.pk}/test"), 400, "confirm_billed")
     answer = alice_api.post(f"credentials/{together.pk}/test", {"confirm_billed": True}).json()
     assert answer["ok"] is True and answer["billed"] is True
+
+
+def test_an_oversized_body_is_a_413(alice_api: Any, team: Any, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    credential = make_credential(team)
+    body = {"credential": credential.pk, "model": "m", "prompts": ["x" * 100] * 200}
+    error = assert_error(alice_api.post("jobs", body), 413)
+    assert "too large" in error["error"]
+    assert not Job.objects.exists()
