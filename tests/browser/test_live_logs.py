@@ -83,7 +83,10 @@ def test_bytez_stream_shows_partial_output(
     partials = watch_log(page, "#job-log-all")
 
     final = completion_text("openai-community/gpt2", "Once upon a time there was a")
-    assert partials and all(len(p) < len(final.strip()) for p in partials), partials
+    # Part of the answer was on the page before the job ended (the whole answer
+    # may show a moment before the status does: both come in the last flush).
+    assert partials and all(final.strip().startswith(p.strip()) for p in partials), partials
+    assert any(len(p.strip()) < len(final.strip()) for p in partials), partials
     expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
         "data-status", "completed"
     )
