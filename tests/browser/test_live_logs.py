@@ -55,7 +55,9 @@ def test_gridrepublic_log_grows_on_the_page(
     final = completion_text("gemma:2b", "Why is the sky blue?")
     assert len(partials) >= 2, partials
     assert all(final.strip().startswith(p.strip()) for p in partials)
-    assert all(len(p.strip()) < len(final.strip()) for p in partials)
+    # It grew: pieces of it showed before the job ended (the last piece and the
+    # status come in the same poll round).
+    assert sum(len(p.strip()) < len(final.strip()) for p in partials) >= 2, partials
     expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
         "data-status", "completed"
     )
