@@ -162,12 +162,14 @@ def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
 
 
 def _events_context(job: Job, *, after: int | None) -> dict[str, Any]:
-    """The timeline and the log, at most EVENTS_SHOWN of each (the newest)."""
+    """The timeline (newest first, so the latest event, the terminal one
+    included, is at the top of its box) and the log (oldest first, read like
+    text), at most EVENTS_SHOWN of each (the newest)."""
     events = job.events.select_related("author")
     if after is not None:
         events = events.filter(pk__gt=after)
     output = list(events.filter(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])[::-1]
-    timeline = list(events.exclude(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])[::-1]
+    timeline = list(events.exclude(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])
     newest = max((e.pk for e in output + timeline), default=after or 0)
     return {
         "timeline": timeline,

@@ -56,12 +56,44 @@
   // Progress bars take their width from data-progress (no inline styles under the CSP).
   function paintProgress(root) {
     (root || document).querySelectorAll("[data-progress]").forEach(function (bar) {
-      bar.style.width = Math.max(0, Math.min(100, parseInt(bar.getAttribute("data-progress"), 10) || 0)) + "%";
+      bar.style.width = Math.max(0, Math.min(100, parseFloat(bar.getAttribute("data-progress")) || 0)) + "%";
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { paintProgress(document); });
-  document.addEventListener("htmx:afterSettle", function () { paintProgress(document); });
-  document.addEventListener("htmx:oobAfterSwap", function () { paintProgress(document); });
+
+  // Times: the server writes them in its own zone, named ("14:03:07 UTC"); here
+  // they are shown in the reader's zone, named too ("16:03:07 CEST"). The ISO
+  // datetime attribute stays as it is.
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function zoneName(date) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(date);
+      for (var i = 0; i < parts.length; i++) {
+        if (parts[i].type === "timeZoneName") { return parts[i].value; }
+      }
+    } catch (e) { /* an old browser: the zone stays unnamed rather than wrong */ }
+    return "";
+  }
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[data-local]").forEach(function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at.getTime())) { return; }
+      var day = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate());
+      var minute = pad(at.getHours()) + ":" + pad(at.getMinutes());
+      var second = minute + ":" + pad(at.getSeconds());
+      var form = el.getAttribute("data-local");
+      var text = form === "time" ? second : form === "minute" ? day + " " + minute : day + " " + second;
+      var zone = zoneName(at);
+      el.textContent = zone ? text + " " + zone : text;
+    });
+  }
+
+  function enhance(root) {
+    paintProgress(root);
+    localTimes(root);
+  }
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  document.addEventListener("htmx:afterSettle", function () { enhance(document); });
+  document.addEventListener("htmx:oobAfterSwap", function () { enhance(document); });
 
   // Countdowns to an instance's expiry tick every second between polls.
   // The same words the server renders (dashboard.instances.duration_text).
