@@ -91,9 +91,53 @@
     paintProgress(root);
     localTimes(root);
   }
-  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); countPrompts(); });
   document.addEventListener("htmx:afterSettle", function () { enhance(document); });
   document.addEventListener("htmx:oobAfterSwap", function () { enhance(document); });
+
+  // The new-job form: how many prompts the text makes, as the user types. The
+  // same rules as dashboard/jobs/forms.py split_prompts (a test checks both).
+  function splitPrompts(text, mode) {
+    text = text.replace(/\r\n/g, "\n");
+    function nonEmpty(parts) {
+      return parts.map(function (p) { return p.trim(); }).filter(function (p) { return p; });
+    }
+    if (mode === "lines") { return nonEmpty(text.split("\n")); }
+    if (mode === "separator") { return nonEmpty(text.split("\n---\n")); }
+    return text.trim() ? [text.trim()] : [];
+  }
+  window.dashboardSplitPrompts = splitPrompts;
+  function countPrompts() {
+    var out = document.getElementById("prompt-count");
+    var text = document.getElementById("id_prompts");
+    var split = document.getElementById("id_split");
+    if (!out || !text || !split) { return; }
+    var n = splitPrompts(text.value, split.value).length;
+    out.textContent = n.toLocaleString("en") + (n === 1 ? " prompt" : " prompts");
+  }
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    if (target.id === "id_prompts") { countPrompts(); }
+    // The user chose a model: a credential picked later keeps it.
+    if (target.id === "id_model" && event.isTrusted) { modelChosen(); }
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "id_split") { countPrompts(); }
+  });
+  function modelChosen() {
+    var auto = document.getElementById("model-auto");
+    if (auto) { auto.value = "0"; }
+  }
+  // A model from the list beside the field fills it (and refreshes the warning).
+  document.addEventListener("click", function (event) {
+    var pick = event.target.closest && event.target.closest("[data-model-pick]");
+    var input = document.getElementById("id_model");
+    if (!pick || !input) { return; }
+    input.value = pick.getAttribute("data-model-pick");
+    modelChosen();
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.focus();
+  });
 
   // Countdowns to an instance's expiry tick every second between polls.
   // The same words the server renders (dashboard.instances.duration_text).
