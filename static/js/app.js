@@ -90,10 +90,37 @@
   function enhance(root) {
     paintProgress(root);
     localTimes(root);
+    (root || document).querySelectorAll("[data-copy][hidden]").forEach(function (button) {
+      button.hidden = false;
+    });
   }
   document.addEventListener("DOMContentLoaded", function () { enhance(document); countPrompts(); });
   document.addEventListener("htmx:afterSettle", function () { enhance(document); });
   document.addEventListener("htmx:oobAfterSwap", function () { enhance(document); });
+
+  // Copy buttons (a new API token): the clipboard API, else select and copy.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) { return; }
+    var field = document.getElementById(button.getAttribute("data-copy"));
+    var status = button.parentNode.querySelector(".copy-status");
+    if (!field) { return; }
+    function done(ok) {
+      if (status) { status.textContent = ok ? "Copied." : "Select the text and copy it."; }
+    }
+    function fallback() {
+      field.focus();
+      field.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      done(ok);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(field.value).then(function () { done(true); }, fallback);
+    } else {
+      fallback();
+    }
+  });
 
   // The new-job form: how many prompts the text makes, as the user types. The
   // same rules as dashboard/jobs/forms.py split_prompts (a test checks both).
