@@ -161,7 +161,9 @@ def credential_for_new_job(*, team: Team, user: Any) -> Credential | None:
     return next(ready, None) or credentials.first()
 
 
-def model_for_new_job(*, credential: Credential, user: Any) -> str:
+def model_for_new_job(
+    *, credential: Credential, user: Any, choices: ModelChoices | None = None
+) -> str:
     """The model the form starts with on this credential: the user's latest
     on it, else the first the model list offers (the team's recent models,
     then the documented ones, then the provider's own list)."""
@@ -171,7 +173,7 @@ def model_for_new_job(*, credential: Credential, user: Any) -> str:
         .values_list("model", flat=True)
         .first()
     )
-    return last or model_choices(credential).first
+    return last or (choices or model_choices(credential)).first
 
 
 def check_job_spec(credential: Credential, spec: JobSpec) -> dict[str, list[str]]:

@@ -85,7 +85,9 @@ def _new_job_form(request: HttpRequest, team: Any) -> tuple[JobForm, bool]:
     credential = form.selected_credential()
     auto = not initial.get("model") and credential is not None
     if auto:
-        form.initial["model"] = model_for_new_job(credential=credential, user=request.user)
+        form.initial["model"] = model_for_new_job(
+            credential=credential, user=request.user, choices=form.model_choices()
+        )
     return form, auto
 
 

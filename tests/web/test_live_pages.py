@@ -256,3 +256,15 @@ def test_times_are_named_in_the_pages(bob_client: Any, team: Any) -> None:
     job = make_job(make_credential(team))
     page = bob_client.get(job.get_absolute_url()).content.decode()
     assert re.search(r'<time datetime="[^"]+" data-local="datetime" [^>]*>[^<]+ UTC</time>', page)
+
+
+def test_the_provider_word_links_the_page_it_names(bob_client: Any, team: Any) -> None:
+    job = make_job(make_credential(team, "bytez"), ["a"], model="m")
+    job_transition(
+        job.pk,
+        "queued",
+        provider_status="Waiting for instance (requested: available; load it on the Instances page)",
+    )
+    page = bob_client.get(job.get_absolute_url()).content.decode()
+    status = page[page.index('id="job-status"') :]
+    assert f'load it on the <a href="{reverse("instance_list")}">Instances page</a>)' in status
