@@ -209,9 +209,11 @@ class GridRepublicProvider(Provider):
     # The log grows while a job runs and the dashboard shows it live.
     poll_interval = 1.0
     supported_fields = frozenset()
+    #: The model the document's own example submits to (an example, not a list).
+    documented_models = ("gemma:2b",)
     # No error codes of the status call are documented, so an unknown id proves
     # nothing about the key: the check submits a one-prompt job.
-    connection_check_model = "gemma:2b"
+    connection_check_model = documented_models[0]
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)

@@ -1,5 +1,7 @@
-"""The model catalog: the provider's model list cached per credential (Bytez),
-or the documented list plus what the team has run (the others)."""
+"""The model catalog: the provider's model list cached per credential (the
+providers that list their models: Bytez, an OpenAI-compatible server's
+``GET /v1/models``), or the documented list plus what the team has run (the
+others); and what the new-job form shows beside its model field."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from providers import (
     get_provider_class,
 )
 
-from .services import provider_has_instances
+from .services import live_instance, provider_has_instances
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,10 @@ class CatalogState:
 
 def catalog_from_provider(credential: Credential) -> bool:
     """Providers with a model-list endpoint: the list is cached per credential."""
-    return provider_has_instances(credential.provider)
+    try:
+        return bool(get_provider_class(credential.provider).lists_models)
+    except KeyError:  # not a registered provider
+        return False
 
 
 def catalog_fetched_at(credential_id: int) -> datetime | None:
@@ -194,3 +199,127 @@ def catalog_models(credential: Credential, query: str = "") -> QuerySet[Any] | l
         return entries.filter(name__icontains=query) if query else entries
     lowered = query.lower()
     return [ModelInfo(name) for name in _listed_models(credential) if lowered in name.lower()]
+
+
+# --- the new-job form's model list -------------------------------------------------------------
+
+#: Names shown per group beside the model field; the catalog page has the rest.
+MODEL_CHOICES_SHOWN = 12
+#: The team's past models are looked for among this many of its latest jobs.
+RECENT_JOBS_SCANNED = 2000
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    key: str  # "recent", "documented", "listed"
+    title: str
+    names: list[str]
+    total: int  # matching names in all, of which ``names`` are the first
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.names)
+
+
+@dataclass(frozen=True)
+class ModelChoices:
+    """What the form shows beside the model field for one credential."""
+
+    groups: list[ModelGroup]
+    state: CatalogState
+    #: The cached list is due for a fetch (the caller queues it; never fetched here).
+    stale: bool
+
+    @property
+    def names(self) -> list[str]:
+        """Every name shown, once, in the order shown (the datalist's too)."""
+        return list(dict.fromkeys(name for group in self.groups for name in group.names))
+
+    @property
+    def first(self) -> str:
+        return self.names[0] if self.names else ""
+
+
+def team_models(
+    credential: Credential, query: str = "", limit: int = MODEL_CHOICES_SHOWN
+) -> list[str]:
+    """The models the team ran on this provider, most recent first, among its
+    latest jobs (a bounded walk of the job_history index, not a GROUP BY)."""
+    lowered = query.strip().lower()
+    recent = (
+        Job.objects.filter(team_id=credential.team_id)
+        .order_by("-created_at", "-id")
+        .values_list("provider", "model")[:RECENT_JOBS_SCANNED]
+    )
+    names: dict[str, None] = {}
+    for provider, model in recent:
+        if provider == credential.provider and lowered in model.lower():
+            names.setdefault(model)
+            if len(names) >= limit:
+                break
+    return list(names)
+
+
+def model_choices(credential: Credential, query: str = "") -> ModelChoices:
+    """The team's past models on this provider, the models the provider
+    documents and, for a provider that lists its models, its cached list;
+    each filtered by ``query`` (part of a name, any case)."""
+    query = query.strip()
+    lowered = query.lower()
+    cls = get_provider_class(credential.provider)
+    label = credential.get_provider_display()
+    groups = []
+    recent = team_models(credential, query)
+    if recent:
+        groups.append(ModelGroup("recent", "Your team's recent models", recent, len(recent)))
+    documented = [name for name in cls.documented_models if lowered in name.lower()]
+    if documented:
+        title = (
+            f"{label} documents" if cls.documents_model_list else f"Named in {label}'s documents"
+        )
+        groups.append(
+            ModelGroup("documented", title, documented[:MODEL_CHOICES_SHOWN], len(documented))
+        )
+    state = catalog_state(credential)
+    stale = False
+    if catalog_from_provider(credential):
+        entries = ModelCatalogEntry.objects.filter(credential=credential)
+        if query:
+            entries = entries.filter(name__icontains=query)
+        listed = list(entries.order_by("name").values_list("name", flat=True)[:MODEL_CHOICES_SHOWN])
+        total = entries.count() if len(listed) == MODEL_CHOICES_SHOWN else len(listed)
+        if listed:
+            groups.append(ModelGroup("listed", f"{label}'s model list", listed, total))
+        stale = catalog_wait_seconds(credential, force=False) <= 0
+    return ModelChoices(groups, state, stale)
+
+
+def model_warning(credential: Credential, name: str) -> str:
+    """Why ``name`` may be wrong on this credential, or "": not in the
+    provider's documented list (MyMagic), not in its fetched model list, or
+    (a provider with instances) no instance of it live. A warning, not an
+    error: lists age, and an instance may be loaded before the job runs."""
+    name = name.strip()
+    if not name:
+        return ""
+    cls = get_provider_class(credential.provider)
+    label = credential.get_provider_display()
+    if cls.model_is_documented(name) is False:
+        return (
+            f"“{name}” is not in {label}'s documented model list "
+            f"({', '.join(cls.documented_models)}): check the name; the job is still accepted."
+        )
+    if catalog_from_provider(credential):
+        entries = ModelCatalogEntry.objects.filter(credential=credential)
+        count = entries.count()
+        if count and not entries.filter(name=name).exists():
+            return (
+                f"“{name}” is not among the {count} models {label} listed for this credential: "
+                "check the name."
+            )
+    if provider_has_instances(credential.provider) and live_instance(credential.pk, name) is None:
+        return (
+            f"No instance of “{name}” is live on this credential: the job fails unless it is "
+            "loaded first. Request and load it on the Instances page."
+        )
+    return ""

@@ -13,14 +13,17 @@ from django import forms
 from django.conf import settings
 
 from dashboard.core.formfields import JSONObjectField
+from dashboard.instances.catalog import ModelChoices, model_choices
 from dashboard.models import Credential, Job, Team
 from providers import JobSpec, Provider, ProviderError, get_provider_class
 
 PROMPT_SPLIT_CHOICES = [
-    ("single", "The whole text is one prompt"),
     ("lines", "One prompt per line"),
+    ("single", "The whole text is one prompt"),
     ("separator", "Prompts separated by a line with only ---"),
 ]
+#: Three pasted lines are three prompts; a single line is one prompt either way.
+PROMPT_SPLIT_DEFAULT = "lines"
 
 
 def split_prompts(text: str, mode: str) -> list[str]:
@@ -40,7 +43,7 @@ class JobForm(forms.Form):
     )
     prompts = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), strip=False)
     split = forms.ChoiceField(
-        choices=PROMPT_SPLIT_CHOICES, initial="single", label="Several prompts?"
+        choices=PROMPT_SPLIT_CHOICES, initial=PROMPT_SPLIT_DEFAULT, label="Several prompts?"
     )
     question = forms.CharField(
         required=False,
@@ -69,14 +72,26 @@ class JobForm(forms.Form):
         self.fields["credential"].queryset = Credential.objects.filter(team=team).order_by("name")
 
     def selected_credential(self) -> Credential | None:
+        if not hasattr(self, "_selected"):
+            self._selected = self._find_credential()
+        return self._selected
+
+    def _find_credential(self) -> Credential | None:
         raw = self.data.get("credential") if self.is_bound else self.initial.get("credential")
         queryset = self.fields["credential"].queryset
         if isinstance(raw, Credential):
             return raw
         try:
-            return queryset.filter(pk=int(raw)).first() if raw else queryset.first()
+            found = queryset.filter(pk=int(raw)).first() if raw else None
         except (TypeError, ValueError):
-            return queryset.first()
+            found = None
+        return found or queryset.first()
+
+    def prompt_count(self) -> int:
+        """How many prompts the text makes as split now (app.js keeps it live)."""
+        text = self["prompts"].value() or ""
+        mode = self["split"].value() or PROMPT_SPLIT_DEFAULT
+        return len(split_prompts(str(text), str(mode)))
 
     def provider_fields(self) -> list[forms.BoundField]:
         credential = self.selected_credential()
@@ -90,18 +105,17 @@ class JobForm(forms.Form):
             names.append("stream")
         return [self[name] for name in names]
 
+    def model_choices(self) -> ModelChoices | None:
+        """The models shown beside the field (catalog.model_choices), unfiltered."""
+        if not hasattr(self, "_choices"):
+            credential = self.selected_credential()
+            self._choices = model_choices(credential) if credential else None
+        return self._choices
+
     def model_suggestions(self) -> list[str]:
-        credential = self.selected_credential()
-        if credential is None:
-            return []
-        documented = list(get_provider_class(credential.provider).documented_models)
-        used = (
-            Job.objects.filter(team=self.team, provider=credential.provider)
-            .order_by()
-            .values_list("model", flat=True)
-            .distinct()[:50]
-        )
-        return sorted(set(documented) | set(used))
+        """The datalist's names: the same as the visible list."""
+        choices = self.model_choices()
+        return choices.names if choices else []
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -120,6 +134,46 @@ class JobForm(forms.Form):
                 self.add_error(field if field in self.fields else None, message)
         data["spec"] = spec
         return data
+
+
+def credential_for_new_job(*, team: Team, user: Any) -> Credential | None:
+    """The credential the new-job form starts on: the one of the user's latest
+    job in this team, if it is still there; else the first by name that needs
+    no preparation (no model instance to load first, not refused by its
+    provider); else the first by name."""
+    credentials = Credential.objects.filter(team=team).order_by("name")
+    last = (
+        Job.objects.filter(team=team, created_by=user, credential__isnull=False)
+        .order_by("-created_at", "-id")
+        .values_list("credential_id", flat=True)
+        .first()
+    )
+    if last is not None:
+        found = credentials.filter(pk=last).first()
+        if found is not None:
+            return found
+    ready = (
+        c
+        for c in credentials
+        if not get_provider_class(c.provider).has_instances
+        and c.health != Credential.Health.AUTH_FAILED
+    )
+    return next(ready, None) or credentials.first()
+
+
+def model_for_new_job(
+    *, credential: Credential, user: Any, choices: ModelChoices | None = None
+) -> str:
+    """The model the form starts with on this credential: the user's latest
+    on it, else the first the model list offers (the team's recent models,
+    then the documented ones, then the provider's own list)."""
+    last = (
+        Job.objects.filter(credential=credential, created_by=user)
+        .order_by("-created_at", "-id")
+        .values_list("model", flat=True)
+        .first()
+    )
+    return last or (choices or model_choices(credential)).first
 
 
 def check_job_spec(credential: Credential, spec: JobSpec) -> dict[str, list[str]]:

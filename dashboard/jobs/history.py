@@ -3,7 +3,8 @@
 Plain functions over querysets, no request objects, so the page, the exports
 and the benchmark share them. Pages walk the ``job_history`` index
 (team, -created_at, -id) with a keyset cursor: no OFFSET and no COUNT(*), so a
-page deep in 100,000 jobs costs what the first one does.
+page deep in 100,000 jobs costs what the first one does. The result count is
+bounded the same way: it counts up to COUNT_LIMIT + 1 rows, then says "more".
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def jobs_filtered(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
     if filters.provider:
         jobs = jobs.filter(provider=filters.provider)
     if filters.model:
-        jobs = jobs.filter(model=filters.model)
+        # Part of the name, any case: "llama" finds meta-llama/Llama-2-7b-chat-hf.
+        jobs = jobs.filter(model__icontains=filters.model)
     if filters.status:
         jobs = jobs.filter(status=filters.status)
     if filters.created_by:
@@ -94,6 +96,16 @@ def _text_search(jobs: QuerySet[Job], text: str) -> QuerySet[Job]:
     )
     jobs = jobs.alias(_question=Cast(KeyTransform("question", "spec"), TextField()))
     return jobs.filter(Exists(items) | question)
+
+
+#: The history counts the jobs that match up to this many, then says "more than".
+COUNT_LIMIT = 1000
+
+
+def jobs_count(*, team: Team, filters: JobFilters, limit: int = COUNT_LIMIT) -> int:
+    """How many jobs match, counted up to ``limit + 1`` (a bounded count, so a
+    page of a team with 100,000 jobs never counts them all)."""
+    return jobs_filtered(team=team, filters=filters).order_by().values("pk")[: limit + 1].count()
 
 
 def jobs_for_page(*, team: Team, filters: JobFilters) -> QuerySet[Job]:

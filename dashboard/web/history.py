@@ -21,12 +21,20 @@ from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
 from dashboard.core.keyset import cursor_decode, iter_keyset, keyset_page
 from dashboard.jobs.export import csv_chunks, jsonl_chunks
-from dashboard.jobs.history import JobFilters, jobs_for_export, jobs_for_page
+from dashboard.jobs.history import (
+    COUNT_LIMIT,
+    JobFilters,
+    jobs_count,
+    jobs_for_export,
+    jobs_for_page,
+)
 from dashboard.models import Team
 from dashboard.status import JOB_ACTIVE, JobStatus
 from providers import PROVIDER_CHOICES
 
 JOB_LIST_SIZE = 50
+#: The history filters always shown; the others fold under "More filters".
+MAIN_FILTERS = ("q", "status", "model")
 PAGE_SIZES = (10, 25, 50, 100, 200)
 
 
@@ -43,7 +51,7 @@ class JobFilterForm(forms.Form):
         ),
     )
     provider = forms.ChoiceField(required=False, choices=[("", "Any provider"), *PROVIDER_CHOICES])
-    model = forms.CharField(required=False, max_length=200, help_text="The exact model name.")
+    model = forms.CharField(required=False, max_length=200, help_text="Part of the name, any case.")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *JobStatus.choices])
     created_by = forms.CharField(
         required=False, max_length=150, label="Submitted by", help_text="A username."
@@ -112,6 +120,10 @@ def job_list(request: HttpRequest) -> HttpResponse:
     form = JobFilterForm(_with_default_size(request))
     context: dict[str, Any] = {
         "form": form,
+        "main_filters": MAIN_FILTERS,
+        "more_filters_active": any(
+            request.GET.get(name) for name in form.fields if name not in MAIN_FILTERS
+        ),
         "history": True,
         "jobs": [],
         "any_active": False,
@@ -144,7 +156,7 @@ def _page_context(request: HttpRequest, team: Team, form: JobFilterForm) -> dict
     if size != JOB_LIST_SIZE:
         params["per_page"] = str(size)
     here = {**params, "cursor": request.GET.get("cursor", "") if position else ""}
-    return {
+    context = {
         "jobs": page.items,
         "any_active": any(job.status in JOB_ACTIVE for job in page.items),
         "filters": filters,
@@ -157,6 +169,10 @@ def _page_context(request: HttpRequest, team: Team, form: JobFilterForm) -> dict
         "export_csv_url": _url("job_export_csv", filters.as_params()),
         "export_jsonl_url": _url("job_export_jsonl", filters.as_params()),
     }
+    if not request.htmx:  # the live rows do not change the count line
+        context["match_count"] = jobs_count(team=team, filters=filters, limit=COUNT_LIMIT)
+        context["count_limit"] = COUNT_LIMIT
+    return context
 
 
 # --- exports -------------------------------------------------------------------------------

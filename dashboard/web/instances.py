@@ -365,7 +365,7 @@ def _team_credential(
     )
 
 
-def _float_param(request: HttpRequest, name: str) -> float | None:
+def float_param(request: HttpRequest, name: str) -> float | None:
     """A finite number, or None: NaN compares false with everything, so a
     ``since=nan`` would keep the partial polling for ever."""
     try:
@@ -381,13 +381,13 @@ def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
     credential, membership = _team_credential(request, pk)
     # PostgreSQL refuses NUL in a query parameter (a 500): a search ignores it.
     query = request.GET.get("q", "").replace("\x00", "").strip()[:200]
-    waiting_since = _float_param(request, "since")
+    waiting_since = float_param(request, "since")
     at = clock.now()
     state = catalog.catalog_state(credential)
     refreshing = False
     if state.source == "provider":
         if waiting_since is not None:
-            refreshing = _still_refreshing(state, waiting_since, at)
+            refreshing = still_refreshing(state, waiting_since, at)
         elif catalog.catalog_wait_seconds(credential, force=False, at=at) <= 0:
             tasks_queue.nudge_catalog(credential.pk)
             refreshing, waiting_since = True, at.timestamp()
@@ -405,7 +405,10 @@ def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
         "live_models": live,
         "refreshing": refreshing,
         "since": waiting_since,
-        "can_request": state.source == "provider" and membership.allows(Role.MEMBER),
+        "has_instances": instances.provider_has_instances(credential.provider),
+        "can_request": instances.provider_has_instances(credential.provider)
+        and membership.allows(Role.MEMBER),
+        "can_start_job": membership.allows(Role.MEMBER),
         "can_refresh": state.source == "provider" and membership.allows(Role.ADMIN),
         "refresh_hours": CATALOG_REFRESH_SECONDS // 3600,
     }
@@ -417,7 +420,7 @@ def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "dashboard/catalog.html", context)
 
 
-def _still_refreshing(state: catalog.CatalogState, since: float, at: datetime) -> bool:
+def still_refreshing(state: catalog.CatalogState, since: float, at: datetime) -> bool:
     """A background refresh asked for at ``since`` (a timestamp) is not done yet."""
     if at.timestamp() - since > CATALOG_WAIT_SECONDS:
         return False

@@ -23,18 +23,28 @@ from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
 from dashboard.core import clock
+from dashboard.core import queue as tasks_queue
 from dashboard.core.params import int_param, micros, micros_param
+from dashboard.instances.catalog import model_choices, model_warning
 from dashboard.jobs import export, results
-from dashboard.jobs.forms import SPEC_FIELDS, JobForm
+from dashboard.jobs.forms import (
+    SPEC_FIELDS,
+    JobForm,
+    credential_for_new_job,
+    model_for_new_job,
+)
 from dashboard.jobs.services import job_cancel, job_create, job_retry
 from dashboard.models import Job, JobEvent, Role
 from dashboard.status import ItemStatus
+
+from .instances import float_param, still_refreshing
 
 
 @login_required
 def job_new(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
     team = membership.team
+    model_auto = False
     if request.method == "POST":
         form = JobForm(request.POST, team=team)
         if form.is_valid():
@@ -47,13 +57,95 @@ def job_new(request: HttpRequest) -> HttpResponse:
             audit(request.user, team, "job.submitted", job, provider=job.provider, model=job.model)
             return redirect(job)
     else:
-        initial = _clone_initial(request) if "clone" in request.GET else {}
-        if "credential" in request.GET:
-            initial["credential"] = request.GET["credential"]
-        form = JobForm(initial=initial, team=team)
+        form, model_auto = _new_job_form(request, team)
+    context = {"form": form, "model_auto": model_auto, **_model_help(request, form, fetch=True)}
     if request.htmx and request.method == "GET" and request.htmx.target == "provider-fields":
-        return render(request, "dashboard/job_new.html#provider-fields", {"form": form})
-    return render(request, "dashboard/job_new.html", {"form": form})
+        # Another credential: its fields, and out of band its model list (and its
+        # default model, unless the user chose one).
+        return render(
+            request, "dashboard/job_new.html#provider-fields", {**context, "refresh": True}
+        )
+    return render(request, "dashboard/job_new.html", context)
+
+
+def _new_job_form(request: HttpRequest, team: Any) -> tuple[JobForm, bool]:
+    """The unbound form, and whether its model was filled in for the user
+    (app.js says "0" once they type one): a credential picked later then gets
+    its own default model instead of keeping the previous provider's."""
+    initial = _clone_initial(request) if "clone" in request.GET else {}
+    if "credential" in request.GET:
+        initial["credential"] = request.GET["credential"]
+    elif "credential" not in initial:
+        default = credential_for_new_job(team=team, user=request.user)
+        initial["credential"] = default.pk if default else None
+    typed = (request.GET.get("model") or "").replace("\x00", "").strip()[:200]
+    if typed and request.GET.get("model_auto") != "1":
+        initial["model"] = typed
+    form = JobForm(initial=initial, team=team)
+    credential = form.selected_credential()
+    auto = not initial.get("model") and credential is not None
+    if auto:
+        form.initial["model"] = model_for_new_job(
+            credential=credential, user=request.user, choices=form.model_choices()
+        )
+    return form, auto
+
+
+def _model_help(request: HttpRequest, form: JobForm, *, fetch: bool) -> dict[str, Any]:
+    """The list beside the model field and the warning under it. ``fetch``: a
+    list that is due is queued for the worker (never fetched here), and the
+    list polls until it arrives."""
+    credential = form.selected_credential()
+    if credential is None:
+        return {"model_choices": None, "model_warning": ""}
+    choices = form.model_choices()
+    since = None
+    if fetch and choices is not None and choices.stale:
+        tasks_queue.nudge_catalog(credential.pk)
+        since = clock.now().timestamp()
+    return {
+        "model_choices": choices,
+        "model_warning": model_warning(credential, str(form["model"].value() or "")),
+        "catalog_since": since,
+    }
+
+
+@login_required
+@require_GET
+def job_new_models(request: HttpRequest) -> HttpResponse:
+    """The model list beside the new-job form's model field, for the chosen
+    credential, filtered by what is typed, with the warning for that name;
+    while a background fetch of the provider's list is awaited (``since``),
+    it polls and stops (286) once the list arrived, failed, or took too long."""
+    membership = require_membership(request, Role.MEMBER)
+    form = JobForm(initial=_model_help_initial(request), team=membership.team)
+    credential = form.selected_credential()
+    typed = str(form.initial.get("model") or "")
+    choices = model_choices(credential, typed) if credential is not None else None
+    if choices is not None and not choices.names and typed:
+        choices = form.model_choices()  # nothing matches: show what there is
+    waiting = float_param(request, "since")
+    refreshing = bool(
+        credential is not None
+        and waiting is not None
+        and choices is not None
+        and still_refreshing(choices.state, waiting, clock.now())
+    )
+    context = {
+        "form": form,
+        "model_choices": choices,
+        "model_warning": model_warning(credential, typed) if credential else "",
+        "catalog_since": waiting if refreshing else None,
+    }
+    response = render(request, "dashboard/job_new.html#model-help", context)
+    if waiting is not None and not refreshing:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+def _model_help_initial(request: HttpRequest) -> dict[str, Any]:
+    model = (request.GET.get("model") or "").replace("\x00", "").strip()[:200]
+    return {"credential": request.GET.get("credential") or None, "model": model}
 
 
 def _clone_initial(request: HttpRequest) -> dict[str, Any]:
@@ -162,12 +254,14 @@ def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
 
 
 def _events_context(job: Job, *, after: int | None) -> dict[str, Any]:
-    """The timeline and the log, at most EVENTS_SHOWN of each (the newest)."""
+    """The timeline (newest first, so the latest event, the terminal one
+    included, is at the top of its box) and the log (oldest first, read like
+    text), at most EVENTS_SHOWN of each (the newest)."""
     events = job.events.select_related("author")
     if after is not None:
         events = events.filter(pk__gt=after)
     output = list(events.filter(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])[::-1]
-    timeline = list(events.exclude(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])[::-1]
+    timeline = list(events.exclude(kind__in=OUTPUT_KINDS).order_by("-id")[:EVENTS_SHOWN])
     newest = max((e.pk for e in output + timeline), default=after or 0)
     return {
         "timeline": timeline,

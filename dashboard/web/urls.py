@@ -37,6 +37,7 @@ urlpatterns = [
     path("jobs/export.csv", history.job_export_csv, name="job_export_csv"),
     path("jobs/export.jsonl", history.job_export_jsonl, name="job_export_jsonl"),
     path("jobs/new", jobs.job_new, name="job_new"),
+    path("jobs/new/models", jobs.job_new_models, name="job_new_models"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/live", jobs.job_live, name="job_live"),
     path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),

@@ -56,12 +56,115 @@
   // Progress bars take their width from data-progress (no inline styles under the CSP).
   function paintProgress(root) {
     (root || document).querySelectorAll("[data-progress]").forEach(function (bar) {
-      bar.style.width = Math.max(0, Math.min(100, parseInt(bar.getAttribute("data-progress"), 10) || 0)) + "%";
+      bar.style.width = Math.max(0, Math.min(100, parseFloat(bar.getAttribute("data-progress")) || 0)) + "%";
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { paintProgress(document); });
-  document.addEventListener("htmx:afterSettle", function () { paintProgress(document); });
-  document.addEventListener("htmx:oobAfterSwap", function () { paintProgress(document); });
+
+  // Times: the server writes them in its own zone, named ("14:03:07 UTC"); here
+  // they are shown in the reader's zone, named too ("16:03:07 CEST"). The ISO
+  // datetime attribute stays as it is.
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function zoneName(date) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(date);
+      for (var i = 0; i < parts.length; i++) {
+        if (parts[i].type === "timeZoneName") { return parts[i].value; }
+      }
+    } catch (e) { /* an old browser: the zone stays unnamed rather than wrong */ }
+    return "";
+  }
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[data-local]").forEach(function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at.getTime())) { return; }
+      var day = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate());
+      var minute = pad(at.getHours()) + ":" + pad(at.getMinutes());
+      var second = minute + ":" + pad(at.getSeconds());
+      var form = el.getAttribute("data-local");
+      var text = form === "time" ? second : form === "minute" ? day + " " + minute : day + " " + second;
+      var zone = zoneName(at);
+      el.textContent = zone ? text + " " + zone : text;
+    });
+  }
+
+  function enhance(root) {
+    paintProgress(root);
+    localTimes(root);
+    (root || document).querySelectorAll("[data-copy][hidden]").forEach(function (button) {
+      button.hidden = false;
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); countPrompts(); });
+  document.addEventListener("htmx:afterSettle", function () { enhance(document); });
+  document.addEventListener("htmx:oobAfterSwap", function () { enhance(document); });
+
+  // Copy buttons (a new API token): the clipboard API, else select and copy.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) { return; }
+    var field = document.getElementById(button.getAttribute("data-copy"));
+    var status = button.parentNode.querySelector(".copy-status");
+    if (!field) { return; }
+    function done(ok) {
+      if (status) { status.textContent = ok ? "Copied." : "Select the text and copy it."; }
+    }
+    function fallback() {
+      field.focus();
+      field.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      done(ok);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(field.value).then(function () { done(true); }, fallback);
+    } else {
+      fallback();
+    }
+  });
+
+  // The new-job form: how many prompts the text makes, as the user types. The
+  // same rules as dashboard/jobs/forms.py split_prompts (a test checks both).
+  function splitPrompts(text, mode) {
+    text = text.replace(/\r\n/g, "\n");
+    function nonEmpty(parts) {
+      return parts.map(function (p) { return p.trim(); }).filter(function (p) { return p; });
+    }
+    if (mode === "lines") { return nonEmpty(text.split("\n")); }
+    if (mode === "separator") { return nonEmpty(text.split("\n---\n")); }
+    return text.trim() ? [text.trim()] : [];
+  }
+  window.dashboardSplitPrompts = splitPrompts;
+  function countPrompts() {
+    var out = document.getElementById("prompt-count");
+    var text = document.getElementById("id_prompts");
+    var split = document.getElementById("id_split");
+    if (!out || !text || !split) { return; }
+    var n = splitPrompts(text.value, split.value).length;
+    out.textContent = n.toLocaleString("en") + (n === 1 ? " prompt" : " prompts");
+  }
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    if (target.id === "id_prompts") { countPrompts(); }
+    // The user chose a model: a credential picked later keeps it.
+    if (target.id === "id_model" && event.isTrusted) { modelChosen(); }
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "id_split") { countPrompts(); }
+  });
+  function modelChosen() {
+    var auto = document.getElementById("model-auto");
+    if (auto) { auto.value = "0"; }
+  }
+  // A model from the list beside the field fills it (and refreshes the warning).
+  document.addEventListener("click", function (event) {
+    var pick = event.target.closest && event.target.closest("[data-model-pick]");
+    var input = document.getElementById("id_model");
+    if (!pick || !input) { return; }
+    input.value = pick.getAttribute("data-model-pick");
+    modelChosen();
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.focus();
+  });
 
   // Countdowns to an instance's expiry tick every second between polls.
   // The same words the server renders (dashboard.instances.duration_text).

@@ -196,8 +196,14 @@ def test_live_partial_sends_only_new_events_and_stops_at_terminal(
     body = response.content.decode()
     assert response.status_code == 286  # stop polling
     assert "Completed: 1 of 1 prompt(s) completed." in body and "Running on Together." in body
-    assert 'hx-swap-oob="beforeend:#job-timeline"' in body
+    # Newest first: the new events go on top of the timeline, the terminal one first.
+    assert 'hx-swap-oob="afterbegin:#job-timeline"' in body
+    assert body.index("Completed: 1 of 1") < body.index("Running on Together.")
     assert completion_text("test-model", "Hello").strip() in body
+    # The buttons come with the last answer, from the page's own partial.
+    actions = body[body.index('id="job-actions"') :]
+    assert 'hx-swap-oob="true"' in actions[:80]
+    assert ">Cancel<" not in actions and "Retry all" in actions and "Clone" in actions
 
 
 def test_cancel_and_retry(bob_client: Any, team: Any) -> None:
