@@ -24,9 +24,9 @@ def test_a_3000_row_job_runs_pages_filters_and_exports(
     page: Any, live_server: Any, worker: Any, team: Any, sims: Any
 ) -> None:
     sim = sims.get("together")
-    sim.latency = 0.03
+    sim.latency = 0.04  # about 20 s of work: long enough to watch it run, on a loaded machine too
     sim.add_fault(status=400, body={"error": "bad prompt"}, times=FAILING)
-    credential = make_credential(team, base_url=sim.base_url, max_concurrency=8)
+    credential = make_credential(team, base_url=sim.base_url, max_concurrency=6)
     login(page, live_server.url, "bob")
     job = make_job(credential, [f"Row {i}: say something" for i in range(ROWS)], model="m")
 
