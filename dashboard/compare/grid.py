@@ -15,6 +15,7 @@ from typing import Any
 from django.db.models import Count, Q
 
 from dashboard.jobs import results
+from dashboard.jobs.export import text_of
 from dashboard.models import Comparison, Item, Job, Rating, RowNote
 from dashboard.status import ItemStatus
 
@@ -52,6 +53,19 @@ class Cell:
     index: int
     item: Item | None
     ratings: list[Rating] = field(default_factory=list)
+    #: The viewer's own verdict (see_as), for the buttons' pressed state.
+    my_score: int | None = None
+    my_best: bool = False
+
+    def see_as(self, user: Any) -> Cell:
+        mine = self.mine(user)
+        self.my_score = mine.score if mine else None
+        self.my_best = bool(mine and mine.best)
+        return self
+
+    @property
+    def output_text(self) -> str:
+        return text_of(self.item.output) if self.item is not None else ""
 
     @property
     def up(self) -> int:
@@ -240,6 +254,36 @@ def notes_for(comparison: Comparison, first: int, last: int) -> dict[int, list[R
     ):
         found.setdefault(note.index, []).append(note)
     return found
+
+
+def cell_of(job: Job, index: int, user: Any) -> Cell:
+    """One row of a job as a cell with its ratings (a single job's review)."""
+    ratings = ratings_for([job.pk], index, index)
+    cell = Cell(job_id=job.pk, index=index, item=None, ratings=ratings.get((job.pk, index), []))
+    return cell.see_as(user)
+
+
+def see_as(rows: list[GridRow], user: Any) -> list[GridRow]:
+    for row in rows:
+        for cell in row.cells:
+            cell.see_as(user)
+    return rows
+
+
+def attach_reviews(job: Job, items: list[Item], user: Any) -> None:
+    """``item.review`` for each of a page of the job's rows, as ``user`` sees
+    it: one query."""
+    if not items:
+        return
+    indexes = [item.index for item in items]
+    ratings = ratings_for([job.pk], min(indexes), max(indexes))
+    for item in items:
+        item.review = Cell(  # type: ignore[attr-defined]
+            job_id=job.pk,
+            index=item.index,
+            item=item,
+            ratings=ratings.get((job.pk, item.index), []),
+        )
 
 
 def row_at(comparison: Comparison, targets: list[Job], index: int) -> GridRow | None:

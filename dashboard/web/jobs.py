@@ -22,11 +22,14 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
+from dashboard.compare import grid
+from dashboard.compare.forms import DatasetJobForm
+from dashboard.compare.services import job_create_from
 from dashboard.core import clock
 from dashboard.core.params import int_param, micros, micros_param
 from dashboard.jobs import export, results
-from dashboard.jobs.forms import SPEC_FIELDS, JobForm
-from dashboard.jobs.services import job_cancel, job_create, job_retry
+from dashboard.jobs.forms import SPEC_FIELDS
+from dashboard.jobs.services import job_cancel, job_retry
 from dashboard.models import Job, JobEvent, Role
 from dashboard.status import ItemStatus
 
@@ -36,13 +39,14 @@ def job_new(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
     team = membership.team
     if request.method == "POST":
-        form = JobForm(request.POST, team=team)
+        form = DatasetJobForm(request.POST, team=team)
         if form.is_valid():
-            job = job_create(
+            job = job_create_from(
                 team=team,
                 credential=form.cleaned_data["credential"],
                 spec=form.cleaned_data["spec"],
                 user=request.user,
+                inputs=form.inputs(),
             )
             audit(request.user, team, "job.submitted", job, provider=job.provider, model=job.model)
             return redirect(job)
@@ -50,7 +54,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
         initial = _clone_initial(request) if "clone" in request.GET else {}
         if "credential" in request.GET:
             initial["credential"] = request.GET["credential"]
-        form = JobForm(initial=initial, team=team)
+        if "dataset" in request.GET:
+            initial["dataset"] = int_param(request.GET["dataset"], minimum=1)
+        form = DatasetJobForm(initial=initial, team=team)
     if request.htmx and request.method == "GET" and request.htmx.target == "provider-fields":
         return render(request, "dashboard/job_new.html#provider-fields", {"form": form})
     return render(request, "dashboard/job_new.html", {"form": form})
@@ -116,6 +122,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
         changed = results.items_changed(job, first, last, since)
         if request.GET.get("merged") == "1":
             changed = results.merge_retries(job, changed)
+        grid.attach_reviews(job, changed, request.user)
     context = {
         **_events_context(job, after=after),
         "job": job,
@@ -143,6 +150,7 @@ def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     merged = request.GET.get("merged") == "1"
     page = results.items_page(job, after=after, before=before, item_filter=item_filter)
     items = results.merge_retries(job, page.items) if merged else page.items
+    grid.attach_reviews(job, items, request.user)
     columns = results.structured_columns(job)
     for item in items:
         item.fields = results.fields_of(item, columns)
