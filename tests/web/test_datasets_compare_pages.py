@@ -30,7 +30,7 @@ def upload(client: Any, name: str, data: bytes, **fields: Any) -> Any:
 
 
 def test_upload_shows_the_preview(bob_client: Any, team: Any) -> None:
-    response = upload(bob_client, "q.csv", 'q,lang\nBonjour,fr\n"Hi, you",en\n'.encode())
+    response = upload(bob_client, "q.csv", b'q,lang\nBonjour,fr\n"Hi, you",en\n')
     dataset = Dataset.objects.get()
     assert response.status_code == 302 and response["Location"] == dataset.get_absolute_url()
     page = bob_client.get(response["Location"]).content.decode()
@@ -144,7 +144,7 @@ def test_create_a_comparison_and_review_it(bob_client: Any, team: Any, nudges: A
     assert second.spec["output_schema"] == {"n": "int"}
 
     page = bob_client.get(comparison.get_absolute_url()).content.decode()
-    assert 'id="cell-%d-2"' % second.pk in page and "no price set" in page
+    assert f'id="cell-{second.pk}-2"' in page and "no price set" in page
     live = bob_client.get(
         reverse("comparison_live", args=[comparison.pk]), {"since": "1", "first": "0", "last": "2"}
     )
@@ -192,7 +192,7 @@ def test_compare_from_a_finished_job(bob_client: Any, team: Any, nudges: Any) ->
     )
     job = Job.objects.get()
     Job.objects.filter(pk=job.pk).update(status="completed")
-    assert "?from_job=%d" % job.pk in bob_client.get(job.get_absolute_url()).content.decode()
+    assert f"?from_job={job.pk}" in bob_client.get(job.get_absolute_url()).content.decode()
     form = bob_client.get(reverse("comparison_new"), {"from_job": job.pk}).content.decode()
     assert "The 2 prompts of" in form and 'value="m"' in form
     data = _comparison_post(credentials, from_job=job.pk, prompts="")
@@ -239,4 +239,4 @@ def test_rate_a_single_jobs_row(bob_client: Any, team: Any, nudges: Any) -> None
     )
     assert response.status_code == 200 and 'aria-pressed="true"' in response.content.decode()
     page = bob_client.get(job.get_absolute_url()).content.decode()
-    assert 'id="rating-%d-0"' % job.pk in page and "<strong>bob</strong>" in page
+    assert f'id="rating-{job.pk}-0"' in page and "<strong>bob</strong>" in page
