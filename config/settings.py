@@ -270,4 +270,8 @@ MAX_PROMPTS_PER_JOB = envint("DASHBOARD_MAX_PROMPTS", 50_000)
 #: about 42 MB); Django refuses bigger ones before reading them (the API: 413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DASHBOARD_MAX_BODY_MB", 64) * 1024 * 1024
 MAX_PROMPT_CHARS = envint("DASHBOARD_MAX_PROMPT_CHARS", 100_000)
+#: Datasets: rows, bytes of an uploaded file, columns (README: Configuration).
+MAX_DATASET_ROWS = envint("DASHBOARD_MAX_DATASET_ROWS", 50_000)  # a job's limit
+MAX_DATASET_BYTES = envint("DASHBOARD_MAX_DATASET_BYTES", 64 * 1024 * 1024)
+MAX_DATASET_COLUMNS = envint("DASHBOARD_MAX_DATASET_COLUMNS", 100)
 JOB_DEADLINE_SECONDS = envint("DASHBOARD_JOB_DEADLINE", 6 * 3600)

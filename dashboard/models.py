@@ -217,6 +217,14 @@ class Job(models.Model):
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
+    #: Where the items came from, and the comparison the job is a target of. A
+    #: deleted dataset or comparison leaves the job and its items as they are.
+    dataset = models.ForeignKey(
+        "Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    comparison = models.ForeignKey(
+        "Comparison", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
 
     # What is due next, and who is on it.
     attempts = models.PositiveIntegerField(default=0)
@@ -353,6 +361,129 @@ class Item(models.Model):
     @property
     def ended(self) -> bool:
         return self.status in (ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED)
+
+
+class Dataset(models.Model):
+    """A table of rows a team runs prompts over: column names in order, and
+    its rows in their own table (``DatasetRow``), never one blob read whole."""
+
+    class Source(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSONL = "jsonl", "JSONL"
+        XLSX = "xlsx", "XLSX"
+        PASTE = "paste", "Pasted"
+        API = "api", "API rows"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    columns = models.JSONField(default=list, help_text="Column names, in order.")
+    row_count = models.PositiveIntegerField(default=0)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.CSV)
+    #: The uploaded file's name and size, as given.
+    file_name = models.CharField(max_length=255, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "-created_at", "-id"], name="dataset_list")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("dataset_detail", args=[self.pk])
+
+
+class DatasetRow(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rows")
+    #: 0-based, the file's order (header and blank lines not counted).
+    index = models.PositiveIntegerField()
+    #: {column: value}: text from CSV, JSON values from JSONL, cell values from XLSX.
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["dataset_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "index"], name="one_row_per_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id}#{self.index}"
+
+
+class Comparison(models.Model):
+    """One prompt set (or dataset) run against several targets: each target is
+    a sibling job (``Job.comparison``) over the same items, started together."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="comparisons")
+    name = models.CharField(max_length=200)
+    dataset = models.ForeignKey(
+        Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="comparisons"
+    )
+    prompt_template = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "-created_at", "-id"], name="comparison_list")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("comparison_detail", args=[self.pk])
+
+
+class Rating(models.Model):
+    """A reviewer's verdict on one cell: row ``index`` of ``job`` (a comparison's
+    target, or any job). One per reviewer per cell, the latest wins; ``best``
+    marks the reviewer's pick of a comparison's row (one per row)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="ratings")
+    index = models.PositiveIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    score = models.SmallIntegerField(null=True, blank=True, help_text="-1 or 1; none: not scored.")
+    best = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job_id", "index", "updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index", "user"], name="one_rating_per_cell"),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | Q(score__in=[-1, 1]), name="rating_score_sign"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.index} {self.user_id}: {self.score} {self.best}"
+
+
+class RowNote(models.Model):
+    """A reviewer's note on one row of a comparison (every target's cell of it)."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="notes")
+    index = models.PositiveIntegerField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["comparison_id", "index", "id"]
+        indexes = [models.Index(fields=["comparison", "index"], name="row_note_index")]
+
+    def __str__(self) -> str:
+        return f"{self.comparison_id}#{self.index}: {self.text[:40]}"
 
 
 class JobUnit(models.Model):

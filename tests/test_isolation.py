@@ -20,16 +20,25 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from dashboard.accounts.audit import audit
+from dashboard.compare.reviews import note_add, rating_set
+from dashboard.compare.services import Target, comparison_create
+from dashboard.datasets.parsing import Limits, read_records
+from dashboard.datasets.services import dataset_create, inputs_from_dataset
 from dashboard.models import (
     ApiToken,
+    Comparison,
     Credential,
+    Dataset,
     Job,
     JobEvent,
     Membership,
     ModelInstance,
+    Rating,
     Role,
+    RowNote,
     Team,
 )
+from providers import JobSpec
 
 from .conftest import make_credential, make_job
 
@@ -44,7 +53,10 @@ METHODS = ("get", "post", "put", "patch", "delete")
 #: URL name -> which of team A's objects its argument names (a key of World),
 #: or a function of the World giving the URL's kwargs (for several arguments).
 #: URL name -> its other arguments (not an object), the same for every test.
-EXTRA_KWARGS: dict[str, dict[str, Any]] = {"job_items_export": {"fmt": "csv"}}
+EXTRA_KWARGS: dict[str, dict[str, Any]] = {
+    "job_items_export": {"fmt": "csv"},
+    "comparison_export": {"fmt": "csv"},
+}
 
 OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     # pages and htmx partials
@@ -54,6 +66,16 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_retry": "job",
     "job_note": "job",
     "job_items_export": "job",
+    "job_rate": "job",
+    "dataset_detail": "dataset",
+    "dataset_rename": "dataset",
+    "dataset_delete": "dataset",
+    "comparison_detail": "comparison",
+    "comparison_live": "comparison",
+    "comparison_rate": "comparison",
+    "comparison_note": "comparison",
+    "comparison_retry": "comparison",
+    "comparison_export": "comparison",
     "credential_delete": "credential",
     "credential_edit": "credential",
     "credential_test": "credential",
@@ -72,6 +94,9 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "api_job_retry": "job",
     "api_job_items": "job",
     "api_instance": "instance",
+    "api_dataset": "dataset",
+    "api_comparison": "comparison",
+    "api_comparison_ratings": "comparison",
 }
 
 
@@ -132,6 +157,8 @@ class World:
     token: ApiToken
     membership: Membership
     charlie_key: str
+    dataset: Dataset
+    comparison: Comparison
 
 
 @pytest.fixture
@@ -153,6 +180,7 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
     own = make_credential(other_team, "together", name="beta cred")
     make_job(own, ["beta prompt"], user=charlie)
     _, charlie_key = ApiToken.issue(charlie, "charlie's token")
+    dataset, comparison = make_comparison(team, alice)
     return World(
         team_a=team,
         team_b=other_team,
@@ -162,7 +190,31 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
         token=token,
         membership=Membership.objects.get(team=team, user=bob),
         charlie_key=charlie_key,
+        dataset=dataset,
+        comparison=comparison,
     )
+
+
+def make_comparison(team: Team, user: User) -> tuple[Dataset, Comparison]:
+    """Team A's dataset (its rows hold the marker) and a comparison over it,
+    rated and noted."""
+    rows = read_records([{"q": f"row {MARKER}"}], Limits.from_settings())
+    dataset = dataset_create(team=team, name=f"data {MARKER}", rows=rows, user=user)
+    inputs = inputs_from_dataset(dataset, "Say {q}")
+    credentials = [make_credential(team, name=f"cmp {MARKER} {i}") for i in range(2)]
+    comparison = comparison_create(
+        team=team,
+        name=f"comparison {MARKER}",
+        user=user,
+        inputs=inputs,
+        targets=[Target(c, JobSpec(model="m", prompts=inputs.prompts)) for c in credentials],
+    )
+    first = comparison.jobs.order_by("id").first()
+    first.items.update(status="failed", error=f"error {MARKER}")
+    Job.objects.filter(pk=first.pk).update(status="completed", items_failed=1, progress_done=1)
+    rating_set(job=first, index=0, user=user, score=1)
+    note_add(comparison=comparison, index=0, user=user, text=f"note {MARKER}")
+    return dataset, comparison
 
 
 @pytest.fixture
@@ -222,6 +274,10 @@ def assert_team_a_untouched(world: World) -> None:
     assert ModelInstance.objects.get(pk=world.instance.pk).status == "running"
     assert ApiToken.objects.get(pk=world.token.pk).revoked_at is None
     assert Membership.objects.get(pk=world.membership.pk).role == Role.MEMBER
+    assert Dataset.objects.get(pk=world.dataset.pk).name == f"data {MARKER}"
+    assert Comparison.objects.filter(pk=world.comparison.pk).exists()
+    assert Rating.objects.count() == 1 and RowNote.objects.count() == 1
+    assert not Job.objects.filter(retry_of__comparison=world.comparison).exists()
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -281,8 +337,10 @@ def test_team_pages_show_nothing_of_another_team(
 def test_team_a_sees_its_own_marker(client: Any, alice: User, world: World) -> None:
     """The check above means something: the same pages do show the marker to team A."""
     client.force_login(alice)
-    for name in ("job_list", "credential_list", "team", "audit"):
+    for name in ("job_list", "credential_list", "team", "audit", "dataset_list", "comparison_list"):
         assert MARKER in client.get(reverse(name)).content.decode(), name
+    page = client.get(reverse("comparison_detail", args=[world.comparison.pk])).content.decode()
+    assert f"note {MARKER}" in page and f"row {MARKER}" in page
     export = client.get(reverse("job_export_jsonl"))
     assert MARKER in b"".join(export.streaming_content).decode()
     assert client.get(reverse("job_detail", args=[world.job.pk])).status_code == 200
@@ -318,3 +376,83 @@ def fetch_json_post(client: Any, world: World, url: str, data: dict[str, Any]) -
         headers={"Authorization": f"Bearer {world.charlie_key}"},
     )
     return response.status_code, response.content.decode()
+
+
+def test_dataset_and_comparison_ids_in_bodies_and_queries_are_team_scoped(
+    charlie_client: Any, world: World
+) -> None:
+    """Team A's dataset, job or credential named in a form, a query or a JSON
+    body: refused like an id that does not exist, and nothing shown."""
+    own = Credential.objects.get(team=world.team_b)
+    preview = charlie_client.get(
+        reverse("dataset_template_preview"), {"dataset": world.dataset.pk, "prompt_template": "{q}"}
+    )
+    assert preview.status_code == 404 and MARKER not in preview.content.decode()
+    new_page = charlie_client.get(reverse("comparison_new"), {"from_job": world.job.pk})
+    assert new_page.status_code == 404
+    jobs_before = Job.objects.count()
+    form = charlie_client.post(
+        reverse("comparison_new"),
+        {
+            "name": "x",
+            "dataset": world.dataset.pk,
+            "prompt_template": "{q}",
+            "split": "lines",
+            "target-TOTAL_FORMS": "2",
+            "target-INITIAL_FORMS": "0",
+            "target-0-credential": own.pk,
+            "target-0-model": "m",
+            "target-1-credential": world.credential.pk,
+            "target-1-model": "m",
+        },
+    )
+    assert form.status_code == 400 and MARKER not in form.content.decode()
+    job_form = charlie_client.post(
+        reverse("job_new"),
+        {
+            "credential": own.pk,
+            "model": "m",
+            "dataset": world.dataset.pk,
+            "prompt_template": "{q}",
+            "split": "single",
+        },
+    )
+    assert job_form.status_code == 200 and MARKER not in job_form.content.decode()
+    for url, body in [
+        (
+            "/api/v1/jobs",
+            {
+                "credential": own.pk,
+                "model": "m",
+                "dataset": world.dataset.pk,
+                "prompt_template": "{q}",
+            },
+        ),
+        (
+            "/api/v1/comparisons",
+            {
+                "name": "x",
+                "dataset": world.dataset.pk,
+                "prompt_template": "{q}",
+                "targets": [
+                    {"credential": own.pk, "model": "m"},
+                    {"credential": own.pk, "model": "n"},
+                ],
+            },
+        ),
+        (
+            "/api/v1/comparisons",
+            {
+                "name": "x",
+                "prompts": ["hi"],
+                "targets": [
+                    {"credential": own.pk, "model": "m"},
+                    {"credential": world.credential.pk, "model": "n"},
+                ],
+            },
+        ),
+    ]:
+        status, text = fetch_json_post(charlie_client, world, url, body)
+        assert status == 400 and MARKER not in text, (url, status, text)
+    assert Job.objects.count() == jobs_before
+    assert_team_a_untouched(world)

@@ -14,11 +14,17 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import reverse
+from openpyxl import load_workbook
 
 from dashboard.accounts.audit import audit
+from dashboard.compare.reviews import note_add, rating_set
+from dashboard.compare.services import Target, comparison_create
 from dashboard.core.logs import RedactSecretsFilter
+from dashboard.datasets.parsing import Limits, read_records
+from dashboard.datasets.services import dataset_create, inputs_from_dataset
 from dashboard.jobs import worker
 from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
+from providers import JobSpec
 
 from .conftest import SECRET, make_credential, make_job
 from .test_isolation import OBJECT_URLS, all_routes, kwargs_for_object
@@ -60,6 +66,27 @@ class Everything:
         self.token, self.key = ApiToken.issue(alice, f"token {IMG}")
         self.membership = alice.memberships.get(team=team)
         audit(alice, team, "credential.created", f"audit {PAYLOAD}")
+        rows = read_records(
+            [{"q": PAYLOAD, f"col{IMG}"[:40].replace("{", "").replace("}", ""): FORMULA}],
+            Limits.from_settings(),
+        )
+        self.dataset = dataset_create(team=team, name=f"data {PAYLOAD}", rows=rows, user=alice)
+        inputs = inputs_from_dataset(self.dataset, "{q}")
+        self.comparison = comparison_create(
+            team=team,
+            name=f"cmp {PAYLOAD}",
+            user=alice,
+            inputs=inputs,
+            targets=[
+                Target(self.credential, JobSpec(model=f"m{IMG}", prompts=inputs.prompts)),
+                Target(self.credential, JobSpec(model="m2", prompts=inputs.prompts)),
+            ],
+        )
+        first, second = self.comparison.jobs.order_by("id")
+        first.items.update(status="completed", output=PAYLOAD)
+        second.items.update(status="failed", error=FORMULA)
+        rating_set(job=first, index=0, user=alice, score=1)
+        note_add(comparison=self.comparison, index=0, user=alice, text=f"note {PAYLOAD}")
 
     def kwargs(self, route: Any) -> dict[str, Any]:
         entry = OBJECT_URLS[route.name]
@@ -71,6 +98,8 @@ class Everything:
             "instance": self.instance,
             "token": self.token,
             "membership": self.membership,
+            "dataset": self.dataset,
+            "comparison": self.comparison,
         }[entry]
         return kwargs_for_object(route, target)
 
@@ -166,3 +195,22 @@ def test_exports_guard_formulas_and_hold_no_secret(
                     assert "'+SUM(A1:A9)" in raw.decode()
             if fmt == "jsonl" and job == everything.job:
                 assert json.loads(raw.decode().splitlines()[0])["input"] == PAYLOAD
+
+
+def test_comparison_exports_guard_formulas(
+    client: Any, alice: User, everything: Everything
+) -> None:
+    client.force_login(alice)
+    pk = everything.comparison.pk
+    body = assert_clean("csv", client.get(reverse("comparison_export", args=[pk, "csv"])))
+    rows = list(csv.reader(io.StringIO(body)))
+    for row in rows:
+        assert not any(c.startswith(("=", "+", "-", "@")) for c in row), row
+    assert "'" + FORMULA in rows[1]  # the dataset's field and the failed cell's error
+    lines = assert_clean("jsonl", client.get(reverse("comparison_export", args=[pk, "jsonl"])))
+    record = json.loads(lines.splitlines()[0])
+    assert record["input"] == PAYLOAD and record["targets"][1]["error"] == FORMULA
+    raw = client.get(reverse("comparison_export", args=[pk, "xlsx"]))
+    book = load_workbook(io.BytesIO(b"".join(raw.streaming_content)), read_only=True)
+    cells = [c for row in book.worksheets[0].iter_rows(values_only=True) for c in row]
+    assert "'" + FORMULA in cells and FORMULA not in cells

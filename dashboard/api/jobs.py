@@ -12,16 +12,19 @@ from ninja import Query, Router, Status
 
 from dashboard.accounts import access
 from dashboard.accounts.audit import audit
+from dashboard.compare.services import job_create_from
 from dashboard.core import keyset
+from dashboard.datasets.services import Inputs, inputs_from_dataset
+from dashboard.datasets.template import TemplateError
 from dashboard.jobs import results
 from dashboard.jobs.forms import SPEC_FIELDS, JobForm, check_job_spec, spec_from_data
 from dashboard.jobs.serialize import job_json
-from dashboard.jobs.services import job_cancel, job_create, job_retry
-from dashboard.models import Credential, Item, Job, Role
+from dashboard.jobs.services import job_cancel, job_retry
+from dashboard.models import Credential, Dataset, Item, Job, Role
 from dashboard.status import JobStatus
 from providers import PROVIDERS, JobSpec, get_provider_class
 
-from .errors import ApiError, FieldErrors
+from .errors import ApiError, FieldErrors, invalid
 from .schemas import (
     MAX_ID,
     Error,
@@ -65,9 +68,12 @@ def job_answer(pk: int) -> dict[str, Any]:
 def create_job(request: HttpRequest, payload: JobIn) -> Any:
     """Submit a job (team members): one item per prompt, on the credential's provider."""
     credential = credential_for(request.auth, payload.credential, payload.team)
-    spec = job_spec(payload, credential)
+    inputs = job_inputs(request.auth, payload, credential.team_id)
+    spec = job_spec(payload, credential, inputs.prompts)
     with transaction.atomic():
-        job = job_create(team=credential.team, credential=credential, spec=spec, user=request.auth)
+        job = job_create_from(
+            team=credential.team, credential=credential, spec=spec, user=request.auth, inputs=inputs
+        )
         audit(
             request.auth,
             credential.team,
@@ -80,13 +86,15 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
     return Status(201, {"id": job.pk, "status": job.status})
 
 
-def job_spec(payload: JobIn, credential: Credential) -> JobSpec:
-    """The JobSpec of a valid body on this credential, or a 400 naming every
-    field the page's form or the provider would refuse."""
+def job_spec(payload: Any, credential: Credential, prompts: list[str] | None = None) -> JobSpec:
+    """The JobSpec of a valid body (a job's, or a comparison's target with the
+    ``prompts`` given) on this credential, or a 400 naming every field the
+    page's form or the provider would refuse."""
     errors = FieldErrors()
+    prompts = list(payload.prompts or []) if prompts is None else prompts
     values: dict[str, Any] = {
         "model": form_clean("model", payload.model, errors),
-        "prompt_list": payload.prompts,
+        "prompt_list": prompts,
         "options": payload.options or {},
         "stream": bool(payload.stream),
     }
@@ -98,7 +106,7 @@ def job_spec(payload: JobIn, credential: Credential) -> JobSpec:
     ):
         # job_create reads it with int(): a string or a huge number would be a 500.
         errors.add("options", f"deadline_seconds must be a whole number from 1 to {MAX_DEADLINE}.")
-    blank = [i for i, prompt in enumerate(payload.prompts) if not prompt.strip()]
+    blank = [i for i, prompt in enumerate(prompts) if not prompt.strip()]
     if blank:
         errors.add("prompts", f"Prompt {blank[0] + 1} is empty.")
     for name in SPEC_FIELDS:
@@ -116,6 +124,38 @@ def job_spec(payload: JobIn, credential: Credential) -> JobSpec:
     errors.merge(check_job_spec(credential, spec))
     errors.raise_if_any()
     return spec
+
+
+def job_inputs(user: Any, payload: Any, team_id: int) -> Inputs:
+    """The prompts of a body: ``prompts``, or ``dataset`` + ``prompt_template``
+    (one per row of a dataset of the team). Both or neither is a 400."""
+    has_dataset = payload.dataset is not None or payload.prompt_template is not None
+    if payload.prompts is not None and has_dataset:
+        raise invalid({"prompts": ["Give prompts, or dataset and prompt_template, not both."]})
+    if payload.prompts is not None:
+        return Inputs(prompts=list(payload.prompts))
+    if payload.dataset is None or not (payload.prompt_template or "").strip():
+        missing = (
+            "prompts"
+            if not has_dataset
+            else "dataset"
+            if payload.dataset is None
+            else "prompt_template"
+        )
+        raise invalid(
+            {missing: ["Give prompts, or a dataset and a prompt_template with {column} in it."]}
+        )
+    dataset = (
+        access.visible(Dataset.objects.all(), user)
+        .filter(pk=payload.dataset, team_id=team_id)
+        .first()
+    )
+    if dataset is None:
+        raise invalid({"dataset": [f"No dataset with id {payload.dataset} in this team."]})
+    try:
+        return inputs_from_dataset(dataset, payload.prompt_template)
+    except TemplateError as exc:
+        raise invalid({"prompt_template": [str(exc)]}) from None
 
 
 def form_clean(name: str, value: Any, errors: FieldErrors) -> Any:

@@ -13,13 +13,13 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import ValidationError, ValidationErrorContext
 from pydantic import BaseModel
 
-from . import credentials, errors, instances, jobs
+from . import comparisons, credentials, datasets, errors, instances, jobs
 from .auth import BearerToken
 from .wire import Renderer, StrictJsonParser
 
 DESCRIPTION = """\
-The LLM Jobs Dashboard for scripts and notebooks: credentials, jobs and
-Bytez model instances of your teams.
+The LLM Jobs Dashboard for scripts and notebooks: credentials, jobs, Bytez
+model instances, datasets and comparisons of your teams.
 
 Every call sends `Authorization: Bearer <token>` (create a token on your API
 tokens page, or with `manage.py create_api_token USERNAME`); here, paste it
@@ -93,3 +93,5 @@ errors.install(api)
 api.add_router("/credentials", credentials.router, tags=["credentials"])
 api.add_router("/jobs", jobs.router, tags=["jobs"])
 api.add_router("/instances", instances.router, tags=["instances"])
+api.add_router("/datasets", datasets.router, tags=["datasets"])
+api.add_router("/comparisons", comparisons.router, tags=["comparisons"])

@@ -117,7 +117,13 @@ class ConnectionTestOut(Schema):
 class JobIn(Body):
     credential: Id
     model: job_field("model", str)  # type: ignore[valid-type]
-    prompts: list[Text] = Field(min_length=1)
+    prompts: list[Text] | None = Field(
+        None, min_length=1, description="Or `dataset` and `prompt_template` instead."
+    )
+    dataset: Id | None = Field(None, description="One item per row of this dataset.")
+    prompt_template: Text | None = Field(
+        None, description="With `dataset`: the prompt, {column} replaced by the row's value."
+    )
     question: Text | None = Field(None, description="MyMagic: applied to every prompt.")
     system_prompt: Text | None = None
     max_tokens: job_field("max_tokens", int) | None = None  # type: ignore[valid-type]
@@ -275,3 +281,153 @@ class InstanceOut(Schema):
     credential: int
     team: int
     created_at: Timestamp
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+class DatasetRowsIn(Body):
+    name: Text
+    rows: list[JsonObject] = Field(min_length=1, description="One object per row: {column: value}.")
+    team: Id | None = Field(None, description="Default: your first team by name.")
+
+
+class DatasetOut(Schema):
+    id: int
+    name: str
+    columns: list[str]
+    rows: int = Field(description="How many rows.")
+    source: str = Field(description="csv, tsv, jsonl, xlsx, paste or api.")
+    team: int
+    created_by: str | None
+    created_at: Timestamp
+
+
+class DatasetDetail(DatasetOut):
+    preview: list[JsonObject] = Field(description="The first 20 rows.")
+
+
+class DatasetPage(Schema):
+    results: list[DatasetOut]
+    next: str | None = Field(description="The next (older) page; null on the last page.")
+
+
+# --- comparisons --------------------------------------------------------------------------------
+
+
+class TargetIn(Body):
+    credential: Id
+    model: job_field("model", str)  # type: ignore[valid-type]
+    question: Text | None = None
+    system_prompt: Text | None = None
+    max_tokens: job_field("max_tokens", int) | None = None  # type: ignore[valid-type]
+    temperature: job_field("temperature", float) | None = None  # type: ignore[valid-type]
+    top_p: job_field("top_p", float) | None = None  # type: ignore[valid-type]
+    top_k: job_field("top_k", int) | None = None  # type: ignore[valid-type]
+    repetition_penalty: job_field("repetition_penalty", float) | None = None  # type: ignore[valid-type]
+    output_schema: JsonObject | None = Field(None, description="Overrides the comparison's.")
+    options: JsonObject | None = None
+    stream: Flag | None = None
+
+
+class ComparisonIn(Body):
+    name: Text
+    prompts: list[Text] | None = Field(None, min_length=1)
+    dataset: Id | None = None
+    prompt_template: Text | None = None
+    targets: list[TargetIn] = Field(
+        min_length=2, max_length=8, description="One sibling job per target."
+    )
+    output_schema: JsonObject | None = Field(
+        None, description="For every target that gives none of its own."
+    )
+    team: Id | None = Field(None, description="Must be the credentials' team when given.")
+
+
+class ComparisonCreated(Schema):
+    id: int
+    jobs: list[int] = Field(description="One job per target, in the order given.")
+
+
+class ReviewOut(Schema):
+    user: str
+    score: Literal[-1, 1] | None
+    best: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class CellRating(Schema):
+    up: int
+    down: int
+    best: int = Field(description="Reviewers who picked this cell as the best of its row.")
+    reviews: list[ReviewOut]
+
+
+class CellOut(Schema):
+    job: int
+    status: Literal["pending", "running", "completed", "failed", "cancelled"] | None
+    output: Any
+    error: str
+    valid: bool | None
+    latency_ms: int | None
+    from_job: int | None = Field(description="The retry this cell's answer came from.")
+    rating: CellRating
+
+
+class NoteOut(Schema):
+    user: str | None
+    text: str
+    created_at: Timestamp
+
+
+class RowOut(Schema):
+    index: int
+    input: str
+    fields: JsonObject | None
+    cells: list[CellOut]
+    notes: list[NoteOut]
+
+
+class TargetOut(Schema):
+    job: int
+    credential: int | None
+    provider: str
+    model: str
+    status: JobStatus
+    counts: Counts
+    latency_ms_p50: int | None
+    latency_ms_p95: int | None
+    cost: float | None = Field(description="USD; null while no price is set.")
+    wins: int
+    up: int
+    down: int
+
+
+class ComparisonOut(Schema):
+    id: int
+    name: str
+    status: JobStatus
+    dataset: int | None
+    prompt_template: str
+    created_by: str | None
+    created_at: Timestamp
+    targets: list[TargetOut]
+    rows: list[RowOut]
+    next: str | None = Field(description="The next page of rows; null on the last page.")
+
+
+class RatingIn(Body):
+    index: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+    job: Id | None = Field(None, description="With score: the target rated.")
+    score: Literal[-1, 1] | None = Field(None, description="-1 thumbs down, 1 thumbs up.")
+    best: Id | None = Field(None, description="Instead: the target that is best of the row.")
+
+
+class RatingOut(Schema):
+    index: int
+    job: int
+    user: str
+    score: Literal[-1, 1] | None
+    best: bool
+    updated_at: Timestamp

@@ -22,18 +22,16 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
+from dashboard.compare import grid
+from dashboard.compare.forms import DatasetJobForm
+from dashboard.compare.services import job_create_from
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.params import int_param, micros, micros_param
 from dashboard.instances.catalog import model_choices, model_warning
 from dashboard.jobs import export, results
-from dashboard.jobs.forms import (
-    SPEC_FIELDS,
-    JobForm,
-    credential_for_new_job,
-    model_for_new_job,
-)
-from dashboard.jobs.services import job_cancel, job_create, job_retry
+from dashboard.jobs.forms import SPEC_FIELDS, JobForm, credential_for_new_job, model_for_new_job
+from dashboard.jobs.services import job_cancel, job_retry
 from dashboard.models import Job, JobEvent, Role
 from dashboard.status import ItemStatus
 
@@ -46,13 +44,14 @@ def job_new(request: HttpRequest) -> HttpResponse:
     team = membership.team
     model_auto = False
     if request.method == "POST":
-        form = JobForm(request.POST, team=team)
+        form = DatasetJobForm(request.POST, team=team)
         if form.is_valid():
-            job = job_create(
+            job = job_create_from(
                 team=team,
                 credential=form.cleaned_data["credential"],
                 spec=form.cleaned_data["spec"],
                 user=request.user,
+                inputs=form.inputs(),
             )
             audit(request.user, team, "job.submitted", job, provider=job.provider, model=job.model)
             return redirect(job)
@@ -68,7 +67,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/job_new.html", context)
 
 
-def _new_job_form(request: HttpRequest, team: Any) -> tuple[JobForm, bool]:
+def _new_job_form(request: HttpRequest, team: Any) -> tuple[DatasetJobForm, bool]:
     """The unbound form, and whether its model was filled in for the user
     (app.js says "0" once they type one): a credential picked later then gets
     its own default model instead of keeping the previous provider's."""
@@ -78,10 +77,12 @@ def _new_job_form(request: HttpRequest, team: Any) -> tuple[JobForm, bool]:
     elif "credential" not in initial:
         default = credential_for_new_job(team=team, user=request.user)
         initial["credential"] = default.pk if default else None
+    if "dataset" in request.GET:
+        initial["dataset"] = int_param(request.GET["dataset"], minimum=1)
     typed = (request.GET.get("model") or "").replace("\x00", "").strip()[:200]
     if typed and request.GET.get("model_auto") != "1":
         initial["model"] = typed
-    form = JobForm(initial=initial, team=team)
+    form = DatasetJobForm(initial=initial, team=team)
     credential = form.selected_credential()
     auto = not initial.get("model") and credential is not None
     if auto:
@@ -208,6 +209,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
         changed = results.items_changed(job, first, last, since)
         if request.GET.get("merged") == "1":
             changed = results.merge_retries(job, changed)
+        grid.attach_reviews(job, changed, request.user)
     context = {
         **_events_context(job, after=after),
         "job": job,
@@ -235,6 +237,7 @@ def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     merged = request.GET.get("merged") == "1"
     page = results.items_page(job, after=after, before=before, item_filter=item_filter)
     items = results.merge_retries(job, page.items) if merged else page.items
+    grid.attach_reviews(job, items, request.user)
     columns = results.structured_columns(job)
     for item in items:
         item.fields = results.fields_of(item, columns)

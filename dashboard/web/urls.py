@@ -7,7 +7,7 @@ from django.urls import path, re_path
 
 from dashboard.accounts.throttle import ThrottledAuthenticationForm
 
-from . import credentials, history, instances, jobs, team, tokens, views
+from . import compare, credentials, datasets, history, instances, jobs, team, tokens, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -47,6 +47,25 @@ urlpatterns = [
         r"^jobs/(?P<pk>[0-9]{1,18})/items\.(?P<fmt>csv|jsonl|xlsx)$",
         jobs.job_items_export,
         name="job_items_export",
+    ),
+    path("jobs/<int:pk>/rate", compare.job_rate, name="job_rate"),
+    # datasets and comparisons
+    path("datasets/", datasets.dataset_list, name="dataset_list"),
+    path("datasets/preview", datasets.dataset_template_preview, name="dataset_template_preview"),
+    path("datasets/<int:pk>/", datasets.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:pk>/rename", datasets.dataset_rename_view, name="dataset_rename"),
+    path("datasets/<int:pk>/delete", datasets.dataset_delete_view, name="dataset_delete"),
+    path("comparisons/", compare.comparison_list, name="comparison_list"),
+    path("comparisons/new", compare.comparison_new, name="comparison_new"),
+    path("comparisons/<int:pk>/", compare.comparison_detail, name="comparison_detail"),
+    path("comparisons/<int:pk>/live", compare.comparison_live, name="comparison_live"),
+    path("comparisons/<int:pk>/rate", compare.comparison_rate, name="comparison_rate"),
+    path("comparisons/<int:pk>/note", compare.comparison_note, name="comparison_note"),
+    path("comparisons/<int:pk>/retry", compare.comparison_retry, name="comparison_retry"),
+    re_path(
+        r"^comparisons/(?P<pk>[0-9]{1,18})/export\.(?P<fmt>csv|jsonl|xlsx)$",
+        compare.comparison_export,
+        name="comparison_export",
     ),
     # model instances
     path("instances/", instances.instance_list, name="instance_list"),

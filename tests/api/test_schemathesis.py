@@ -40,6 +40,7 @@ from dashboard.jobs import serialize
 from dashboard.models import ApiToken, Job, ModelInstance
 from tests.api.conftest import SCHEMATHESIS_REPORTS
 from tests.conftest import finish_items, make_credential, make_job, use_clock
+from tests.test_isolation import make_comparison
 
 pytestmark = [pytest.mark.django_db, pytest.mark.schemathesis]
 
@@ -135,7 +136,11 @@ def with_real_ids(
             kind = case.operation.path.split("/")[3]  # /api/v1/<kind>/{pk}…
             case.path_parameters["pk"] = choose(ids[kind])
         if isinstance(case.body, dict):
-            for name, kind in (("credential", "credentials"), ("team", "teams")):
+            for name, kind in (
+                ("credential", "credentials"),
+                ("team", "teams"),
+                ("dataset", "datasets"),
+            ):
                 if name in case.body:
                     case.body[name] = choose(ids[kind])
         return case
@@ -186,6 +191,7 @@ def api_world(
     instance = ModelInstance.objects.create(
         team=team, credential=bytez, model="openai-community/gpt2", status="running"
     )
+    dataset, comparison = make_comparison(team, alice)
     _, key = ApiToken.issue(alice, "schemathesis")
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", wsgi_app)
     ids = {
@@ -193,6 +199,8 @@ def api_world(
         "jobs": [done.pk, pending.pk],
         "instances": [instance.pk],
         "teams": [team.pk],
+        "datasets": [dataset.pk],
+        "comparisons": [comparison.pk],
     }
     return {"schema": schema, "headers": {"Authorization": f"Bearer {key}"}, "ids": ids}
 

@@ -16,16 +16,23 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from dashboard.compare.reviews import note_add, rating_set
+from dashboard.compare.services import Target, comparison_create
+from dashboard.datasets.parsing import Limits, read_records
+from dashboard.datasets.services import dataset_create, inputs_from_dataset
 from dashboard.models import (
     ApiToken,
     AuditEvent,
+    Comparison,
     Credential,
+    Dataset,
     Job,
     JobEvent,
     ModelCatalogEntry,
     ModelInstance,
     Team,
 )
+from providers import JobSpec
 
 from ..conftest import finish_items, make_credential, make_job, make_team, make_user
 
@@ -92,6 +99,8 @@ class LayoutData:
     instances: list[ModelInstance]
     tokens: list[ApiToken]
     memberships: list[Any] = field(default_factory=list)
+    datasets: list[Dataset] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 def _later(**delta: float) -> Any:
@@ -253,6 +262,50 @@ def build_layout_data() -> LayoutData:
             progress_done=3,
         )
 
+        dataset = dataset_create(
+            team=team,
+            name="Customer questions, March (support inbox export)",
+            rows=read_records(
+                [
+                    {"question": "Where is my order?", "context": LONG_URL, "lang": "en"},
+                    {"question": "Wo ist meine Bestellung?", "context": PARAGRAPH, "lang": "de"},
+                    {"question": "Où est ma commande ?", "context": LONG_JSON, "lang": "fr"},
+                ],
+                Limits.from_settings(),
+            ),
+            user=ada,
+        )
+        inputs = inputs_from_dataset(dataset, "Answer in {lang}: {question}\nContext: {context}")
+        comparison = comparison_create(
+            team=team,
+            name="Support answers: Together vs Lamini",
+            user=ada,
+            inputs=inputs,
+            targets=[
+                Target(together, JobSpec(model="meta-llama/Llama-3.3-70B", prompts=inputs.prompts)),
+                Target(
+                    lamini,
+                    JobSpec(
+                        model="meta-llama/Meta-Llama-3.1-8B-Instruct",
+                        prompts=inputs.prompts,
+                        output_schema={"answer": "str", "confidence": "float"},
+                    ),
+                ),
+            ],
+        )
+        left, right = comparison.jobs.order_by("id")
+        _hold(left, "completed", outputs=[PARAGRAPH, LONG_URL], output_errors={"2": "timeout"})
+        _hold(
+            right,
+            "completed",
+            outputs=[{"answer": "In transit.", "confidence": 0.8}] * 2 + [{"answer": LONG_JSON}],
+        )
+        rating_set(job=right, index=0, user=ada, score=1, best=True)
+        rating_set(job=left, index=1, user=ada, score=-1)
+        note_add(
+            comparison=comparison, index=0, user=ada, text="Lamini's answer is shorter. " + LONG_URL
+        )
+
         running = jobs["running"]
         JobEvent.objects.bulk_create(
             [
@@ -364,6 +417,8 @@ def build_layout_data() -> LayoutData:
         instances=instances,
         tokens=tokens,
         memberships=list(team.memberships.all()),
+        datasets=[dataset],
+        comparisons=[comparison],
     )
 
 

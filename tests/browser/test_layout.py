@@ -57,6 +57,11 @@ MUST_CHECK = {
     "team",
     "audit",
     "token_list",
+    "dataset_list",
+    "dataset_detail",
+    "comparison_list",
+    "comparison_new",
+    "comparison_detail",
 }
 
 
@@ -68,6 +73,8 @@ def objects_for(route: Route, data: LayoutData) -> list[tuple[str, dict[str, Any
         ("instances/", [(i.status, i.pk) for i in data.instances]),
         ("team/members/", [(m.user.username, m.pk) for m in data.memberships]),
         ("account/tokens/", [(t.name, t.pk) for t in data.tokens]),
+        ("datasets/", [("dataset", d.pk) for d in data.datasets]),
+        ("comparisons/", [("comparison", c.pk) for c in data.comparisons]),
     ]
     extra: dict[str, Any] = {}
     if route.params == ("pk", "fmt"):
@@ -182,6 +189,11 @@ def extra_targets(data: LayoutData) -> list[Target]:
         Target("job_new (cloned)", reverse("job_new") + f"?clone={structured}"),
         Target("job_new (errors)", reverse("job_new"), then=submit_empty("Submit job")),
         Target("credential_list (errors)", reverse("credential_list"), then=submit_empty("Save")),
+        Target(
+            "comparison_new (errors)",
+            reverse("comparison_new"),
+            then=submit_empty("Start comparison"),
+        ),
         Target("model_catalog (searched)", reverse("model_catalog", args=[bytez.pk]) + "?q=phi"),
         Target("token_list (new token shown)", reverse("token_list"), then=create_token),
         Target("404 page", reverse("job_detail", args=[999999]), status=404),

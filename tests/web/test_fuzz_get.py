@@ -29,7 +29,13 @@ from hypothesis import strategies as st
 from dashboard.api.main import api
 from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
 from tests.conftest import finish_items, make_credential, make_job
-from tests.test_isolation import OBJECT_URLS, Route, all_routes, kwargs_for_object
+from tests.test_isolation import (
+    OBJECT_URLS,
+    Route,
+    all_routes,
+    kwargs_for_object,
+    make_comparison,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +84,10 @@ def world(team: Any, alice: User) -> dict[str, Any]:
         team=team, credential=credential, model="m", status="running"
     )
     token, key = ApiToken.issue(alice, "fuzz")
+    dataset, comparison = make_comparison(team, alice)
     objects = {
+        "dataset": dataset,
+        "comparison": comparison,
         "credential": credential,
         "job": job,
         "instance": instance,

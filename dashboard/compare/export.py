@@ -1,0 +1,185 @@
+"""A comparison's grid as CSV, JSONL or XLSX: one row per input (its fields
+first, then the prompt), then one group of columns per target: the output
+(structured fields as their own columns), status, error, validity, latency
+and the reviewers' votes. Written in chunks; formulas defused in CSV and XLSX."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from openpyxl import Workbook
+
+from dashboard.core import structured
+from dashboard.jobs.export import csv_safe, text_of
+from dashboard.models import Comparison, Job
+
+from .grid import Cell, GridRow, iter_grid
+
+ROWS_PER_CHUNK = 500
+CELL_STATE = ("status", "error", "valid", "latency_ms")
+VOTES = ("up", "down", "best")
+
+
+class GridColumns:
+    def __init__(self, targets: list[Job], first: GridRow | None) -> None:
+        self.targets = targets
+        self.fields = list((first.input_fields or {}) if first is not None else {})
+        self.structured = [structured.columns(job.spec.get("output_schema")) for job in targets]
+
+    def prefix(self, number: int) -> str:
+        job = self.targets[number]
+        return f"T{number + 1} {job.provider}/{job.model}"
+
+    @property
+    def header(self) -> list[str]:
+        names = ["index", *self.fields, "input"]
+        for number, columns in enumerate(self.structured):
+            prefix = self.prefix(number)
+            outputs = [f"output.{name}" for name in columns] or ["output"]
+            names += [f"{prefix} {name}" for name in (*outputs, *CELL_STATE, *VOTES)]
+        return names
+
+    def cells(self, row: GridRow) -> list[Any]:
+        fields = row.input_fields or {}
+        values: list[Any] = [row.index, *(fields.get(name) for name in self.fields), row.input]
+        for cell, columns in zip(row.cells, self.structured, strict=True):
+            values += self._outputs(cell, columns)
+            item = cell.item
+            values += [
+                item.status if item else None,
+                item.error if item else None,
+                item.valid if item else None,
+                item.latency_ms if item else None,
+                cell.up,
+                cell.down,
+                cell.best,
+            ]
+        return values
+
+    @staticmethod
+    def _outputs(cell: Cell, columns: list[str]) -> list[Any]:
+        output = cell.item.output if cell.item else None
+        if not columns:
+            return [text_of(output)]
+        if isinstance(output, dict):
+            return [text_of(output.get(name)) for name in columns]
+        return [text_of(output)] + [""] * (len(columns) - 1)
+
+    def record(self, row: GridRow) -> dict[str, Any]:
+        targets = []
+        for number, cell in enumerate(row.cells):
+            item = cell.item
+            job = self.targets[number]
+            targets.append(
+                {
+                    "job": job.pk,
+                    "provider": job.provider,
+                    "model": job.model,
+                    "output": item.output if item else None,
+                    **{name: getattr(item, name) if item else None for name in CELL_STATE},
+                    "from_job": getattr(item, "merged_from", None),
+                    "ratings": [
+                        {
+                            "user": r.user.get_username(),
+                            "score": r.score,
+                            "best": r.best,
+                            "at": r.updated_at.isoformat(),
+                        }
+                        for r in cell.ratings
+                    ],
+                }
+            )
+        return {
+            "index": row.index,
+            "fields": row.input_fields,
+            "input": row.input,
+            "targets": targets,
+            "notes": [
+                {
+                    "user": note.author.get_username() if note.author else None,
+                    "text": note.text,
+                    "at": note.created_at.isoformat(),
+                }
+                for note in row.notes
+            ],
+        }
+
+
+def _with_columns(
+    comparison: Comparison, targets: list[Job]
+) -> tuple[GridColumns, Iterator[GridRow]]:
+    rows = iter_grid(comparison, targets, chunk=ROWS_PER_CHUNK)
+    first = next(rows, None)
+    columns = GridColumns(targets, first)
+
+    def chained() -> Iterator[GridRow]:
+        if first is not None:
+            yield first
+            yield from rows
+
+    return columns, chained()
+
+
+def grid_csv(comparison: Comparison, targets: list[Job]) -> Iterator[str]:
+    columns, rows = _with_columns(comparison, targets)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([csv_safe(name) for name in columns.header])
+    for n, row in enumerate(rows, start=1):
+        writer.writerow(
+            [csv_safe("" if cell is None else str(cell)) for cell in columns.cells(row)]
+        )
+        if n % ROWS_PER_CHUNK == 0:
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def grid_jsonl(comparison: Comparison, targets: list[Job]) -> Iterator[str]:
+    columns, rows = _with_columns(comparison, targets)
+    return _jsonl(columns.record(row) for row in rows)
+
+
+def grid_xlsx(comparison: Comparison, targets: list[Job]) -> IO[bytes]:
+    """Written row by row (openpyxl's write-only mode) to a temporary file,
+    returned open at its start."""
+    columns, rows = _with_columns(comparison, targets)
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(f"Comparison {comparison.pk}")
+    sheet.append([_xlsx_cell(name) for name in columns.header])
+    for row in rows:
+        sheet.append([_xlsx_cell(cell) for cell in columns.cells(row)])
+    handle = tempfile.TemporaryFile()  # noqa: SIM115  (the response closes it)
+    book.save(handle)
+    handle.seek(0)
+    return handle
+
+
+def _xlsx_cell(value: Any) -> Any:
+    if isinstance(value, str):
+        # openpyxl refuses control characters; a formula start is defused as in CSV.
+        cleaned = "".join(ch for ch in value if ch in "\t\n\r" or ord(ch) >= 32)
+        return csv_safe(cleaned)
+    return value
+
+
+def _jsonl(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    lines: list[str] = []
+    for record in records:
+        lines.append(json.dumps(record, ensure_ascii=False, default=str))
+        if len(lines) == ROWS_PER_CHUNK:
+            yield "\n".join(lines) + "\n"
+            lines = []
+    if lines:
+        yield "\n".join(lines) + "\n"
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text

@@ -1,0 +1,404 @@
+"""Comparison pages: the list, the new-comparison form (targets in a small
+formset), the comparison page (a summary per target and the grid of rows ×
+targets, live while running), ratings and notes, a retry of one target's
+failed cells, and the grid's exports. Rating a single job's cells is here too."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from dashboard.accounts import access
+from dashboard.accounts.access import require_membership
+from dashboard.accounts.audit import audit
+from dashboard.compare import export, grid, reviews
+from dashboard.compare.forms import ComparisonForm, TargetFormSet
+from dashboard.compare.services import (
+    ComparisonError,
+    Target,
+    comparison_create,
+    comparison_status,
+    target_retry_failed,
+    targets_of,
+)
+from dashboard.core import clock, keyset
+from dashboard.core.params import int_param, micros, micros_param
+from dashboard.jobs.export import XLSX_TYPE
+from dashboard.jobs.forms import SPEC_FIELDS
+from dashboard.models import Comparison, Dataset, Job, Role
+from dashboard.status import JOB_TERMINAL
+
+PAGE_SIZE = 50
+
+
+@login_required
+@require_GET
+def comparison_list(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request)
+    cursor = keyset.cursor_decode(request.GET.get("cursor") or "")
+    page = keyset.keyset_page(
+        Comparison.objects.filter(team=membership.team).select_related("created_by", "dataset"),
+        position=cursor,
+        size=PAGE_SIZE,
+    )
+    for comparison in page.items:
+        comparison.targets = targets_of(comparison)
+        comparison.status = comparison_status(comparison, comparison.targets)
+    return render(
+        request,
+        "dashboard/comparison_list.html",
+        {"page": page, "can_create": membership.allows(Role.MEMBER)},
+    )
+
+
+@login_required
+def comparison_new(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request, Role.MEMBER)
+    team = membership.team
+    if request.method == "POST":
+        form = ComparisonForm(request.POST, team=team)
+        targets = TargetFormSet(request.POST, team=team, prefix="target")
+        if "add_target" in request.POST:
+            return _form_page(request, *_with_one_more(request, team))
+        comparison = _create(request, form, targets)
+        if comparison is not None:
+            return redirect(comparison)
+        return _form_page(request, form, targets, status=400)
+    initial, target_initial = _initial(request)
+    form = ComparisonForm(initial=initial, team=team)
+    targets = TargetFormSet(initial=target_initial, team=team, prefix="target")
+    return _form_page(request, form, targets)
+
+
+def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Comparison | None:
+    if not (form.is_valid() and targets.is_valid()) or form.inputs is None:
+        return None
+    team = form.team
+    specs = [target.spec_for(form.inputs.prompts) for target in targets.forms]
+    if any(spec is None for spec in specs):
+        return None
+    chosen = [
+        Target(target.cleaned_data["credential"], spec)
+        for target, spec in zip(targets.forms, specs, strict=True)
+    ]
+    try:
+        with transaction.atomic():
+            comparison = comparison_create(
+                team=team,
+                name=form.cleaned_data["name"],
+                user=request.user,
+                inputs=form.inputs,
+                targets=chosen,
+            )
+            audit(request.user, team, "comparison.created", comparison, targets=len(chosen))
+    except ComparisonError as exc:
+        form.add_error(None, str(exc))
+        return None
+    messages.success(request, f"Comparison started: {len(chosen)} jobs over the same prompts.")
+    return comparison
+
+
+def _with_one_more(request: HttpRequest, team: Any) -> tuple[ComparisonForm, Any]:
+    """The form as typed, unbound (no errors yet), with one more empty target."""
+    data = request.POST
+    total = int_param(data.get("target-TOTAL_FORMS"), minimum=0, maximum=8) or 0
+    names = list(TargetFormSet.form.base_fields)
+    typed = [{name: data.get(f"target-{i}-{name}") for name in names} for i in range(total)]
+    initial = {name: data.get(name) for name in ComparisonForm.base_fields}
+    initial.update(dataset=data.get("dataset"), prompt_template=data.get("prompt_template"))
+    form = ComparisonForm(initial=initial, team=team)
+    targets = TargetFormSet(initial=[*typed, {}][:8], team=team, prefix="target")
+    return form, targets
+
+
+def _initial(request: HttpRequest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """From ``?from_job=``: that job's prompts, and its target as the first;
+    from ``?dataset=``: that dataset chosen."""
+    initial: dict[str, Any] = {}
+    targets: list[dict[str, Any]] = []
+    job_id = int_param(request.GET.get("from_job"), minimum=1)
+    if job_id is not None:
+        job, _ = access.object_for(request.user, Job.objects.all(), pk=job_id)
+        initial.update(from_job=job.pk, name=f"Job {job.pk} compared")
+        first = {"credential": job.credential_id, "model": job.model}
+        first.update({k: job.spec.get(k) for k in SPEC_FIELDS if job.spec.get(k) not in (None, "")})
+        targets.append(first)
+    dataset_id = int_param(request.GET.get("dataset"), minimum=1)
+    if dataset_id is not None:
+        dataset, _ = access.object_for(request.user, Dataset.objects.all(), pk=dataset_id)
+        initial["dataset"] = dataset.pk
+    return initial, targets
+
+
+def _form_page(
+    request: HttpRequest, form: ComparisonForm, targets: Any, *, status: int = 200
+) -> HttpResponse:
+    return render(
+        request,
+        "dashboard/comparison_new.html",
+        {
+            "form": form,
+            "targets": targets,
+            "source_job": form.source_job(),
+            "can_add": len(targets.forms) < 8,
+        },
+        status=status,
+    )
+
+
+# --- the comparison page ----------------------------------------------------------------------
+
+
+def _page_context(request: HttpRequest, comparison: Comparison, membership: Any) -> dict[str, Any]:
+    targets = targets_of(comparison)
+    after = int_param(request.GET.get("after"), minimum=-1)
+    before = int_param(request.GET.get("before"))
+    page = grid.grid_page(comparison, targets, after=after, before=before)
+    grid.see_as(page.rows, request.user)
+    return {
+        "comparison": comparison,
+        "targets": targets,
+        "summaries": grid.summaries(targets),
+        "status": comparison_status(comparison, targets),
+        "page": page,
+        "total": targets[0].progress_total if targets else 0,
+        "can_rate": membership.allows(Role.MEMBER),
+        "since": micros(clock.now()),
+        "first": page.first_index,
+        "last": page.last_index,
+        "page_query": request.GET.urlencode(),
+    }
+
+
+@login_required
+@require_GET
+def comparison_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    comparison, membership = access.object_for(
+        request.user, Comparison.objects.select_related("created_by", "dataset"), pk=pk
+    )
+    context = _page_context(request, comparison, membership)
+    context["terminal"] = context["status"] in JOB_TERMINAL
+    return render(request, "dashboard/comparison_detail.html", context)
+
+
+@login_required
+@require_GET
+def comparison_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page's poller: the summary, and the cells of the page written since
+    the client's cursor, as out-of-band swaps; 286 once every job has ended."""
+    comparison, membership = access.object_for(request.user, Comparison.objects.all(), pk=pk)
+    targets = targets_of(comparison)
+    since = micros_param(request.GET.get("since"))
+    first = int_param(request.GET.get("first"))
+    last = int_param(request.GET.get("last"))
+    now = clock.now()
+    changed: list[grid.Cell] = []
+    if since is not None and first is not None and last is not None and first <= last:
+        changed = [
+            cell.see_as(request.user) for cell in grid.changed_cells(targets, first, last, since)
+        ]
+    status = comparison_status(comparison, targets)
+    terminal = status in JOB_TERMINAL
+    context = {
+        "comparison": comparison,
+        "targets": targets,
+        "summaries": grid.summaries(targets),
+        "status": status,
+        "terminal": terminal,
+        "live": True,
+        "changed": changed,
+        "can_rate": membership.allows(Role.MEMBER),
+        "since": micros(now),
+        "first": first,
+        "last": last,
+    }
+    response = render(request, "dashboard/comparison_detail.html#live-update", context)
+    if terminal:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+def _back(request: HttpRequest, comparison: Comparison) -> HttpResponse:
+    query = request.POST.get("page_query") or ""
+    url = comparison.get_absolute_url() + (f"?{query}" if query and "\x00" not in query else "")
+    return HttpResponseRedirect(url)
+
+
+def _row(request: HttpRequest, comparison: Comparison, index: int) -> HttpResponse:
+    """The grid's row again (an htmx swap after a rating or a note)."""
+    targets = targets_of(comparison)
+    row = grid.row_at(comparison, targets, index)
+    if row is not None:
+        grid.see_as([row], request.user)
+    context = {
+        "comparison": comparison,
+        "row": row,
+        "targets": targets,
+        "can_rate": True,
+        "page_query": request.POST.get("page_query") or "",
+    }
+    return render(request, "dashboard/comparison_detail.html#grid-row", context)
+
+
+@login_required
+@require_POST
+def comparison_rate(request: HttpRequest, pk: int) -> HttpResponse:
+    comparison, _ = access.object_for(
+        request.user, Comparison.objects.all(), role=Role.MEMBER, pk=pk
+    )
+    index = int_param(request.POST.get("index"))
+    job_id = int_param(request.POST.get("job"), minimum=1)
+    job = comparison.jobs.filter(pk=job_id).first() if job_id is not None else None
+    error = ""
+    if index is None or job is None:
+        error = "Rate a cell of this comparison (a row and one of its targets)."
+    else:
+        try:
+            reviews.rating_set(job=job, index=index, user=request.user, **_verdict(request))
+        except reviews.ReviewError as exc:
+            error = str(exc)
+    if error:
+        messages.error(request, error)
+        return _back(request, comparison) if not request.htmx else HttpResponse(error, status=400)
+    if request.htmx:
+        return _row(request, comparison, index)
+    return _back(request, comparison)
+
+
+def _verdict(request: HttpRequest) -> dict[str, Any]:
+    """What the clicked button says: a score (0 clears it) or the best mark."""
+    if "best" in request.POST:
+        return {"best": request.POST.get("best") == "1"}
+    score = {"1": 1, "-1": -1, "0": None}.get(request.POST.get("score") or "", "bad")
+    if score == "bad":
+        raise reviews.ReviewError("A score is -1 (thumbs down) or 1 (thumbs up).")
+    return {"score": score}
+
+
+@login_required
+@require_POST
+def comparison_note(request: HttpRequest, pk: int) -> HttpResponse:
+    comparison, _ = access.object_for(
+        request.user, Comparison.objects.all(), role=Role.MEMBER, pk=pk
+    )
+    index = int_param(request.POST.get("index"))
+    try:
+        reviews.note_add(
+            comparison=comparison,
+            index=-1 if index is None else index,
+            user=request.user,
+            text=request.POST.get("note") or "",
+        )
+    except reviews.ReviewError as exc:
+        messages.error(request, str(exc))
+        return (
+            _back(request, comparison) if not request.htmx else HttpResponse(str(exc), status=400)
+        )
+    if request.htmx and index is not None:
+        return _row(request, comparison, index)
+    return _back(request, comparison)
+
+
+@login_required
+@require_POST
+def comparison_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    comparison, _ = access.object_for(
+        request.user, Comparison.objects.select_related("team"), role=Role.MEMBER, pk=pk
+    )
+    job_id = int_param(request.POST.get("job"), minimum=1)
+    target = (
+        comparison.jobs.select_related("team", "credential").filter(pk=job_id).first()
+        if job_id is not None
+        else None
+    )
+    if target is None:
+        messages.error(request, "Choose one of this comparison's targets to retry.")
+        return _back(request, comparison)
+    try:
+        new = target_retry_failed(comparison, target, user=request.user)
+    except ComparisonError as exc:
+        messages.error(request, str(exc))
+        return _back(request, comparison)
+    audit(
+        request.user,
+        comparison.team,
+        "comparison.retried",
+        comparison,
+        job=target.pk,
+        new_job=new.pk,
+    )
+    messages.success(
+        request,
+        f"Retrying {new.progress_total} cell(s) of job {target.pk} as job {new.pk}; "
+        "they join the grid as they complete.",
+    )
+    return _back(request, comparison)
+
+
+@login_required
+@require_GET
+def comparison_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    comparison, _ = access.object_for(request.user, Comparison.objects.all(), pk=pk)
+    targets = targets_of(comparison)
+    name = f"comparison-{comparison.pk}"
+    audit(request.user, comparison.team, "comparison.exported", comparison, format=fmt)
+    if fmt == "xlsx":
+        return FileResponse(
+            export.grid_xlsx(comparison, targets),
+            as_attachment=True,
+            filename=f"{name}.xlsx",
+            content_type=XLSX_TYPE,
+        )
+    chunks = (
+        export.grid_csv(comparison, targets)
+        if fmt == "csv"
+        else export.grid_jsonl(comparison, targets)
+    )
+    response = StreamingHttpResponse(
+        chunks, content_type="text/csv" if fmt == "csv" else "application/x-ndjson"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
+
+
+# --- a single job's cells -----------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def job_rate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rate one of a job's rows (thumbs up or down; 0 clears)."""
+    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    index = int_param(request.POST.get("index"))
+    try:
+        if index is None:
+            raise reviews.ReviewError("Rate one of the job's rows.")
+        verdict = _verdict(request)
+        verdict.pop("best", None)
+        reviews.rating_set(job=job, index=index, user=request.user, **verdict)
+    except reviews.ReviewError as exc:
+        if request.htmx:
+            return HttpResponse(str(exc), status=400)
+        messages.error(request, str(exc))
+        return redirect(job)
+    if request.htmx:
+        item = SimpleNamespace(index=index, review=grid.cell_of(job, index, request.user))
+        return render(
+            request, "dashboard/_item_rating.html", {"job": job, "item": item, "can_act": True}
+        )
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"#item-{index}")
