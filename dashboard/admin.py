@@ -19,14 +19,19 @@ from dashboard.jobs.services import job_cancel, job_retry
 from .models import (
     ApiToken,
     AuditEvent,
+    Comparison,
     Credential,
+    Dataset,
+    Item,
     Job,
     JobEvent,
     JobUnit,
     Membership,
     ModelCatalogEntry,
     ModelInstance,
+    Rating,
     Role,
+    RowNote,
     Team,
 )
 from .status import INSTANCE_LIVE, JOB_ACTIVE
@@ -445,3 +450,55 @@ def _operable(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: Que
                 f"{obj}: you are not a member of its team; left as it is.",
                 messages.WARNING,
             )
+
+
+# --- items, datasets, comparisons and reviews: read-only, written by the services ---------------
+
+
+@admin.register(Item)
+class ItemAdmin(ReadOnlyChangeForm):
+    """A job's rows, looked up by job: workers and the job services write them
+    (with the job's counters), so nothing is saved from here."""
+
+    list_display = ["job", "index", "status", "valid", "attempts", "latency_ms", "updated_at"]
+    list_filter = ["status", "valid"]
+    search_fields = ["=job__id"]
+    raw_id_fields = ["job"]
+    list_select_related = ["job"]
+    show_full_result_count = False  # millions of rows: no COUNT(*) on every page
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "row_count", "source", "created_by", "created_at"]
+    list_filter = ["team", "source"]
+    search_fields = ["name"]
+    readonly_fields = ["columns", "row_count", "source", "file_name", "size_bytes", "created_at"]
+    raw_id_fields = ["created_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # uploads go through the page or the API, which read and check the file
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "dataset", "created_by", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["name"]
+    raw_id_fields = ["dataset", "created_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a comparison starts its jobs: the page or the API make one
+
+
+@admin.register(Rating)
+class RatingAdmin(admin.ModelAdmin):
+    list_display = ["job", "index", "user", "score", "best", "updated_at"]
+    list_filter = ["score", "best"]
+    raw_id_fields = ["job", "user"]
+
+
+@admin.register(RowNote)
+class RowNoteAdmin(admin.ModelAdmin):
+    list_display = ["comparison", "index", "author", "created_at"]
+    raw_id_fields = ["comparison", "author"]
