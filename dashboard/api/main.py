@@ -13,7 +13,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import ValidationError, ValidationErrorContext
 from pydantic import BaseModel
 
-from . import credentials, errors, instances, jobs
+from . import cost, credentials, errors, instances, jobs, webhooks
 from .auth import BearerToken
 from .wire import Renderer, StrictJsonParser
 
@@ -93,3 +93,5 @@ errors.install(api)
 api.add_router("/credentials", credentials.router, tags=["credentials"])
 api.add_router("/jobs", jobs.router, tags=["jobs"])
 api.add_router("/instances", instances.router, tags=["instances"])
+api.add_router("", cost.router, tags=["cost"])
+api.add_router("/webhooks", webhooks.router, tags=["webhooks"])
