@@ -27,9 +27,13 @@ from dashboard.models import (
     JobEvent,
     Membership,
     ModelInstance,
+    Price,
     Role,
     Team,
+    Webhook,
+    WebhookDelivery,
 )
+from dashboard.notify.webhooks import webhook_create
 
 from .conftest import make_credential, make_job
 
@@ -72,6 +76,13 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "api_job_retry": "job",
     "api_job_items": "job",
     "api_instance": "instance",
+    # cost and notifications
+    "price_delete": "price",
+    "webhook_detail": "webhook",
+    "webhook_delete": "webhook",
+    "delivery_redeliver": "delivery",
+    "api_webhook": "webhook",
+    "api_webhook_deliveries": "webhook",
 }
 
 
@@ -132,6 +143,9 @@ class World:
     token: ApiToken
     membership: Membership
     charlie_key: str
+    price: Price
+    webhook: Webhook
+    delivery: WebhookDelivery
 
 
 @pytest.fixture
@@ -153,6 +167,24 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
     own = make_credential(other_team, "together", name="beta cred")
     make_job(own, ["beta prompt"], user=charlie)
     _, charlie_key = ApiToken.issue(charlie, "charlie's token")
+    price = Price.objects.create(
+        team=team, provider="together", model=f"model-{MARKER}", input_per_mtok=1, output_per_mtok=2
+    )
+    webhook, _ = webhook_create(
+        team=team, url=f"http://127.0.0.1:9/{MARKER}", events=["job.completed"], actor=alice
+    )
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="job.completed",
+        object_id=job.pk,
+        message_id="msg_isolation",
+        body=f'{{"data": "{MARKER}"}}',
+        status="failed",
+    )
+    # Team B has a webhook too, so its webhooks page lists something.
+    webhook_create(
+        team=other_team, url="http://127.0.0.1:9/beta", events=["job.failed"], actor=charlie
+    )
     return World(
         team_a=team,
         team_b=other_team,
@@ -162,6 +194,9 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
         token=token,
         membership=Membership.objects.get(team=team, user=bob),
         charlie_key=charlie_key,
+        price=price,
+        webhook=webhook,
+        delivery=delivery,
     )
 
 
@@ -222,6 +257,10 @@ def assert_team_a_untouched(world: World) -> None:
     assert ModelInstance.objects.get(pk=world.instance.pk).status == "running"
     assert ApiToken.objects.get(pk=world.token.pk).revoked_at is None
     assert Membership.objects.get(pk=world.membership.pk).role == Role.MEMBER
+    assert Price.objects.filter(pk=world.price.pk, input_per_mtok=1).exists()
+    assert Webhook.objects.filter(pk=world.webhook.pk).exists()
+    assert WebhookDelivery.objects.filter(webhook=world.webhook).count() == 1
+    assert Team.objects.get(pk=world.team_a.pk).monthly_budget_usd is None
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -281,7 +320,7 @@ def test_team_pages_show_nothing_of_another_team(
 def test_team_a_sees_its_own_marker(client: Any, alice: User, world: World) -> None:
     """The check above means something: the same pages do show the marker to team A."""
     client.force_login(alice)
-    for name in ("job_list", "credential_list", "team", "audit"):
+    for name in ("job_list", "credential_list", "team", "audit", "usage", "webhook_list"):
         assert MARKER in client.get(reverse(name)).content.decode(), name
     export = client.get(reverse("job_export_jsonl"))
     assert MARKER in b"".join(export.streaming_content).decode()

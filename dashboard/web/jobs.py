@@ -25,6 +25,7 @@ from dashboard.accounts.audit import audit
 from dashboard.core import clock
 from dashboard.core.params import int_param, micros, micros_param
 from dashboard.jobs import export, results
+from dashboard.jobs.cost import BudgetExceeded
 from dashboard.jobs.forms import SPEC_FIELDS, JobForm
 from dashboard.jobs.services import job_cancel, job_create, job_retry
 from dashboard.models import Job, JobEvent, Role
@@ -38,12 +39,16 @@ def job_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = JobForm(request.POST, team=team)
         if form.is_valid():
-            job = job_create(
-                team=team,
-                credential=form.cleaned_data["credential"],
-                spec=form.cleaned_data["spec"],
-                user=request.user,
-            )
+            try:
+                job = job_create(
+                    team=team,
+                    credential=form.cleaned_data["credential"],
+                    spec=form.cleaned_data["spec"],
+                    user=request.user,
+                )
+            except BudgetExceeded as exc:
+                form.add_error(None, str(exc))
+                return render(request, "dashboard/job_new.html", {"form": form}, status=409)
             audit(request.user, team, "job.submitted", job, provider=job.provider, model=job.model)
             return redirect(job)
     else:
