@@ -52,6 +52,46 @@ TASKS = [
     "Answer FAQ question {n} in two lines.",
 ]
 NOTE = "Demo data: seeded by setup_demo as history; never sent to a provider."
+WORDS = [
+    *[
+        "customer",
+        "order",
+        "delivery",
+        "late",
+        "refund",
+        "invoice",
+        "account",
+        "password",
+        "reset",
+        "billing",
+    ],
+    *[
+        "plan",
+        "upgrade",
+        "shipping",
+        "address",
+        "warehouse",
+        "damaged",
+        "replacement",
+        "priority",
+        "support",
+    ],
+    *[
+        "escalation",
+        "subscription",
+        "renewal",
+        "discount",
+        "coupon",
+        "feedback",
+        "survey",
+        "quality",
+    ],
+]
+
+
+def _context(rng: random.Random) -> str:
+    """A paragraph of plausible ticket text, so prompts have a realistic length."""
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 300)))
 
 
 def seed_demo_history(
@@ -117,12 +157,12 @@ def _job(
 ) -> tuple[Job, list[dict[str, Any]]]:
     demo = rng.choice(MODELS)
     created = now - timedelta(days=rng.uniform(0.05, days), minutes=rng.uniform(0, 59))
-    size = rng.choice((1, 1, 2, 3, 5, 8))
+    size = rng.choice((1, 2, 3, 5, 8, 12))
     broken = rng.random() < 0.05  # the provider refused the whole job
     plan: list[dict[str, Any]] = []
     tokens = [0, 0]
     for index in range(size):
-        prompt = rng.choice(TASKS).format(n=rng.randint(100, 9999))
+        prompt = rng.choice(TASKS).format(n=rng.randint(100, 9999)) + "\n" + _context(rng)
         latency = max(40, int(rng.gauss(demo.latency_ms, demo.latency_ms / 4)))
         if broken or rng.random() < 0.07:
             plan.append(
@@ -136,9 +176,9 @@ def _job(
                 }
             )
             continue
-        output = f"Demo answer {index + 1} from {demo.model}."
+        output = f"Demo answer {index + 1} from {demo.model}: " + _context(rng)[:300]
         used_in = estimate_tokens(prompt) + (3 if demo.usage else 0)
-        used_out = rng.randint(12, 220)
+        used_out = rng.randint(40, 600)
         tokens[0] += used_in
         tokens[1] += used_out
         plan.append(

@@ -83,9 +83,12 @@ def url_problem(url: str) -> str:
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         return "The URL may not contain spaces or control characters."
     try:
+        httpx.URL(url)
         netguard.check_url(url)
     except netguard.BlockedHostError as exc:
         return str(exc).replace("base URL", "webhook URL")
+    except (httpx.InvalidURL, ValueError):
+        return "This is not a URL that can be called."
     return ""
 
 
@@ -304,9 +307,7 @@ def post(
         # Scheme and literal addresses; names are checked on the connection.
         netguard.check_url(hook.url, resolve=False)
         secret = hook.reveal_secret()
-    except netguard.BlockedHostError as exc:
-        return failed(str(exc))
-    except SecretDecryptionError as exc:
+    except (netguard.BlockedHostError, SecretDecryptionError, ValueError) as exc:
         return failed(str(exc))
     at = clock.now()
     headers = {
@@ -331,7 +332,7 @@ def post(
             excerpt = _excerpt(answer, started)
     except httpx.TimeoutException:
         return failed(f"No answer within {TIMEOUT_SECONDS:g} s.")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return failed(str(exc) or type(exc).__name__)
     seconds = clock.monotonic() - started
     if seconds > TIMEOUT_SECONDS:

@@ -97,6 +97,7 @@ def _new(kind: Any, colours: list[str], **config: Any) -> Any:
         js=[],  # no script, and nothing loaded from a CDN
         css=["file://style.css", "file://graph.css", f"file://{DARK_CSS}"],
         disable_xml_declaration=True,
+        explicit_size=True,  # width and height on the <svg>: an image's natural size
         width=WIDTH,
         height=HEIGHT,
         style=_style(colours),

@@ -195,7 +195,9 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
     """The estimate of what the new-job form holds now (htmx, as the user
     types): items, tokens, cost at the team's price and the budget left."""
     team = require_membership(request, Role.MEMBER).team
-    return render(request, "dashboard/_job_new_estimate.html", estimate_context(team, request.POST))
+    return render(
+        request, "dashboard/_job_new_estimate.html#body", estimate_context(team, request.POST)
+    )
 
 
 def estimate_context(team: Team, data: Any) -> dict[str, Any]:

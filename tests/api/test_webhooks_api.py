@@ -101,6 +101,8 @@ def test_deliveries_are_listed_newest_first_in_pages(
         ({"url": 5, "events": ["job.failed"]}, "url"),
         ({"url": "ftp://example.com/x", "events": ["job.failed"]}, "url"),
         ({"url": "not a url", "events": ["job.failed"]}, "url"),
+        ({"url": "http://[::1/hook", "events": ["job.failed"]}, "url"),
+        ({"url": "http://exa mple.com/", "events": ["job.failed"]}, "url"),
         ({"url": URL + "/" + "x" * 500, "events": ["job.failed"]}, "url"),
         ({"url": "http://169.254.169.254/latest/meta-data/", "events": ["job.failed"]}, "url"),
         ({"url": "http://10.0.0.5/hook", "events": ["job.failed"]}, "url"),

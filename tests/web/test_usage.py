@@ -61,7 +61,7 @@ def test_the_usage_page_shows_four_charts_with_their_tables(
 
     for name in charts.CHARTS:
         assert f'src="{reverse(f"usage_chart_{name}")}"' in html
-    assert html.count('<table class="visually-hidden">') == 4
+    assert html.count('<table class="chart-numbers">') == 4
     assert "Jobs per day, by provider" in html and "Spend per day (USD)" in html
     assert "the numbers are in the table that follows" in html
     assert "demo data" in html and "setup_demo" in html
@@ -216,7 +216,7 @@ def test_the_new_job_form_shows_a_live_estimate(alice_client: Any, team: Team) -
     unpriced = page(alice_client.post(reverse("job_estimate"), {**data, "model": "free"}))
     assert "<strong>no price set</strong>" in unpriced and "$0" not in unpriced
     empty = page(alice_client.post(reverse("job_estimate"), {**data, "prompts": ""}))
-    assert "to see what the job may cost" in empty and "load," not in empty
+    assert "to see what the job may cost" in empty and "hx-post" not in empty
 
 
 def test_the_estimate_warns_before_the_budget_refuses(
