@@ -19,7 +19,8 @@ from .wire import Renderer, StrictJsonParser
 
 DESCRIPTION = """\
 The LLM Jobs Dashboard for scripts and notebooks: credentials, jobs and
-Bytez model instances of your teams.
+Bytez model instances of your teams, with their usage, prices, budget and
+webhooks.
 
 Every call sends `Authorization: Bearer <token>` (create a token on your API
 tokens page, or with `manage.py create_api_token USERNAME`); here, paste it
