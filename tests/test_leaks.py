@@ -18,7 +18,16 @@ from django.urls import reverse
 from dashboard.accounts.audit import audit
 from dashboard.core.logs import RedactSecretsFilter
 from dashboard.jobs import worker
-from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
+from dashboard.models import (
+    ApiToken,
+    Job,
+    JobEvent,
+    ModelInstance,
+    Price,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 from .conftest import SECRET, make_credential, make_job
 from .test_isolation import OBJECT_URLS, all_routes, kwargs_for_object
@@ -60,6 +69,21 @@ class Everything:
         self.token, self.key = ApiToken.issue(alice, f"token {IMG}")
         self.membership = alice.memberships.get(team=team)
         audit(alice, team, "credential.created", f"audit {PAYLOAD}")
+        self.price = Price.objects.create(
+            team=team, provider="together", model=f"model{IMG}", input_per_mtok=1, output_per_mtok=1
+        )
+        self.webhook = Webhook.objects.create(
+            team=team, url=f"http://127.0.0.1:9/{IMG}", events=["job.failed"], secret="whsec_x"
+        )
+        self.delivery = WebhookDelivery.objects.create(
+            webhook=self.webhook,
+            event="job.failed",
+            object_id=self.job.pk,
+            message_id="msg_leak",
+            status="failed",
+            last_error=PAYLOAD,
+        )
+        WebhookAttempt.objects.create(delivery=self.delivery, number=1, error=PAYLOAD)
 
     def kwargs(self, route: Any) -> dict[str, Any]:
         entry = OBJECT_URLS[route.name]
@@ -71,6 +95,9 @@ class Everything:
             "instance": self.instance,
             "token": self.token,
             "membership": self.membership,
+            "price": self.price,
+            "webhook": self.webhook,
+            "delivery": self.delivery,
         }[entry]
         return kwargs_for_object(route, target)
 
@@ -88,7 +115,8 @@ def assert_clean(url: str, response: Any) -> str:
     assert response.status_code < 500, url
     assert SECRET not in body, f"secret in {url}"
     kind = response.get("Content-Type", "")
-    if kind.startswith(("text/html", "application/json")):
+    # SVG is markup a browser renders too (the usage charts).
+    if kind.startswith(("text/html", "application/json", "image/svg+xml")):
         for marker in RAW_MARKERS:
             assert marker not in body, f"unescaped {marker!r} in {url}"
     else:

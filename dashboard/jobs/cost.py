@@ -227,15 +227,21 @@ def budget_status(team: Team, at: datetime | None = None) -> BudgetStatus:
 
 def budget_check(team: Team, cost: Decimal | None, *, lock: bool = True) -> None:
     """Raise BudgetExceeded when ``cost`` would take the team past its monthly
-    budget. Inside a transaction, ``lock`` takes the team's row first (a row
-    lock on PostgreSQL), so two submissions at once cannot both fit in what
-    is left; the budget is read there, fresh."""
+    budget. Inside a transaction, ``lock`` first takes the row of a team that
+    has a budget (FOR NO KEY UPDATE on PostgreSQL: two submissions at once
+    queue there, so they cannot both fit in what is left, while the rows
+    workers insert that refer to the team are not held up), and reads the
+    budget there, fresh."""
     rows = Team.objects.filter(pk=team.pk)
-    if lock:
-        rows = rows.select_for_update()
     budget = rows.values_list("monthly_budget_usd", flat=True).first()
     if budget is None:
         return
+    if lock:
+        budget = (
+            rows.select_for_update(no_key=True).values_list("monthly_budget_usd", flat=True).first()
+        )
+        if budget is None:
+            return
     spent = month_spent(team)
     if spent + (cost or 0) <= budget:
         return
