@@ -5,7 +5,12 @@ and a number of queries that does not grow with the number of jobs."""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
+
+from django.db import transaction
 
 from dashboard.core import clock
 from dashboard.core.events import instance_changed, job_ended
@@ -13,12 +18,31 @@ from dashboard.models import Job, ModelInstance, Webhook
 
 from . import emails, webhooks
 
+logger = logging.getLogger(__name__)
+
+
+def contained(receiver: Callable[..., None]) -> Callable[..., None]:
+    """Run a receiver in a savepoint of the sender's transaction: if recording
+    a notification fails, that is logged and rolled back alone, and the job or
+    instance still moves (a notification is never worth undoing its event)."""
+
+    @functools.wraps(receiver)
+    def run(sender: Any, **kwargs: Any) -> None:
+        try:
+            with transaction.atomic():
+                receiver(sender, **kwargs)
+        except Exception:
+            logger.exception("Notifications for %s were not recorded", kwargs)
+
+    return run
+
 
 def connect() -> None:
     job_ended.connect(on_job_ended, dispatch_uid="notify.job_ended")
     instance_changed.connect(on_instance_changed, dispatch_uid="notify.instance_changed")
 
 
+@contained
 def on_job_ended(sender: Any, *, job_ids: list[int], status: str, **kwargs: Any) -> None:
     event = f"job.{status}"
     if event in webhooks.JOB_EVENTS:
@@ -37,6 +61,7 @@ def on_job_ended(sender: Any, *, job_ids: list[int], status: str, **kwargs: Any)
     emails.emails_create(job_ids, status)
 
 
+@contained
 def on_instance_changed(sender: Any, *, instance_id: int, status: str, **kwargs: Any) -> None:
     event = f"instance.{status}"
     if event not in webhooks.INSTANCE_EVENTS:

@@ -311,3 +311,19 @@ def test_the_secret_is_never_logged(
         webhooks.delivery_send(only_delivery().pk)
     assert secret not in caplog.text
     assert secret[6:] not in json.dumps(list(WebhookDelivery.objects.values()), default=str)
+
+
+def test_a_failure_to_record_notifications_never_undoes_a_job_s_end(
+    team: Team, alice: User, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook_for(team, "http://127.0.0.1:9/a", alice)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the outbox is on fire")
+
+    monkeypatch.setattr(webhooks, "deliveries_create", broken)
+    job = ended_job(team, alice, "failed")
+
+    job.refresh_from_db()
+    assert job.status == "failed" and not WebhookDelivery.objects.exists()
+    assert "Notifications for" in caplog.text and "on fire" in caplog.text
