@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -159,17 +159,24 @@ def actual_cost_expression() -> Case:
 # --- the monthly budget ----------------------------------------------------------------
 
 
+def site_zone() -> tzinfo:
+    """settings.TIME_ZONE: the team's months and days, whatever time zone a
+    request may have activated for its user (a budget must not depend on who
+    submits)."""
+    return timezone.get_default_timezone()
+
+
 def month_start(at: datetime | None = None) -> datetime:
     """Midnight of the first of the month in settings.TIME_ZONE (the team's
     month), as an aware datetime."""
-    local = timezone.localtime(at or clock.now())
-    return timezone.make_aware(datetime(local.year, local.month, 1))
+    local = timezone.localtime(at or clock.now(), site_zone())
+    return timezone.make_aware(datetime(local.year, local.month, 1), site_zone())
 
 
 def month_after(start: datetime) -> datetime:
-    local = timezone.localtime(start)
+    local = timezone.localtime(start, site_zone())
     year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
-    return timezone.make_aware(datetime(year, month, 1))
+    return timezone.make_aware(datetime(year, month, 1), site_zone())
 
 
 def month_spent(team: Team | int, at: datetime | None = None) -> Decimal:
@@ -216,7 +223,7 @@ class BudgetStatus:
 
 
 def budget_status(team: Team, at: datetime | None = None) -> BudgetStatus:
-    start = timezone.localtime(month_start(at))
+    start = timezone.localtime(month_start(at), site_zone())
     return BudgetStatus(
         month=f"{start:%Y-%m}",
         month_label=f"{start:%B %Y}",
@@ -245,7 +252,7 @@ def budget_check(team: Team, cost: Decimal | None, *, lock: bool = True) -> None
     spent = month_spent(team)
     if spent + (cost or 0) <= budget:
         return
-    month = f"{timezone.localtime(clock.now()):%B %Y}"
+    month = f"{timezone.localtime(clock.now(), site_zone()):%B %Y}"
     left = max(Decimal(0), budget - spent)
     what = (
         f"This job's estimated cost of {money(cost)} would take {team.name} past"

@@ -8,7 +8,7 @@ rank (the value at rank ceil(p·n) of each group's latencies in order), picked
 by ``ROW_NUMBER()`` and ``COUNT(*)`` over a window partitioned by the group:
 SQLite (3.25 and later) and PostgreSQL run the same query, which returns at
 most two rows a group. Days are the site's (settings.TIME_ZONE), as the
-budget's month is.
+budget's month is, whatever time zone a request activated.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dashboard.core import clock
 from dashboard.models import Item, Job, Team
 from dashboard.status import ItemStatus
 
-from .cost import month_after, month_start
+from .cost import month_after, month_start, site_zone
 
 #: The charts' period: the last thirty days, today included.
 CHART_DAYS = 30
@@ -41,11 +41,11 @@ class Period:
 
 
 def last_days(days: int = CHART_DAYS, at: datetime | None = None) -> Period:
-    today = timezone.localdate(at or clock.now())
+    today = timezone.localdate(at or clock.now(), site_zone())
     first = today - timedelta(days=days - 1)
     return Period(
-        start=timezone.make_aware(datetime.combine(first, time.min)),
-        end=timezone.make_aware(datetime.combine(today + timedelta(days=1), time.min)),
+        start=timezone.make_aware(datetime.combine(first, time.min), site_zone()),
+        end=timezone.make_aware(datetime.combine(today + timedelta(days=1), time.min), site_zone()),
         days=[first + timedelta(days=n) for n in range(days)],
     )
 
@@ -60,7 +60,7 @@ def period_jobs(team: Team, period: Period) -> QuerySet[Job]:
 
 
 def _day() -> TruncDate:
-    return TruncDate("created_at", tzinfo=timezone.get_current_timezone())
+    return TruncDate("created_at", tzinfo=site_zone())
 
 
 def jobs_per_day(team: Team, period: Period) -> dict[str, dict[date, int]]:

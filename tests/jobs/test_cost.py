@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from dashboard.accounts.prices import PriceError, amount, price_set, team_set_budget
 from dashboard.core import clock
@@ -278,6 +279,9 @@ def test_the_month_is_the_site_time_zone_s_month(
     february = datetime(2025, 2, 1, 0, 30, tzinfo=ny)
     assert cost.month_spent(team, january) == Decimal("0.2")
     assert cost.month_spent(team, february) == 0
+    with timezone.override("Asia/Tokyo"):  # a user's zone changes nobody's budget
+        assert cost.month_spent(team, january) == Decimal("0.2")
+        assert cost.month_spent(team, february) == 0
     assert cost.budget_status(team, february).month == "2025-02"
     monkeypatch.setattr(clock, "now", lambda: january)
     with pytest.raises(cost.BudgetExceeded, match="January 2025"):
