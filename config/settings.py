@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -275,3 +276,57 @@ MAX_DATASET_ROWS = envint("DASHBOARD_MAX_DATASET_ROWS", 50_000)  # a job's limit
 MAX_DATASET_BYTES = envint("DASHBOARD_MAX_DATASET_BYTES", 64 * 1024 * 1024)
 MAX_DATASET_COLUMNS = envint("DASHBOARD_MAX_DATASET_COLUMNS", 100)
 JOB_DEADLINE_SECONDS = envint("DASHBOARD_JOB_DEADLINE", 6 * 3600)
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def email_settings(url: str) -> dict[str, object]:
+    """EMAIL_URL as Django's e-mail settings: ``smtp://user:password@host:587``
+    (STARTTLS with ``?tls=1``), ``smtps://…`` (TLS from the start), or
+    ``console://`` (printed, the default)."""
+    parts = urlsplit(url)
+    if parts.scheme == "console":
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+            "EMAIL_HOST": "localhost",
+            "EMAIL_PORT": 25,
+            "EMAIL_HOST_USER": "",
+            "EMAIL_HOST_PASSWORD": "",
+            "EMAIL_USE_SSL": False,
+            "EMAIL_USE_TLS": False,
+        }
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ImproperlyConfigured(
+            f"EMAIL_URL must start with smtp://, smtps:// or console://, not {url!r}"
+        )
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"EMAIL_URL has a bad port: {url!r}") from None
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname or "localhost",
+        "EMAIL_PORT": port or (465 if parts.scheme == "smtps" else 25),
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_SSL": parts.scheme == "smtps",
+        "EMAIL_USE_TLS": parts.scheme == "smtp" and query.get("tls", "") in ("1", "true", "yes"),
+    }
+
+
+_EMAIL = email_settings(os.environ.get("EMAIL_URL") or "console://")
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL["EMAIL_HOST"]
+EMAIL_PORT = _EMAIL["EMAIL_PORT"]
+EMAIL_HOST_USER = _EMAIL["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _EMAIL["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_SSL = _EMAIL["EMAIL_USE_SSL"]
+EMAIL_USE_TLS = _EMAIL["EMAIL_USE_TLS"]
+#: Seconds to wait for the SMTP server (below the task timeout).
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.environ.get(
+    "DASHBOARD_EMAIL_FROM", "LLM Jobs Dashboard <noreply@localhost>"
+)
+#: Where the dashboard is reached, for the links in e-mails.
+DASHBOARD_BASE_URL = os.environ.get("DASHBOARD_BASE_URL", "http://127.0.0.1:8000")

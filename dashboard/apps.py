@@ -10,3 +10,11 @@ class DashboardConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+
+        # Notifications listen to the jobs' and instances' events here, not by
+        # being imported from them: jobs and instances must not import notify
+        # (the layers in pyproject.toml), and a receiver connected at import
+        # time would depend on someone importing it first.
+        from .notify import receivers  # connected once, when the app is ready
+
+        receivers.connect()

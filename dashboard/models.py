@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets as pysecrets
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -39,6 +40,9 @@ class Team(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     #: Cost estimate for model instances, in the team's currency per GB-second.
     cost_per_gb_second = models.DecimalField(max_digits=12, decimal_places=8, null=True, blank=True)
+    #: USD a month (in settings.TIME_ZONE); a job whose estimate would pass it
+    #: is refused. Null: no budget.
+    monthly_budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
     )
@@ -202,6 +206,21 @@ class Job(models.Model):
     tokens_out = models.PositiveBigIntegerField(default=0)
     #: True when some item's tokens are an estimate (no usage from the provider).
     tokens_estimated = models.BooleanField(default=False)
+    #: The team's price for the model when the job was saved (USD per million
+    #: tokens), so a later price change does not rewrite what a job cost. Null:
+    #: no price was set, and the job's cost is unknown, never $0.
+    price_input_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    price_output_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    #: USD before running: the prompts' tokens and max_tokens per item at the price.
+    cost_estimated = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
+    #: USD from the items' tokens at the price, written when the job ends.
+    cost_actual = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
+    #: Seeded by ``setup_demo`` as demo history, and shown as such.
+    demo = models.BooleanField(default=False)
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -315,6 +334,35 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+    @property
+    def priced(self) -> bool:
+        return self.price_input_per_mtok is not None
+
+    @property
+    def cost_so_far(self) -> Decimal | None:
+        """The actual cost once the job ended; while it runs, what the items
+        that ended so far cost. None without a price."""
+        if self.cost_actual is not None:
+            return self.cost_actual
+        return tokens_cost(
+            self.tokens_in, self.tokens_out, self.price_input_per_mtok, self.price_output_per_mtok
+        )
+
+
+MTOK = Decimal(1_000_000)
+#: Cost amounts are kept to the micro-dollar (the columns' six decimal places).
+COST_QUANTUM = Decimal("0.000001")
+
+
+def tokens_cost(
+    tokens_in: int, tokens_out: int, input_per_mtok: Decimal | None, output_per_mtok: Decimal | None
+) -> Decimal | None:
+    """USD for these tokens at these prices per million; None without a price."""
+    if input_per_mtok is None or output_per_mtok is None:
+        return None
+    cost = (tokens_in * input_per_mtok + tokens_out * output_per_mtok) / MTOK
+    return cost.quantize(COST_QUANTUM)
 
 
 class Item(models.Model):
@@ -679,3 +727,152 @@ class LoginAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.failures}"
+
+
+class Price(models.Model):
+    """What a team pays a provider for a model, in USD per million tokens.
+    Nothing is priced by default: a model without a row has no price, and
+    its jobs show "no price set", never $0."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="prices")
+    provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
+    model = models.CharField(max_length=200)
+    input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    output_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["provider", "model"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "provider", "model"], name="one_price_per_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.provider} {self.model}: {self.input_per_mtok}/{self.output_per_mtok} per Mtok"
+        )
+
+
+class Webhook(models.Model):
+    """A team's receiver of events, signed per the Standard Webhooks spec with
+    its own secret (``whsec_…``, shown once when created, stored encrypted)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    events = models.JSONField(help_text="The event types it receives.")
+    secret = EncryptedSecretField(help_text="Encrypted at rest; shown once, when created.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def reveal_secret(self) -> str:
+        """The ``whsec_…`` secret, to sign a delivery (raises SecretDecryptionError)."""
+        return decrypt(self.secret)
+
+
+class Outbox(models.Model):
+    """A message to send with its own retries: the row says what is due next
+    (``next_attempt_at``) and who holds it (``lease_owner``, until
+    ``next_attempt_at`` while an attempt is under way), so a lost task delays
+    a message, never loses it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    event = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class WebhookDelivery(Outbox):
+    """One event for one webhook: the same ``message_id`` (the webhook-id
+    header) on every attempt, so a receiver can drop a repeat."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    #: The job's or the instance's id.
+    object_id = models.BigIntegerField()
+    message_id = models.CharField(max_length=40)
+    #: The JSON body, exactly as sent (every attempt sends the same bytes).
+    #: Empty until the first attempt for job events: built then, from the job.
+    body = models.TextField(blank=True)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    redelivery_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            models.Index(fields=["webhook", "-created_at", "-id"], name="delivery_log"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.object_id} -> {self.webhook_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """Every attempt of a delivery, logged when it starts and completed with
+    what the receiver answered (a worker that died mid-attempt leaves its row
+    saying so)."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} attempt {self.number}: {self.response_status or self.error}"
+
+
+class NotificationPreference(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preference"
+    )
+    email_on_job_end = models.BooleanField(
+        default=False, help_text="E-mail me when a job I submitted ends."
+    )
+
+    def __str__(self) -> str:
+        return f"{self.user}: e-mail on job end {'on' if self.email_on_job_end else 'off'}"
+
+
+class EmailNotification(Outbox):
+    """One e-mail to a user about their job, sent and retried like a delivery."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="email_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.job_id} to {self.user_id} ({self.status})"

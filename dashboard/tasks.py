@@ -14,6 +14,8 @@ from dashboard.instances import sweep as instances_sweep_module
 from dashboard.jobs import poller as job_poller
 from dashboard.jobs import sweep as job_sweep
 from dashboard.jobs import worker
+from dashboard.notify import emails, webhooks
+from dashboard.notify import sweep as notify_sweep_module
 
 
 def advance_job(job_id: int) -> str:
@@ -25,7 +27,11 @@ def poll_credential(credential_id: int) -> int:
 
 
 def sweep() -> dict[str, int]:
-    return job_sweep.sweep() | instances_sweep_module.instances_sweep()
+    return (
+        job_sweep.sweep()
+        | instances_sweep_module.instances_sweep()
+        | notify_sweep_module.notify_sweep()
+    )
 
 
 def instances_poll(credential_id: int) -> int:
@@ -46,3 +52,11 @@ def instances_sweep() -> dict[str, int]:
 
 def instance_stop(instance_id: int) -> str:
     return services.instance_stop(instance_id)
+
+
+def webhook_deliver(delivery_id: int) -> str:
+    return webhooks.delivery_send(delivery_id)
+
+
+def email_send(notification_id: int) -> str:
+    return emails.email_send(notification_id)

@@ -70,6 +70,8 @@ def test_no_function_level_import_of_a_project_module() -> None:
         ("dashboard/jobs/backarrow.py", "from dashboard.web import views", "layers"),
         ("dashboard/instances/backarrow.py", "from dashboard.jobs import worker", "layers"),
         ("dashboard/accounts/backarrow.py", "from dashboard.jobs import services", "layers"),
+        ("dashboard/jobs/backarrow.py", "from dashboard.notify import webhooks", "layers"),
+        ("dashboard/instances/backarrow.py", "from dashboard.notify import receivers", "notify"),
         ("providers/backarrow.py", "import django.db", "providers"),
     ],
 )

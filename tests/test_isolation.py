@@ -33,11 +33,15 @@ from dashboard.models import (
     JobEvent,
     Membership,
     ModelInstance,
+    Price,
     Rating,
     Role,
     RowNote,
     Team,
+    Webhook,
+    WebhookDelivery,
 )
+from dashboard.notify.webhooks import webhook_create
 from providers import JobSpec
 
 from .conftest import make_credential, make_job
@@ -97,6 +101,13 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "api_dataset": "dataset",
     "api_comparison": "comparison",
     "api_comparison_ratings": "comparison",
+    # cost and notifications
+    "price_delete": "price",
+    "webhook_detail": "webhook",
+    "webhook_delete": "webhook",
+    "delivery_redeliver": "delivery",
+    "api_webhook": "webhook",
+    "api_webhook_deliveries": "webhook",
 }
 
 
@@ -159,6 +170,9 @@ class World:
     charlie_key: str
     dataset: Dataset
     comparison: Comparison
+    price: Price
+    webhook: Webhook
+    delivery: WebhookDelivery
 
 
 @pytest.fixture
@@ -181,6 +195,24 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
     make_job(own, ["beta prompt"], user=charlie)
     _, charlie_key = ApiToken.issue(charlie, "charlie's token")
     dataset, comparison = make_comparison(team, alice)
+    price = Price.objects.create(
+        team=team, provider="together", model=f"model-{MARKER}", input_per_mtok=1, output_per_mtok=2
+    )
+    webhook, _ = webhook_create(
+        team=team, url=f"http://127.0.0.1:9/{MARKER}", events=["job.completed"], actor=alice
+    )
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="job.completed",
+        object_id=job.pk,
+        message_id="msg_isolation",
+        body=f'{{"data": "{MARKER}"}}',
+        status="failed",
+    )
+    # Team B has a webhook too, so its webhooks page lists something.
+    webhook_create(
+        team=other_team, url="http://127.0.0.1:9/beta", events=["job.failed"], actor=charlie
+    )
     return World(
         team_a=team,
         team_b=other_team,
@@ -192,6 +224,9 @@ def world(team: Team, other_team: Team, alice: User, bob: User, charlie: User) -
         charlie_key=charlie_key,
         dataset=dataset,
         comparison=comparison,
+        price=price,
+        webhook=webhook,
+        delivery=delivery,
     )
 
 
@@ -278,6 +313,10 @@ def assert_team_a_untouched(world: World) -> None:
     assert Comparison.objects.filter(pk=world.comparison.pk).exists()
     assert Rating.objects.count() == 1 and RowNote.objects.count() == 1
     assert not Job.objects.filter(retry_of__comparison=world.comparison).exists()
+    assert Price.objects.filter(pk=world.price.pk, input_per_mtok=1).exists()
+    assert Webhook.objects.filter(pk=world.webhook.pk).exists()
+    assert WebhookDelivery.objects.filter(webhook=world.webhook).count() == 1
+    assert Team.objects.get(pk=world.team_a.pk).monthly_budget_usd is None
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -337,7 +376,16 @@ def test_team_pages_show_nothing_of_another_team(
 def test_team_a_sees_its_own_marker(client: Any, alice: User, world: World) -> None:
     """The check above means something: the same pages do show the marker to team A."""
     client.force_login(alice)
-    for name in ("job_list", "credential_list", "team", "audit", "dataset_list", "comparison_list"):
+    for name in (
+        "job_list",
+        "credential_list",
+        "team",
+        "audit",
+        "dataset_list",
+        "comparison_list",
+        "usage",
+        "webhook_list",
+    ):
         assert MARKER in client.get(reverse(name)).content.decode(), name
     page = client.get(reverse("comparison_detail", args=[world.comparison.pk])).content.decode()
     assert f"note {MARKER}" in page and f"row {MARKER}" in page

@@ -23,7 +23,16 @@ from dashboard.core.logs import RedactSecretsFilter
 from dashboard.datasets.parsing import Limits, read_records
 from dashboard.datasets.services import dataset_create, inputs_from_dataset
 from dashboard.jobs import worker
-from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
+from dashboard.models import (
+    ApiToken,
+    Job,
+    JobEvent,
+    ModelInstance,
+    Price,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from providers import JobSpec
 
 from .conftest import SECRET, make_credential, make_job
@@ -87,6 +96,21 @@ class Everything:
         second.items.update(status="failed", error=FORMULA)
         rating_set(job=first, index=0, user=alice, score=1)
         note_add(comparison=self.comparison, index=0, user=alice, text=f"note {PAYLOAD}")
+        self.price = Price.objects.create(
+            team=team, provider="together", model=f"model{IMG}", input_per_mtok=1, output_per_mtok=1
+        )
+        self.webhook = Webhook.objects.create(
+            team=team, url=f"http://127.0.0.1:9/{IMG}", events=["job.failed"], secret="whsec_x"
+        )
+        self.delivery = WebhookDelivery.objects.create(
+            webhook=self.webhook,
+            event="job.failed",
+            object_id=self.job.pk,
+            message_id="msg_leak",
+            status="failed",
+            last_error=PAYLOAD,
+        )
+        WebhookAttempt.objects.create(delivery=self.delivery, number=1, error=PAYLOAD)
 
     def kwargs(self, route: Any) -> dict[str, Any]:
         entry = OBJECT_URLS[route.name]
@@ -100,6 +124,9 @@ class Everything:
             "membership": self.membership,
             "dataset": self.dataset,
             "comparison": self.comparison,
+            "price": self.price,
+            "webhook": self.webhook,
+            "delivery": self.delivery,
         }[entry]
         return kwargs_for_object(route, target)
 
@@ -117,7 +144,8 @@ def assert_clean(url: str, response: Any) -> str:
     assert response.status_code < 500, url
     assert SECRET not in body, f"secret in {url}"
     kind = response.get("Content-Type", "")
-    if kind.startswith(("text/html", "application/json")):
+    # SVG is markup a browser renders too (the usage charts).
+    if kind.startswith(("text/html", "application/json", "image/svg+xml")):
         for marker in RAW_MARKERS:
             assert marker not in body, f"unescaped {marker!r} in {url}"
     else:

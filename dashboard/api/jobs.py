@@ -16,7 +16,7 @@ from dashboard.compare.services import job_create_from
 from dashboard.core import keyset
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
-from dashboard.jobs import results
+from dashboard.jobs import cost, results
 from dashboard.jobs.forms import SPEC_FIELDS, JobForm, check_job_spec, spec_from_data
 from dashboard.jobs.serialize import job_json
 from dashboard.jobs.services import job_cancel, job_retry
@@ -28,6 +28,7 @@ from .errors import ApiError, FieldErrors, invalid
 from .schemas import (
     MAX_ID,
     Error,
+    EstimateOut,
     ItemPage,
     JobCreated,
     JobIn,
@@ -62,27 +63,39 @@ def job_answer(pk: int) -> dict[str, Any]:
 
 @router.post(
     "",
-    response={201: JobCreated, (400, 401, 403, 409, 413): Error},
+    response={200: EstimateOut, 201: JobCreated, (400, 401, 403, 409, 413): Error},
     url_name="api_jobs",
 )
 def create_job(request: HttpRequest, payload: JobIn) -> Any:
-    """Submit a job (team members): one item per prompt, on the credential's provider."""
+    """Submit a job (team members): one item per prompt, on the credential's
+    provider. With `dry_run` nothing is saved: 200 with the estimate. A job
+    whose estimate would take the team past its monthly budget is a 409."""
     credential = credential_for(request.auth, payload.credential, payload.team)
     inputs = job_inputs(request.auth, payload, credential.team_id)
     spec = job_spec(payload, credential, inputs.prompts)
-    with transaction.atomic():
-        job = job_create_from(
-            team=credential.team, credential=credential, spec=spec, user=request.auth, inputs=inputs
-        )
-        audit(
-            request.auth,
-            credential.team,
-            "job.submitted",
-            job,
-            provider=job.provider,
-            model=job.model,
-            via="api",
-        )
+    if payload.dry_run:
+        estimate = cost.spec_estimate(credential.team, credential.provider, spec)
+        return Status(200, {"estimate": estimate.as_json()})
+    try:
+        with transaction.atomic():
+            job = job_create_from(
+                team=credential.team,
+                credential=credential,
+                spec=spec,
+                user=request.auth,
+                inputs=inputs,
+            )
+            audit(
+                request.auth,
+                credential.team,
+                "job.submitted",
+                job,
+                provider=job.provider,
+                model=job.model,
+                via="api",
+            )
+    except cost.BudgetExceeded as exc:
+        raise ApiError(409, str(exc)) from None
     return Status(201, {"id": job.pk, "status": job.status})
 
 

@@ -13,13 +13,14 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import ValidationError, ValidationErrorContext
 from pydantic import BaseModel
 
-from . import comparisons, credentials, datasets, errors, instances, jobs
+from . import comparisons, cost, credentials, datasets, errors, instances, jobs, webhooks
 from .auth import BearerToken
 from .wire import Renderer, StrictJsonParser
 
 DESCRIPTION = """\
 The LLM Jobs Dashboard for scripts and notebooks: credentials, jobs, Bytez
-model instances, datasets and comparisons of your teams.
+model instances, datasets and comparisons of your teams, with their usage,
+prices, budget and webhooks.
 
 Every call sends `Authorization: Bearer <token>` (create a token on your API
 tokens page, or with `manage.py create_api_token USERNAME`); here, paste it
@@ -95,3 +96,5 @@ api.add_router("/jobs", jobs.router, tags=["jobs"])
 api.add_router("/instances", instances.router, tags=["instances"])
 api.add_router("/datasets", datasets.router, tags=["datasets"])
 api.add_router("/comparisons", comparisons.router, tags=["comparisons"])
+api.add_router("", cost.router, tags=["cost"])
+api.add_router("/webhooks", webhooks.router, tags=["webhooks"])

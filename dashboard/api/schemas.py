@@ -138,6 +138,11 @@ class JobIn(Body):
     options: JsonObject | None = Field(None, description="Provider-specific fields.")
     stream: Flag | None = Field(None, description="Stream the output (providers that can).")
     team: Id | None = Field(None, description="Must be the credential's team when given.")
+    dry_run: Flag | None = Field(
+        None,
+        description="Save nothing: answer 200 with the estimate (items, tokens, cost at the "
+        "team's price) instead of creating the job.",
+    )
 
 
 class RetryIn(Body):
@@ -182,7 +187,10 @@ class Counts(Schema):
 
 class Cost(Schema):
     estimated: float | None = Field(description="USD before running; null with no price set.")
-    actual: float | None = Field(description="USD from the items' tokens; null with no price set.")
+    actual: float | None = Field(
+        description="USD from the items' tokens: final once the job ended, so far while it "
+        "runs; null with no price set."
+    )
 
 
 class JobSummary(Schema):
@@ -431,3 +439,125 @@ class RatingOut(Schema):
     score: Literal[-1, 1] | None
     best: bool
     updated_at: Timestamp
+
+
+# --- cost: estimates, prices, the budget, usage -------------------------------------------
+
+#: USD amounts: finite, not negative, within what the columns hold.
+Usd = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+
+
+class Estimate(Schema):
+    items: int
+    tokens_in: int = Field(description="Estimated: about four characters a token.")
+    tokens_out_max: int = Field(
+        description="max_tokens per item (512 when the job sets none) times the items."
+    )
+    cost: float | None = Field(description="USD, at most; null when the model has no price.")
+
+
+class EstimateOut(Schema):
+    estimate: Estimate
+
+
+class PriceIn(Body):
+    provider: ProviderSlug
+    model: Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+    input_per_mtok: Annotated[Usd, Field(le=100000)] = Field(
+        description="USD per million input tokens (six decimals kept)."
+    )
+    output_per_mtok: Annotated[Usd, Field(le=100000)] = Field(
+        description="USD per million output tokens (six decimals kept)."
+    )
+    team: Id | None = Field(None, description="Default: your first team by name.")
+
+
+class PriceOut(Schema):
+    id: int
+    team: int
+    provider: str
+    model: str
+    input_per_mtok: float
+    output_per_mtok: float
+    updated_at: Timestamp
+
+
+class BudgetIn(Body):
+    monthly_usd: Annotated[Usd, Field(le=999999999)] | None = Field(
+        description="USD a month (rounded to the cent); null: no budget."
+    )
+    team: Id | None = Field(None, description="Default: your first team by name.")
+
+
+class BudgetOut(Schema):
+    monthly_usd: float | None
+
+
+class ProviderUsage(Schema):
+    provider: str
+    jobs: int
+    items: int
+    failed: int
+    cost: float | None = Field(description="USD, actual, of its priced jobs that ended.")
+    latency_ms_p50: int | None
+    latency_ms_p95: int | None
+
+
+class UsageOut(Schema):
+    month: str = Field(description="YYYY-MM, in the site's time zone.")
+    team: int
+    budget: float | None = Field(description="The monthly budget in USD; null: none.")
+    spent: float = Field(
+        description="USD: the actual cost of the month's jobs that ended and the estimate "
+        "of those still running."
+    )
+    by_provider: list[ProviderUsage]
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+WebhookEvent = Literal[
+    "job.completed",
+    "job.failed",
+    "job.cancelled",
+    "instance.running",
+    "instance.expired",
+    "instance.failed",
+]
+
+
+class WebhookIn(Body):
+    url: Annotated[str, Field(strict=True, min_length=1, max_length=500)]
+    events: list[WebhookEvent] = Field(min_length=1)
+    team: Id | None = Field(None, description="Default: your first team by name.")
+
+
+class WebhookOut(Schema):
+    id: int
+    url: str
+    events: list[str]
+    created_at: Timestamp
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="The whsec_… signing secret: shown in this answer only, never again."
+    )
+
+
+class DeliveryOut(Schema):
+    id: int
+    event: str
+    object_id: int = Field(description="The job's or the instance's id.")
+    attempts: int
+    status: Literal["pending", "succeeded", "failed"]
+    response_status: int | None
+    next_attempt_at: Timestamp | None
+    last_error: str
+    created_at: Timestamp
+    redelivery_of: int | None
+
+
+class DeliveryPage(Schema):
+    results: list[DeliveryOut]
+    next: str | None = Field(description="The next (older) page; null on the last page.")

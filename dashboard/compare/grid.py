@@ -15,6 +15,7 @@ from typing import Any
 from django.db.models import Count, Q
 
 from dashboard.jobs import results
+from dashboard.jobs.cost import job_cost
 from dashboard.jobs.export import text_of
 from dashboard.models import Comparison, Item, Job, Rating, RowNote
 from dashboard.status import ItemStatus
@@ -34,7 +35,7 @@ class TargetSummary:
     wins: int = 0
     up: int = 0
     down: int = 0
-    #: USD; None until prices are set (the cost module fills it).
+    #: USD so far at the target's price; None when its model has no price.
     cost: float | None = None
     has_retries: bool = False
 
@@ -138,6 +139,7 @@ def summaries(targets: list[Job]) -> list[TargetSummary]:
                 up=counted.get("up", 0),
                 down=counted.get("down", 0),
                 has_retries=job.pk in retried,
+                cost=job_cost(job)["actual"],
             )
         )
     return out

@@ -10,10 +10,12 @@ store; this module names them as strings and imports nothing of ``tasks``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django_q.tasks import async_task
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,25 @@ def enqueue(func: str, *args: object) -> None:
     except Exception:
         logger.warning(
             "Could not enqueue %s%s; the sweep will pick it up.", func, args, exc_info=True
+        )
+
+
+def enqueue_at(func: str, *args: object, at: datetime) -> None:
+    """Enqueue at ``at``, through a one-off django-q2 schedule (deleted once
+    it ran; the scheduler ticks about every 30 s). For a retry due in under
+    a minute, sooner than the sweep's next round would nudge it."""
+    try:
+        schedule(
+            func,
+            *args,
+            schedule_type=Schedule.ONCE,
+            next_run=at,
+            repeats=-1,
+            q_options={"timeout": settings.TASK_TIMEOUT},
+        )
+    except Exception:
+        logger.warning(
+            "Could not schedule %s%s; the sweep will pick it up.", func, args, exc_info=True
         )
 
 
@@ -66,3 +87,27 @@ def nudge_instance_stop_on_commit(instance_id: int) -> None:
 
 def nudge_instance_stop(instance_id: int) -> None:
     enqueue("dashboard.tasks.instance_stop", instance_id)
+
+
+def nudge_delivery(delivery_id: int) -> None:
+    enqueue("dashboard.tasks.webhook_deliver", delivery_id)
+
+
+def nudge_delivery_on_commit(delivery_id: int) -> None:
+    on_commit("dashboard.tasks.webhook_deliver", delivery_id)
+
+
+def nudge_delivery_at(delivery_id: int, at: datetime) -> None:
+    enqueue_at("dashboard.tasks.webhook_deliver", delivery_id, at=at)
+
+
+def nudge_email(notification_id: int) -> None:
+    enqueue("dashboard.tasks.email_send", notification_id)
+
+
+def nudge_email_on_commit(notification_id: int) -> None:
+    on_commit("dashboard.tasks.email_send", notification_id)
+
+
+def nudge_email_at(notification_id: int, at: datetime) -> None:
+    enqueue_at("dashboard.tasks.email_send", notification_id, at=at)

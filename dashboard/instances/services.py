@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce
 
-from dashboard.core import clock
+from dashboard.core import clock, events
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider, credential_redact
 from dashboard.core.health import credential_record_call
@@ -164,7 +164,16 @@ def instance_transition(
     rows = ModelInstance.objects.filter(pk=instance_id, status__in=instance_sources_for(new))
     if where is not None:
         rows = rows.filter(where)
-    return bool(rows.update(**updates))
+    with transaction.atomic():
+        # A move from another status is an event; staying put (a check that
+        # saw no change) is not, so the two are told apart by the row count.
+        moved = rows.exclude(status=new).update(**updates)
+        if moved:
+            events.instance_changed.send(sender=ModelInstance, instance_id=instance_id, status=new)
+            return True
+        if not instance_can_move(new, new):
+            return False
+        return bool(rows.filter(status=new).update(**updates))
 
 
 def instance_fail(instance_id: int, error: str) -> bool:

@@ -23,6 +23,7 @@ from openpyxl import Workbook
 from dashboard.core.keyset import CHUNK as EXPORT_CHUNK
 from dashboard.models import Item, Job
 
+from .cost import usd
 from .results import structured_columns
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -46,6 +47,12 @@ CSV_HEADER = [
     "started_at",
     "finished_at",
     "duration_seconds",
+    "tokens_in",
+    "tokens_out",
+    "tokens_estimated",
+    "cost_estimated_usd",
+    "cost_actual_usd",
+    "demo",
 ]
 #: What a spreadsheet would take for the start of a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -101,6 +108,14 @@ def job_record(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
         "duration_seconds": duration_seconds(row["started_at"], row["finished_at"]),
+        "tokens": {
+            "in": row["tokens_in"],
+            "out": row["tokens_out"],
+            "estimated": row["tokens_estimated"],
+        },
+        # USD; null when the model had no price (never 0 for "unknown").
+        "cost": {"estimated": usd(row["cost_estimated"]), "actual": usd(row["cost_actual"])},
+        "demo": row["demo"],
     }
 
 
@@ -134,6 +149,12 @@ def job_csv_row(row: dict[str, Any]) -> list[str]:
         record["started_at"],
         record["finished_at"],
         record["duration_seconds"],
+        record["tokens"]["in"],
+        record["tokens"]["out"],
+        record["tokens"]["estimated"],
+        record["cost"]["estimated"],
+        record["cost"]["actual"],
+        record["demo"],
     ]
     return [csv_safe("" if cell is None else str(cell)) for cell in cells]
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTransform
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from dashboard.models import Item, Job, Team
@@ -37,6 +38,8 @@ class JobFilters:
     date_from: date | None = None
     date_to: date | None = None  # inclusive
     q: str = ""  # text in the prompts or the outputs
+    cost_min: Decimal | None = None  # USD, actual (or estimated while running)
+    cost_max: Decimal | None = None
 
     def as_params(self) -> dict[str, str]:
         """The non-empty filters as query parameters (for links that keep them)."""
@@ -68,6 +71,14 @@ def jobs_filtered(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
         jobs = jobs.filter(created_at__lt=_start_of(filters.date_to + timedelta(days=1)))
     if filters.q:
         jobs = _text_search(jobs, filters.q)
+    if filters.cost_min is not None or filters.cost_max is not None:
+        # A job's cost as the history shows it: actual once it ended, the
+        # estimate while it runs; unpriced jobs have none and never match.
+        jobs = jobs.alias(_cost=Coalesce("cost_actual", "cost_estimated"))
+        if filters.cost_min is not None:
+            jobs = jobs.filter(_cost__gte=filters.cost_min)
+        if filters.cost_max is not None:
+            jobs = jobs.filter(_cost__lte=filters.cost_max)
     return jobs
 
 
@@ -134,6 +145,12 @@ EXPORT_VALUES = (
     "created_at",
     "started_at",
     "finished_at",
+    "tokens_in",
+    "tokens_out",
+    "tokens_estimated",
+    "cost_estimated",
+    "cost_actual",
+    "demo",
 )
 
 

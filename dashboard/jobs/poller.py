@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider
+from dashboard.core.events import job_ended
 from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.models import Credential, Item, Job, JobEvent, JobUnit
@@ -30,7 +31,7 @@ from dashboard.status import (
 from providers import ErrorKind, Provider, ProviderError, RemoteState
 from providers.base import RemoteStatus
 
-from . import limits
+from . import cost, limits
 from .items import Changes, Tally, bulk_write, item_complete, item_fail
 from .leases import lease_credential, lease_seconds, release_credential, worker_id
 from .retry import backoff
@@ -367,7 +368,11 @@ class _Round:
                 next_check_at=None,
                 lease_owner="",
                 lease_expires_at=None,
+                # The counters were written above in this transaction: final.
+                cost_actual=cost.actual_cost_expression(),
             )
+            # The rows are locked and active (see __init__): every one moved.
+            job_ended.send(sender=Job, job_ids=[j.pk for j in jobs], status=new)
             kind = JobEvent.Kind.EVENT if new == JobStatus.COMPLETED else JobEvent.Kind.ERROR
             events += [
                 JobEvent(job_id=job.pk, kind=kind, message=f"{new.capitalize()}: {summary(job)}.")

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from dashboard.models import Job, JobEvent
 
-from . import results
+from . import cost, results
 
 #: A job's ``outputs`` are given up to this many items; above, page the items.
 OUTPUTS_MAX = 1000
@@ -27,7 +27,7 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
         "counts": job.counts,
         "outputs": [row["output"] for row in rows] if rows is not None else None,
         "error": job.error,
-        "cost": {"estimated": None, "actual": None},
+        "cost": cost.job_cost(job),
         "dataset": job.dataset_id,
         "comparison": job.comparison_id,
         "created_by": job.created_by.get_username() if job.created_by else None,

@@ -19,12 +19,13 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
-from dashboard.core import clock, structured
+from dashboard.core import clock, events, structured
 from dashboard.core import queue as tasks_queue
 from dashboard.models import Credential, Item, Job, JobEvent, Team
 from dashboard.status import JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus, sources_for
 from providers import JobSpec
 
+from . import cost
 from .items import items_create, items_end_active
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def job_transition(
 ) -> bool:
     """Move a job to ``new`` if the status rules allow it from where it is now;
     a terminal move ends its remaining items (cancelled, or failed with
-    ``item_error``) in the same transaction.
+    ``item_error``), writes its actual cost and sends ``events.job_ended``,
+    in the same transaction.
 
     Returns False when another writer got there first (the job is already
     terminal, or not in a state that leads to ``new``)."""
@@ -66,7 +68,16 @@ def job_transition(
             item_status = ItemStatus.CANCELLED if new == JobStatus.CANCELLED else ItemStatus.FAILED
             tally = items_end_active(job_id, item_status, item_error)
             # Nothing runs any more: calls in flight are counted, not written.
-            Job.objects.filter(pk=job_id).update(**{**tally.job_updates(), "items_running": 0})
+            # The token sums are final, so the cost is too.
+            Job.objects.filter(pk=job_id).update(
+                **{
+                    **tally.job_updates(),
+                    "items_running": 0,
+                    "cost_actual": cost.actual_cost_expression(),
+                }
+            )
+            # Receivers only write rows and enqueue on commit (no call out here).
+            events.job_ended.send(sender=Job, job_ids=[job_id], status=new)
     if changed and message:
         event_add(job_id, message, kind=event_kind)
     return bool(changed)
@@ -140,12 +151,19 @@ def job_create(
     source_indexes: Sequence[int | None] | None = None,
     input_fields: Sequence[dict[str, Any] | None] | None = None,
 ) -> Job:
-    """Save a job and its items, and nudge a worker once the transaction commits."""
+    """Save a job and its items, and nudge a worker once the transaction commits.
+
+    Raises ``cost.BudgetExceeded`` (nothing saved) when the job's estimate
+    would take the team past its monthly budget. The job keeps the team's
+    price for the model as it is now, and its estimated cost."""
     now = clock.now()
     deadline = int(spec.options.get("deadline_seconds") or settings.JOB_DEADLINE_SECONDS)
     data = spec.to_dict()
     prompts = list(data.pop("prompts"))
+    estimate = cost.spec_estimate(team, credential.provider, spec)
+    price = estimate.price
     with transaction.atomic():
+        cost.budget_check(team, estimate.cost)
         job = Job.objects.create(
             team=team,
             credential=credential,
@@ -159,6 +177,9 @@ def job_create(
             deadline_at=now + timedelta(seconds=deadline),
             next_check_at=now,
             retry_of=retry_of,
+            price_input_per_mtok=price.input_per_mtok if price else None,
+            price_output_per_mtok=price.output_per_mtok if price else None,
+            cost_estimated=estimate.cost,
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""

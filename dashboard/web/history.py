@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -62,6 +63,21 @@ class JobFilterForm(forms.Form):
     date_to = forms.DateField(
         required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
     )
+    cost_min = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        max_digits=20,
+        decimal_places=6,
+        label="Cost from (USD)",
+        help_text="Actual, or estimated while running.",
+    )
+    cost_max = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        max_digits=20,
+        decimal_places=6,
+        label="Cost up to (USD)",
+    )
     per_page = forms.IntegerField(
         required=False,
         min_value=1,
@@ -81,6 +97,9 @@ class JobFilterForm(forms.Form):
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
             self.add_error("date_to", "The end date is before the start date.")
+        low, high = data.get("cost_min"), data.get("cost_max")
+        if low is not None and high is not None and low > high:
+            self.add_error("cost_max", "The upper cost is below the lower one.")
         return data
 
     def filters(self) -> JobFilters:
@@ -93,6 +112,8 @@ class JobFilterForm(forms.Form):
             date_from=data["date_from"],
             date_to=data["date_to"],
             q=data["q"].strip(),
+            cost_min=data.get("cost_min"),
+            cost_max=data.get("cost_max"),
         )
 
 

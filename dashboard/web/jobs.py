@@ -30,6 +30,7 @@ from dashboard.core import queue as tasks_queue
 from dashboard.core.params import int_param, micros, micros_param
 from dashboard.instances.catalog import model_choices, model_warning
 from dashboard.jobs import export, results
+from dashboard.jobs.cost import BudgetExceeded
 from dashboard.jobs.forms import SPEC_FIELDS, JobForm, credential_for_new_job, model_for_new_job
 from dashboard.jobs.services import job_cancel, job_retry
 from dashboard.models import Job, JobEvent, Role
@@ -43,18 +44,26 @@ def job_new(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
     team = membership.team
     model_auto = False
+    status = 200
     if request.method == "POST":
         form = DatasetJobForm(request.POST, team=team)
         if form.is_valid():
-            job = job_create_from(
-                team=team,
-                credential=form.cleaned_data["credential"],
-                spec=form.cleaned_data["spec"],
-                user=request.user,
-                inputs=form.inputs(),
-            )
-            audit(request.user, team, "job.submitted", job, provider=job.provider, model=job.model)
-            return redirect(job)
+            try:
+                job = job_create_from(
+                    team=team,
+                    credential=form.cleaned_data["credential"],
+                    spec=form.cleaned_data["spec"],
+                    user=request.user,
+                    inputs=form.inputs(),
+                )
+            except BudgetExceeded as exc:
+                form.add_error(None, str(exc))  # the form again, nothing saved
+                status = 409
+            else:
+                audit(
+                    request.user, team, "job.submitted", job, provider=job.provider, model=job.model
+                )
+                return redirect(job)
     else:
         form, model_auto = _new_job_form(request, team)
     context = {"form": form, "model_auto": model_auto, **_model_help(request, form, fetch=True)}
@@ -64,7 +73,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         return render(
             request, "dashboard/job_new.html#provider-fields", {**context, "refresh": True}
         )
-    return render(request, "dashboard/job_new.html", context)
+    return render(request, "dashboard/job_new.html", context, status=status)
 
 
 def _new_job_form(request: HttpRequest, team: Any) -> tuple[DatasetJobForm, bool]:

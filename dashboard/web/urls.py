@@ -7,7 +7,21 @@ from django.urls import path, re_path
 
 from dashboard.accounts.throttle import ThrottledAuthenticationForm
 
-from . import compare, credentials, datasets, history, instances, jobs, team, tokens, views
+from . import (
+    charts,
+    compare,
+    credentials,
+    datasets,
+    history,
+    instances,
+    jobs,
+    notifications,
+    team,
+    tokens,
+    usage,
+    views,
+    webhooks,
+)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -38,6 +52,7 @@ urlpatterns = [
     path("jobs/export.jsonl", history.job_export_jsonl, name="job_export_jsonl"),
     path("jobs/new", jobs.job_new, name="job_new"),
     path("jobs/new/models", jobs.job_new_models, name="job_new_models"),
+    path("jobs/estimate", usage.job_estimate, name="job_estimate"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/live", jobs.job_live, name="job_live"),
     path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),
@@ -86,5 +101,33 @@ urlpatterns = [
     re_path(r"^account/tokens/$", tokens.token_list, name="token_list"),
     re_path(
         r"^account/tokens/(?P<pk>[0-9]{1,18})/revoke$", tokens.token_revoke, name="token_revoke"
+    ),
+    path(
+        "account/notifications",
+        notifications.account_notifications,
+        name="account_notifications",
+    ),
+    # usage: charts, spend against the budget, prices
+    path("usage/", usage.usage_page, name="usage"),
+    *[
+        path(
+            f"usage/charts/{name}.svg",
+            usage.usage_chart,
+            {"name": name},
+            name=f"usage_chart_{name}",
+        )
+        for name in charts.CHARTS
+    ],
+    path("usage/prices", usage.price_save, name="price_save"),
+    path("usage/prices/<int:pk>/delete", usage.price_delete_view, name="price_delete"),
+    path("usage/budget", usage.budget_save, name="budget_save"),
+    # webhooks (team admins)
+    path("webhooks/", webhooks.webhook_list, name="webhook_list"),
+    path("webhooks/<int:pk>/", webhooks.webhook_detail, name="webhook_detail"),
+    path("webhooks/<int:pk>/delete", webhooks.webhook_delete, name="webhook_delete"),
+    path(
+        "webhooks/deliveries/<int:pk>/redeliver",
+        webhooks.delivery_redeliver,
+        name="delivery_redeliver",
     ),
 ]

@@ -10,7 +10,7 @@ import pytest
 from django.test import override_settings
 from openpyxl import Workbook
 
-from dashboard.models import Comparison, Dataset, Job, Rating
+from dashboard.models import Comparison, Dataset, Job, Price, Rating
 from tests.api.conftest import BASE, assert_error
 from tests.conftest import finish_items, make_credential
 
@@ -325,3 +325,53 @@ def test_viewers_read_but_cannot_rate_and_others_get_404(
     assert_error(charlie_api.get(f"comparisons/{pk}"), 404)
     assert_error(charlie_api.post(f"comparisons/{pk}/ratings", {"index": 0, "best": jobs[0]}), 404)
     assert not Rating.objects.exists()
+
+
+def test_a_dry_run_over_a_dataset_estimates_its_rows(alice_api: Any, team: Any) -> None:
+    """The estimate is the same call for a dataset job as for pasted prompts:
+    each rendered row counts, and nothing is saved."""
+    credential = make_credential(team)
+    Price.objects.create(
+        team=team, provider="together", model="m", input_per_mtok=2, output_per_mtok=4
+    )
+    body = {
+        "credential": credential.pk,
+        "model": "m",
+        "dataset": _dataset(alice_api),
+        "prompt_template": "Who is {name}, aged {age}?",
+        "max_tokens": 10,
+        "dry_run": True,
+    }
+    response = alice_api.post("jobs", body)
+    assert response.status_code == 200, response.content
+    estimate = response.json()["estimate"]
+    rendered = ["Who is Ada, aged 36?", "Who is Alan, aged 41?"]
+    tokens_in = sum(-(-len(prompt) // 4) for prompt in rendered)
+    assert estimate["items"] == 2 and estimate["tokens_out_max"] == 20
+    assert estimate["tokens_in"] == tokens_in
+    assert estimate["cost"] == pytest.approx((tokens_in * 2 + 20 * 4) / 1_000_000)
+    assert not Job.objects.exists()
+
+
+def test_a_priced_target_shows_its_cost(alice_api: Any, team: Any, nudges: Any) -> None:
+    together = make_credential(team)
+    Price.objects.create(
+        team=team, provider="together", model="priced", input_per_mtok=1, output_per_mtok=1
+    )
+    body = {
+        "name": "priced or not",
+        "prompts": ["one", "two"],
+        "targets": [
+            {"credential": together.pk, "model": "priced"},
+            {"credential": together.pk, "model": "free"},
+        ],
+    }
+    pk, jobs = (lambda b: (b["id"], b["jobs"]))(alice_api.post("comparisons", body).json())
+    for job_id in jobs:
+        job = Job.objects.get(pk=job_id)
+        finish_items(job, ["answer one", "answer two"])
+        Job.objects.filter(pk=job_id).update(status="completed")
+    targets = alice_api.get(f"comparisons/{pk}").json()["targets"]
+    priced, free = targets
+    assert priced["cost"] is not None and priced["cost"] > 0
+    assert free["cost"] is None

@@ -37,7 +37,8 @@ from schemathesis.specs.openapi.checks import (
 
 from dashboard.core import netguard
 from dashboard.jobs import serialize
-from dashboard.models import ApiToken, Job, ModelInstance
+from dashboard.models import ApiToken, Job, ModelInstance, Price, WebhookDelivery
+from dashboard.notify.webhooks import webhook_create
 from tests.api.conftest import SCHEMATHESIS_REPORTS
 from tests.conftest import finish_items, make_credential, make_job, use_clock
 from tests.test_isolation import make_comparison
@@ -193,11 +194,21 @@ def api_world(
     )
     dataset, comparison = make_comparison(team, alice)
     _, key = ApiToken.issue(alice, "schemathesis")
+    Price.objects.create(
+        team=team, provider="together", model="test-model", input_per_mtok=1, output_per_mtok=2
+    )
+    hook, _ = webhook_create(
+        team=team, url="http://127.0.0.1:9/hook", events=["job.completed"], actor=alice
+    )
+    WebhookDelivery.objects.create(
+        webhook=hook, event="job.completed", object_id=done.pk, message_id="msg_s", status="failed"
+    )
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", wsgi_app)
     ids = {
         "credentials": [together.pk, bytez.pk],
         "jobs": [done.pk, pending.pk],
         "instances": [instance.pk],
+        "webhooks": [hook.pk],
         "teams": [team.pk],
         "datasets": [dataset.pk],
         "comparisons": [comparison.pk],

@@ -20,6 +20,7 @@ from dashboard.compare.reviews import note_add, rating_set
 from dashboard.compare.services import Target, comparison_create
 from dashboard.datasets.parsing import Limits, read_records
 from dashboard.datasets.services import dataset_create, inputs_from_dataset
+from dashboard.management.demo_history import seed_demo_history
 from dashboard.models import (
     ApiToken,
     AuditEvent,
@@ -30,8 +31,13 @@ from dashboard.models import (
     JobEvent,
     ModelCatalogEntry,
     ModelInstance,
+    Price,
     Team,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
 )
+from dashboard.notify.webhooks import new_message_id, new_secret
 from providers import JobSpec
 
 from ..conftest import finish_items, make_credential, make_job, make_team, make_user
@@ -101,6 +107,9 @@ class LayoutData:
     memberships: list[Any] = field(default_factory=list)
     datasets: list[Dataset] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
+    prices: list[Price] = field(default_factory=list)
+    webhooks: list[Webhook] = field(default_factory=list)
+    deliveries: list[WebhookDelivery] = field(default_factory=list)
 
 
 def _later(**delta: float) -> Any:
@@ -409,6 +418,59 @@ def build_layout_data() -> LayoutData:
         team=team, actor=None, action="job.failed", target=str(jobs["failed"])
     )
 
+    # Cost and notifications: weeks of demo history for the charts (its own
+    # prices), a price with a long model name, a budget nearly spent, and a
+    # webhook with a delivery log of every kind.
+    seed_demo_history(team, jobs=80, user=ada)
+    prices = [
+        Price.objects.create(
+            team=team,
+            provider="bytez",
+            model="Qwen/Qwen2.5-72B-Instruct-with-a-rather-long-model-identifier",
+            input_per_mtok=Decimal("1.234567"),
+            output_per_mtok=Decimal("12.5"),
+        ),
+        *Price.objects.filter(team=team).exclude(provider="bytez"),
+    ]
+    Team.objects.filter(pk=team.pk).update(monthly_budget_usd=Decimal("0.05"))
+    hook = Webhook.objects.create(
+        team=team,
+        url=LONG_URL,
+        events=["job.completed", "job.failed", "instance.expired"],
+        secret=new_secret(),
+        created_by=ada,
+    )
+    deliveries = []
+    for status, attempts, answer, error in [
+        ("succeeded", 1, 200, ""),
+        ("failed", 6, 500, "HTTP 500: " + LONG_JSON),
+        ("pending", 2, None, "No answer within 10 s."),
+    ]:
+        delivery = WebhookDelivery.objects.create(
+            webhook=hook,
+            event="job.failed" if status == "failed" else "job.completed",
+            object_id=jobs["completed"].pk,
+            message_id=new_message_id(),
+            status=status,
+            attempts=attempts,
+            response_status=answer,
+            last_error=error,
+            next_attempt_at=now + timedelta(minutes=5) if status == "pending" else None,
+        )
+        WebhookAttempt.objects.bulk_create(
+            [
+                WebhookAttempt(
+                    delivery=delivery,
+                    number=n,
+                    duration_ms=120 * n,
+                    response_status=answer,
+                    error=error,
+                )
+                for n in range(1, attempts + 1)
+            ]
+        )
+        deliveries.append(delivery)
+
     return LayoutData(
         team=team,
         username="ada",
@@ -419,6 +481,9 @@ def build_layout_data() -> LayoutData:
         memberships=list(team.memberships.all()),
         datasets=[dataset],
         comparisons=[comparison],
+        prices=prices,
+        webhooks=[hook],
+        deliveries=deliveries,
     )
 
 

@@ -62,6 +62,9 @@ MUST_CHECK = {
     "comparison_list",
     "comparison_new",
     "comparison_detail",
+    "usage",
+    "webhook_list",
+    "webhook_detail",
 }
 
 
@@ -75,6 +78,9 @@ def objects_for(route: Route, data: LayoutData) -> list[tuple[str, dict[str, Any
         ("account/tokens/", [(t.name, t.pk) for t in data.tokens]),
         ("datasets/", [("dataset", d.pk) for d in data.datasets]),
         ("comparisons/", [("comparison", c.pk) for c in data.comparisons]),
+        ("usage/prices/", [(p.model, p.pk) for p in data.prices]),
+        ("webhooks/deliveries/", [(d.status, d.pk) for d in data.deliveries]),
+        ("webhooks/", [(w.url[:20], w.pk) for w in data.webhooks]),
     ]
     extra: dict[str, Any] = {}
     if route.params == ("pk", "fmt"):
@@ -178,6 +184,11 @@ def extra_targets(data: LayoutData) -> list[Target]:
 
         return submit
 
+    def add_webhook(page: Any) -> None:
+        page.fill("#id_url", "http://127.0.0.1:9/a-receiver-with-a-rather-long-path/" + "x" * 80)
+        page.click("button:has-text('Add webhook')")
+        page.wait_for_selector("#new-webhook")
+
     structured = data.jobs["structured"].pk
     bytez = next(c for c in data.credentials if c.provider == "bytez")
     return [
@@ -196,6 +207,9 @@ def extra_targets(data: LayoutData) -> list[Target]:
         ),
         Target("model_catalog (searched)", reverse("model_catalog", args=[bytez.pk]) + "?q=phi"),
         Target("token_list (new token shown)", reverse("token_list"), then=create_token),
+        Target("webhook_list (new secret shown)", reverse("webhook_list"), then=add_webhook),
+        Target("webhook_list (errors)", reverse("webhook_list"), then=submit_empty("Add webhook")),
+        Target("usage (errors)", reverse("usage"), then=submit_empty("Save price")),
         Target("404 page", reverse("job_detail", args=[999999]), status=404),
     ]
 
@@ -333,6 +347,8 @@ def test_narrow_menu_toggles_and_reaches_every_section(browser: Any, live_server
         "Jobs",
         "New job",
         "Instances",
+        "Usage",
+        "Webhooks",
         "Credentials",
         "Team",
         "API tokens",

@@ -68,7 +68,7 @@ def test_bytez_stream_shows_partial_output(
     page: Any, live_server: Any, worker: Any, team: Any, sims: Any
 ) -> None:
     sim = sims.get("bytez")
-    sim.stream_chunk_delay = 0.4
+    sim.stream_chunk_delay = 0.7  # slow enough to be seen in pieces on a loaded machine
     get_provider_class("bytez")(secret="sim-secret-key", base_url=sim.base_url).load_model(
         "openai-community/gpt2"
     )

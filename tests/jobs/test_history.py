@@ -499,6 +499,9 @@ def test_jsonl_export_lines_parse_with_the_documented_fields(
         "started_at",
         "finished_at",
         "duration_seconds",
+        "tokens",
+        "cost",
+        "demo",
     }
     first = records[0]
     assert first["counts"] == {
@@ -510,6 +513,7 @@ def test_jsonl_export_lines_parse_with_the_documented_fields(
         "invalid": 0,
     }
     assert first["duration_seconds"] == 12.5 and first["credential"] == "prod key"
+    assert first["cost"] == {"estimated": None, "actual": None}  # unpriced: unknown, not 0
     assert records[1]["created_by"] is None and records[1]["started_at"] is None
 
 

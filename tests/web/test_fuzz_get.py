@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dashboard.api.main import api
-from dashboard.models import ApiToken, Job, JobEvent, ModelInstance
+from dashboard.models import ApiToken, Job, JobEvent, ModelInstance, Price, WebhookDelivery
+from dashboard.notify.webhooks import webhook_create
 from tests.conftest import finish_items, make_credential, make_job
 from tests.test_isolation import (
     OBJECT_URLS,
@@ -85,9 +86,19 @@ def world(team: Any, alice: User) -> dict[str, Any]:
     )
     token, key = ApiToken.issue(alice, "fuzz")
     dataset, comparison = make_comparison(team, alice)
+    webhook, _ = webhook_create(
+        team=team, url="http://127.0.0.1:9/hook", events=["job.completed"], actor=alice
+    )
     objects = {
         "dataset": dataset,
         "comparison": comparison,
+        "price": Price.objects.create(
+            team=team, provider="together", model="m", input_per_mtok=1, output_per_mtok=1
+        ),
+        "webhook": webhook,
+        "delivery": WebhookDelivery.objects.create(
+            webhook=webhook, event="job.completed", object_id=job.pk, message_id="msg_f"
+        ),
         "credential": credential,
         "job": job,
         "instance": instance,

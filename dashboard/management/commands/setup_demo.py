@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from dashboard.management.demo_history import seed_demo_history
 from dashboard.models import Credential, Membership, Role, Team
 from providers import get_provider_class
 from providers.simulators import DEFAULT_TOKEN, available
@@ -12,7 +13,8 @@ from providers.simulators import DEFAULT_TOKEN, available
 
 class Command(BaseCommand):
     help = (
-        "Create the demo login (demo/demo), the Demo team and credentials for the local simulators."
+        "Create the demo login (demo/demo), the Demo team, credentials for the local simulators "
+        "and a few weeks of demo history (marked as demo data) for the charts."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -20,6 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--base-port", type=int, default=8901)
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo")
+        parser.add_argument(
+            "--history-jobs",
+            type=int,
+            default=150,
+            help="Demo history: finished jobs over the last three weeks, marked as demo data "
+            "(0: none). Written once; running the command again adds none.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
@@ -46,4 +55,9 @@ class Command(BaseCommand):
             )
             if not made and credential.base_url != base_url:
                 Credential.objects.filter(pk=credential.pk).update(base_url=base_url)
+        seeded = seed_demo_history(team, jobs=options["history_jobs"], days=21, user=user)
+        if seeded:
+            self.stdout.write(
+                f"Demo history: {seeded} finished jobs over three weeks, marked as demo data."
+            )
         self.stdout.write(f"Demo login: {options['username']} / {options['password']} (team Demo)")

@@ -1,0 +1,252 @@
+"""The usage page (charts of the last 30 days, the month's spend against the
+budget, by provider), its chart images, the team's prices and budget (team
+admins), and the new-job form's live estimate."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.accounts import access
+from dashboard.accounts.access import require_membership
+from dashboard.accounts.prices import (
+    MAX_PRICE,
+    PriceError,
+    price_delete,
+    price_set,
+    team_set_budget,
+)
+from dashboard.core.params import int_param
+from dashboard.datasets.services import inputs_from_dataset
+from dashboard.datasets.template import TemplateError
+from dashboard.jobs import cost, usage
+from dashboard.jobs.forms import split_prompts
+from dashboard.models import Credential, Dataset, Membership, Price, Role, Team
+from providers import PROVIDER_CHOICES, get_provider_class
+
+from . import charts
+
+#: The chart images may use their own inline styles (pygal's), nothing else.
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+
+
+class PriceForm(forms.Form):
+    provider = forms.ChoiceField(choices=PROVIDER_CHOICES)
+    model = forms.CharField(max_length=200, help_text="Exactly as jobs name it.")
+    input_per_mtok = forms.DecimalField(
+        min_value=Decimal(0),
+        max_value=MAX_PRICE,
+        max_digits=12,
+        decimal_places=6,
+        label="Input, USD per million tokens",
+    )
+    output_per_mtok = forms.DecimalField(
+        min_value=Decimal(0),
+        max_value=MAX_PRICE,
+        max_digits=12,
+        decimal_places=6,
+        label="Output, USD per million tokens",
+    )
+
+
+class BudgetForm(forms.Form):
+    monthly_budget_usd = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        max_digits=12,
+        decimal_places=2,
+        label="Monthly budget, USD",
+        help_text="A job whose estimate would pass it is refused; running jobs go on. "
+        "Empty: no budget.",
+    )
+
+
+def _page(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    price_form: PriceForm | None = None,
+    budget_form: BudgetForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    team = membership.team
+    can_manage = membership.allows(Role.ADMIN)
+    context: dict[str, Any] = {
+        **_charts_context(team),
+        "budget": cost.budget_status(team),
+        "month_rows": usage.month_usage(team),
+        "prices": Price.objects.filter(team=team),
+        "can_manage": can_manage,
+        "price_form": (price_form or PriceForm()) if can_manage else None,
+        "budget_form": (
+            budget_form or BudgetForm(initial={"monthly_budget_usd": team.monthly_budget_usd})
+        )
+        if can_manage
+        else None,
+    }
+    return render(request, "dashboard/usage.html", context, status=status)
+
+
+def _charts_context(team: Team) -> dict[str, Any]:
+    period = usage.last_days()
+    return {
+        "charts": charts.all_charts(team, period),
+        "period": period,
+        "has_demo": usage.period_jobs(team, period).filter(demo=True).exists(),
+    }
+
+
+@login_required
+@require_GET
+def usage_page(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request)
+    if request.htmx:
+        # The home page's charts panel, loaded once the page is shown.
+        return render(request, "dashboard/usage.html#charts", _charts_context(membership.team))
+    return _page(request, membership)
+
+
+@login_required
+@require_GET
+def usage_chart(request: HttpRequest, name: str) -> HttpResponse:
+    """One chart as an SVG image (shown by ``<img>``, so its own styles apply)."""
+    team = require_membership(request).team
+    chart = charts.CHARTS[name](team, usage.last_days())
+    response = HttpResponse(chart.svg(), content_type="image/svg+xml; charset=utf-8")
+    response["Content-Security-Policy"] = SVG_CSP
+    response["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+@login_required
+@require_POST
+def price_save(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request, Role.ADMIN)
+    form = PriceForm(request.POST)
+    if not form.is_valid():
+        return _page(request, membership, price_form=form, status=400)
+    data = form.cleaned_data
+    try:
+        price, created = price_set(
+            team=membership.team,
+            provider=data["provider"],
+            model=data["model"],
+            input_per_mtok=data["input_per_mtok"],
+            output_per_mtok=data["output_per_mtok"],
+            actor=request.user,
+        )
+    except PriceError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return _page(request, membership, price_form=form, status=400)
+    what = "set" if created else "updated"
+    messages.success(
+        request,
+        f"Price for {price.model} on {price.get_provider_display()} {what}; "
+        "jobs saved from now on use it.",
+    )
+    return redirect("usage")
+
+
+@login_required
+@require_POST
+def price_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    price, _ = access.object_for(
+        request.user, Price.objects.select_related("team"), role=Role.ADMIN, pk=pk
+    )
+    price_delete(price, actor=request.user)
+    messages.success(request, f"{price.model} on {price.get_provider_display()} has no price now.")
+    return redirect("usage")
+
+
+@login_required
+@require_POST
+def budget_save(request: HttpRequest) -> HttpResponse:
+    membership = require_membership(request, Role.ADMIN)
+    form = BudgetForm(request.POST)
+    if not form.is_valid():
+        return _page(request, membership, budget_form=form, status=400)
+    try:
+        value = team_set_budget(
+            team=membership.team, budget=form.cleaned_data["monthly_budget_usd"], actor=request.user
+        )
+    except PriceError as exc:
+        form.add_error("monthly_budget_usd", exc.message)
+        return _page(request, membership, budget_form=form, status=400)
+    messages.success(
+        request,
+        "No monthly budget now."
+        if value is None
+        else f"Monthly budget set to {cost.money(value)}.",
+    )
+    return redirect("usage")
+
+
+# --- the new-job form's estimate ------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def job_estimate(request: HttpRequest) -> HttpResponse:
+    """The estimate of what the new-job form holds now (htmx, as the user
+    types): items, tokens, cost at the team's price and the budget left."""
+    team = require_membership(request, Role.MEMBER).team
+    return render(
+        request, "dashboard/_job_new_estimate.html#body", estimate_context(team, request.POST)
+    )
+
+
+def _prompts_of(team: Team, data: Any) -> list[str]:
+    """The prompts the form would run: a dataset's rows through its template
+    (the same rendering the job will get), else the pasted text, split."""
+    dataset_id = int_param(data.get("dataset"), minimum=1)
+    template = (data.get("prompt_template") or "").replace("\x00", "")
+    if dataset_id is not None and template.strip():
+        dataset = Dataset.objects.filter(team=team, pk=dataset_id).first()
+        if dataset is not None:
+            return inputs_from_dataset(dataset, template).prompts
+    return split_prompts(data.get("prompts") or "", data.get("split") or "single")
+
+
+def estimate_context(team: Team, data: Any) -> dict[str, Any]:
+    credentials = Credential.objects.filter(team=team).order_by("name")
+    chosen = int_param(data.get("credential"), minimum=1)
+    credential = (credentials.filter(pk=chosen).first() if chosen else None) or credentials.first()
+    # NUL: PostgreSQL refuses it in a query's text.
+    model = (data.get("model") or "").replace("\x00", "").strip()[:200]
+    try:
+        prompts = _prompts_of(team, data)
+    except TemplateError as exc:
+        return {"estimate": None, "wants": f"a template that fits the dataset ({exc})"}
+    if credential is None or not prompts or not model:
+        return {"estimate": None, "wants": "a credential, a model and prompts"}
+    supported = get_provider_class(credential.provider).supported_fields
+    per_item = "\n".join(
+        str(data.get(name) or "")
+        for name in ("system_prompt", "question")
+        if name in supported and data.get(name)
+    )
+    max_tokens = (
+        int_param(data.get("max_tokens"), minimum=1, maximum=1_000_000)
+        if "max_tokens" in supported
+        else None
+    )
+    estimate = cost.estimate_of(
+        team, credential.provider, model, prompts, max_tokens, per_item=per_item
+    )
+    budget = cost.budget_status(team)
+    after = budget.spent + (estimate.cost or 0)
+    return {
+        "estimate": estimate,
+        "credential": credential,
+        "model": model,
+        "budget": budget,
+        "over_budget": budget.budget is not None and after > budget.budget,
+        "left_after": None if budget.budget is None else budget.budget - after,
+    }
