@@ -5,17 +5,11 @@ and the reviewers' votes. Written in chunks; formulas defused in CSV and XLSX.""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any
 
-from openpyxl import Workbook
-
 from dashboard.core import structured
-from dashboard.jobs.export import csv_safe, text_of
+from dashboard.jobs.export import csv_lines, jsonl_lines, peek, text_of, xlsx_file
 from dashboard.models import Comparison, Job
 
 from .grid import Cell, GridRow, iter_grid
@@ -113,73 +107,21 @@ class GridColumns:
 def _with_columns(
     comparison: Comparison, targets: list[Job]
 ) -> tuple[GridColumns, Iterator[GridRow]]:
-    rows = iter_grid(comparison, targets, chunk=ROWS_PER_CHUNK)
-    first = next(rows, None)
-    columns = GridColumns(targets, first)
-
-    def chained() -> Iterator[GridRow]:
-        if first is not None:
-            yield first
-            yield from rows
-
-    return columns, chained()
+    first, rows = peek(iter_grid(comparison, targets, chunk=ROWS_PER_CHUNK))
+    return GridColumns(targets, first), rows
 
 
 def grid_csv(comparison: Comparison, targets: list[Job]) -> Iterator[str]:
     columns, rows = _with_columns(comparison, targets)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([csv_safe(name) for name in columns.header])
-    for n, row in enumerate(rows, start=1):
-        writer.writerow(
-            [csv_safe("" if cell is None else str(cell)) for cell in columns.cells(row)]
-        )
-        if n % ROWS_PER_CHUNK == 0:
-            yield _drain(buffer)
-    yield _drain(buffer)
+    return csv_lines(columns.header, (columns.cells(row) for row in rows), ROWS_PER_CHUNK)
 
 
 def grid_jsonl(comparison: Comparison, targets: list[Job]) -> Iterator[str]:
     columns, rows = _with_columns(comparison, targets)
-    return _jsonl(columns.record(row) for row in rows)
+    return jsonl_lines((columns.record(row) for row in rows), ROWS_PER_CHUNK)
 
 
 def grid_xlsx(comparison: Comparison, targets: list[Job]) -> IO[bytes]:
-    """Written row by row (openpyxl's write-only mode) to a temporary file,
-    returned open at its start."""
     columns, rows = _with_columns(comparison, targets)
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet(f"Comparison {comparison.pk}")
-    sheet.append([_xlsx_cell(name) for name in columns.header])
-    for row in rows:
-        sheet.append([_xlsx_cell(cell) for cell in columns.cells(row)])
-    handle = tempfile.TemporaryFile()  # noqa: SIM115  (the response closes it)
-    book.save(handle)
-    handle.seek(0)
-    return handle
-
-
-def _xlsx_cell(value: Any) -> Any:
-    if isinstance(value, str):
-        # openpyxl refuses control characters; a formula start is defused as in CSV.
-        cleaned = "".join(ch for ch in value if ch in "\t\n\r" or ord(ch) >= 32)
-        return csv_safe(cleaned)
-    return value
-
-
-def _jsonl(records: Iterable[dict[str, Any]]) -> Iterator[str]:
-    lines: list[str] = []
-    for record in records:
-        lines.append(json.dumps(record, ensure_ascii=False, default=str))
-        if len(lines) == ROWS_PER_CHUNK:
-            yield "\n".join(lines) + "\n"
-            lines = []
-    if lines:
-        yield "\n".join(lines) + "\n"
-
-
-def _drain(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
+    title = f"Comparison {comparison.pk}"
+    return xlsx_file(title, columns.header, (columns.cells(row) for row in rows))

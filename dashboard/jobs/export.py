@@ -16,7 +16,7 @@ import json
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from openpyxl import Workbook
 
@@ -127,10 +127,11 @@ def text_of(output: Any) -> str:
     return json.dumps(output, ensure_ascii=False, sort_keys=True)
 
 
-def job_csv_row(row: dict[str, Any]) -> list[str]:
+def job_csv_row(row: dict[str, Any]) -> list[Any]:
+    """A job's CSV cells, as they are: csv_lines writes None as empty and defuses them."""
     record = job_record(row)
     counts = record["counts"]
-    cells = [
+    return [
         record["id"],
         record["created_at"],
         record["created_by"],
@@ -156,20 +157,19 @@ def job_csv_row(row: dict[str, Any]) -> list[str]:
         record["cost"]["actual"],
         record["demo"],
     ]
-    return [csv_safe("" if cell is None else str(cell)) for cell in cells]
 
 
 def csv_chunks(
     jobs: Iterable[dict[str, Any]], *, rows_per_chunk: int = EXPORT_CHUNK
 ) -> Iterator[str]:
     """The CSV text in pieces of ``rows_per_chunk`` rows (the header first)."""
-    return _csv_lines(CSV_HEADER, (job_csv_row(row) for row in jobs), rows_per_chunk)
+    return csv_lines(CSV_HEADER, (job_csv_row(row) for row in jobs), rows_per_chunk)
 
 
 def jsonl_chunks(
     jobs: Iterable[dict[str, Any]], *, rows_per_chunk: int = EXPORT_CHUNK
 ) -> Iterator[str]:
-    return _jsonl_lines((job_record(row) for row in jobs), rows_per_chunk)
+    return jsonl_lines((job_record(row) for row in jobs), rows_per_chunk)
 
 
 # --- one job's items ---------------------------------------------------------------------
@@ -231,41 +231,75 @@ class ItemColumns:
         return [*values, *state]
 
 
-def _with_columns(job: Job, items: Iterator[Item]) -> tuple[ItemColumns, Iterator[Item]]:
-    first = next(items, None)
-    columns = ItemColumns(job, first)
-
-    def chained() -> Iterator[Item]:
-        if first is not None:
-            yield first
-            yield from items
-
-    return columns, chained()
-
-
 def items_csv(job: Job, items: Iterator[Item]) -> Iterator[str]:
-    columns, rows = _with_columns(job, items)
-    cells = (
-        [csv_safe("" if cell is None else str(cell)) for cell in columns.cells(item)]
-        for item in rows
-    )
-    return _csv_lines(columns.header, cells, EXPORT_CHUNK)
+    first, rows = peek(items)
+    columns = ItemColumns(job, first)
+    return csv_lines(columns.header, (columns.cells(item) for item in rows), EXPORT_CHUNK)
 
 
 def items_jsonl(job: Job, items: Iterator[Item]) -> Iterator[str]:
-    columns, rows = _with_columns(job, items)
-    return _jsonl_lines((columns.record(item) for item in rows), EXPORT_CHUNK)
+    first, rows = peek(items)
+    columns = ItemColumns(job, first)
+    return jsonl_lines((columns.record(item) for item in rows), EXPORT_CHUNK)
 
 
 def items_xlsx(job: Job, items: Iterator[Item]) -> IO[bytes]:
-    """A workbook of the items, written row by row (openpyxl's write-only mode)
+    first, rows = peek(items)
+    columns = ItemColumns(job, first)
+    return xlsx_file(f"Job {job.pk}", columns.header, (columns.cells(item) for item in rows))
+
+
+# --- writers -------------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+def peek(rows: Iterator[T]) -> tuple[T | None, Iterator[T]]:
+    """The first of rows (None when there is none) and all of them, the first
+    included: an export's columns come from its first row."""
+    first = next(rows, None)
+
+    def chained() -> Iterator[T]:
+        if first is not None:
+            yield first
+            yield from rows
+
+    return first, chained()
+
+
+def csv_lines(header: list[str], rows: Iterable[list[Any]], per_chunk: int) -> Iterator[str]:
+    """CSV text in chunks of per_chunk rows; None is an empty cell, and every
+    cell (the header too: its names may come from an upload) defused by csv_safe."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([csv_safe(name) for name in header])
+    for n, row in enumerate(rows, start=1):
+        writer.writerow([csv_safe("" if cell is None else str(cell)) for cell in row])
+        if n % per_chunk == 0:
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def jsonl_lines(records: Iterable[dict[str, Any]], per_chunk: int) -> Iterator[str]:
+    lines: list[str] = []
+    for record in records:
+        lines.append(json.dumps(record, ensure_ascii=False, default=str))
+        if len(lines) == per_chunk:
+            yield "\n".join(lines) + "\n"
+            lines = []
+    if lines:
+        yield "\n".join(lines) + "\n"
+
+
+def xlsx_file(title: str, header: list[str], rows: Iterable[list[Any]]) -> IO[bytes]:
+    """A workbook of one sheet, written row by row (openpyxl's write-only mode)
     to a temporary file, returned open at its start."""
-    columns, rows = _with_columns(job, items)
     book = Workbook(write_only=True)
-    sheet = book.create_sheet(f"Job {job.pk}")
-    sheet.append(columns.header)
-    for item in rows:
-        sheet.append([_xlsx_cell(cell) for cell in columns.cells(item)])
+    sheet = book.create_sheet(title)
+    sheet.append([_xlsx_cell(name) for name in header])
+    for row in rows:
+        sheet.append([_xlsx_cell(cell) for cell in row])
     handle = tempfile.TemporaryFile()  # noqa: SIM115  (the response closes it)
     book.save(handle)
     handle.seek(0)
@@ -278,31 +312,6 @@ def _xlsx_cell(value: Any) -> Any:
         cleaned = "".join(ch for ch in value if ch in "\t\n\r" or ord(ch) >= 32)
         return csv_safe(cleaned)
     return value
-
-
-# --- writers -------------------------------------------------------------------------------
-
-
-def _csv_lines(header: list[str], rows: Iterable[list[str]], per_chunk: int) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    for n, row in enumerate(rows, start=1):
-        writer.writerow(row)
-        if n % per_chunk == 0:
-            yield _drain(buffer)
-    yield _drain(buffer)
-
-
-def _jsonl_lines(records: Iterable[dict[str, Any]], per_chunk: int) -> Iterator[str]:
-    lines: list[str] = []
-    for record in records:
-        lines.append(json.dumps(record, ensure_ascii=False, default=str))
-        if len(lines) == per_chunk:
-            yield "\n".join(lines) + "\n"
-            lines = []
-    if lines:
-        yield "\n".join(lines) + "\n"
 
 
 def _drain(buffer: io.StringIO) -> str:

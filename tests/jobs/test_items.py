@@ -396,6 +396,29 @@ def test_item_exports(team: Any, alice: Any, client: Any) -> None:
     assert len(sheet) == 4
 
 
+
+def test_item_export_headers_from_an_upload_are_defused(team: Any, alice: Any, client: Any) -> None:
+    """A dataset's column names become export headers: a name that starts a
+    formula is defused there like any cell, in CSV and in XLSX."""
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    client.force_login(alice)
+    job = make_job(make_credential(team, "together"), ["a", "b"])
+    Item.objects.filter(job=job).update(input_fields={"=HYPERLINK(1)": "x", "\x07bell": "y"})
+    finish_items(job, ["one", "two"])
+    csv_body = b"".join(
+        client.get(reverse("job_items_export", args=[job.pk, "csv"])).streaming_content
+    ).decode()
+    header = next(csv.reader(io.StringIO(csv_body)))
+    assert header[:3] == ["index", "'=HYPERLINK(1)", "\x07bell"]
+    response = client.get(reverse("job_items_export", args=[job.pk, "xlsx"]))
+    book = load_workbook(io.BytesIO(b"".join(response.streaming_content)))
+    first = next(book.active.iter_rows(values_only=True))
+    assert first[:3] == ("index", "'=HYPERLINK(1)", "bell")
+
 # --- the migration ---------------------------------------------------------------------------------
 
 
