@@ -41,10 +41,11 @@ def role_change_problem(membership: Membership, role: str | None) -> str:
     they may: a form shows it before the service refuses it."""
     if role == membership.role or not _is_last_admin(membership):
         return ""
-    return (
+    problem = (
         f"{membership.user.get_username()} is the last admin of {membership.team}; "
-        "make another member admin first."
+        "make another member admin first"
     )
+    return problem + (", or the team has nobody to manage it." if role is None else ".")
 
 
 def _fresh(membership: Membership) -> Membership:
@@ -82,11 +83,9 @@ def member_set_role(*, membership: Membership, role: str, actor: Any, via: str =
         current = _fresh(membership)
         if current.role == role:
             return False
-        if _is_last_admin(current):
-            raise TeamRuleError(
-                f"{current.user.get_username()} is the last admin of {current.team}; "
-                "make another member admin first."
-            )
+        problem = role_change_problem(current, role)
+        if problem:
+            raise TeamRuleError(problem)
         Membership.objects.filter(pk=current.pk).update(role=role)
         audit(
             actor,
@@ -119,11 +118,9 @@ def member_remove(*, membership: Membership, actor: Any, via: str = "") -> None:
     with transaction.atomic():
         _lock_team(membership.team_id)
         current = _fresh(membership)
-        if _is_last_admin(current):
-            raise TeamRuleError(
-                f"{current.user.get_username()} is the last admin of {current.team}; "
-                "make another member admin first, or the team has nobody to manage it."
-            )
+        problem = role_change_problem(current, None)
+        if problem:
+            raise TeamRuleError(problem)
         current.delete()
         audit(actor, current.team, "member.removed", current.user, role=current.role, **_via(via))
 

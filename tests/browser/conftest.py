@@ -76,3 +76,11 @@ def login(page: Any, base_url: str, username: str, password: str = "pw-for-tests
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base_url}/")
+
+
+def request_instance(page: Any, base_url: str, model: str = "openai-community/gpt2") -> None:
+    """Ask for a model instance from the instances page, as a user would."""
+    page.goto(f"{base_url}/instances/")
+    page.fill("#id_model", model)
+    page.click("button:has-text('Request')")
+    page.wait_for_url("**/instances/")

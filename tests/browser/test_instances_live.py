@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from dashboard.models import ModelInstance
 
 from ..conftest import make_credential
-from .conftest import login
+from .conftest import login, request_instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,10 +24,7 @@ def test_instance_goes_live_then_shuts_down(
     make_credential(team, "bytez", base_url=sim.base_url, name="Bytez demo")
     login(page, live_server.url, "alice")
 
-    page.goto(f"{live_server.url}/instances/")
-    page.fill("#id_model", "openai-community/gpt2")
-    page.click("button:has-text('Request')")
-    page.wait_for_url("**/instances/")
+    request_instance(page, live_server.url)
     page.evaluate("window.__sameDocument = true")
     row = page.locator("tr[data-instance]").first
     badge = row.locator(".badge[data-status]")

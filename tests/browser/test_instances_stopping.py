@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from dashboard.models import ModelInstance
 
 from ..conftest import make_credential
-from .conftest import login
+from .conftest import login, request_instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,10 +25,7 @@ def test_stopping_is_shown_live_until_stopped(
     make_credential(team, "bytez", base_url=sim.base_url, name="Bytez demo")
     login(page, live_server.url, "alice")
 
-    page.goto(f"{live_server.url}/instances/")
-    page.fill("#id_model", "openai-community/gpt2")
-    page.click("button:has-text('Request')")
-    page.wait_for_url("**/instances/")
+    request_instance(page, live_server.url)
     row = page.locator("tr[data-instance]").first
     expect(row.locator(".badge[data-status]")).to_have_attribute(
         "data-status", "running", timeout=15_000
