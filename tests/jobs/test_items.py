@@ -396,7 +396,6 @@ def test_item_exports(team: Any, alice: Any, client: Any) -> None:
     assert len(sheet) == 4
 
 
-
 def test_item_export_headers_from_an_upload_are_defused(team: Any, alice: Any, client: Any) -> None:
     """A dataset's column names become export headers: a name that starts a
     formula is defused there like any cell, in CSV and in XLSX."""
@@ -418,6 +417,7 @@ def test_item_export_headers_from_an_upload_are_defused(team: Any, alice: Any, c
     book = load_workbook(io.BytesIO(b"".join(response.streaming_content)))
     first = next(book.active.iter_rows(values_only=True))
     assert first[:3] == ("index", "'=HYPERLINK(1)", "bell")
+
 
 # --- the migration ---------------------------------------------------------------------------------
 
