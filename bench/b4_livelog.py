@@ -15,6 +15,7 @@ total of the stored log events against the final log size.
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from datetime import timedelta
@@ -27,7 +28,9 @@ LOG_BYTES = 1 << 20
 STEP = 100.0  # simulator seconds: queued for STEP, running for 2 x STEP
 #: Bytes a poll may add on top of the new text (status block, markup, timeline).
 OVERHEAD_LIMIT = 8 * 1024
-POLLER = re.compile(r'hx-get="/jobs/\d+/live\?after=(\d+)&amp;done=(\d+)"')
+#: The job page's poller: the live partial's URL with its cursor (``after``,
+#: ``since`` and the items page's bounds), which each answer carries on.
+POLLER = re.compile(r'id="job-poller" hx-get="(/jobs/\d+/live\?[^"]*)"')
 
 
 class Clock:
@@ -95,7 +98,7 @@ def run(config: Config, quick: bool) -> list[Row]:
         match = POLLER.search(page.content.decode())
         if page.status_code != 200 or match is None:
             raise RuntimeError(f"job page: HTTP {page.status_code}, no poller found")
-        after, done = match.groups()
+        live_url = html.unescape(match.group(1))
         provider = build_provider(credential)
         last_event = JobEvent.objects.filter(job_id=job_id).order_by("-pk").first()
         last_event_id = last_event.pk if last_event else 0
@@ -123,9 +126,7 @@ def run(config: Config, quick: bool) -> list[Row]:
                 if new_events:
                     last_event_id = new_events[-1][0]
                 stored_log = sum(len(m) for _, kind, m in new_events if kind == "log")
-                response = client.get(
-                    f"/jobs/{job_id}/live?after={after}&done={done}", HTTP_HX_REQUEST="true"
-                )
+                response = client.get(live_url, HTTP_HX_REQUEST="true")
                 body = response.content.decode()
                 samples.append(
                     {
@@ -140,7 +141,7 @@ def run(config: Config, quick: bool) -> list[Row]:
                 match = POLLER.search(body)
                 if response.status_code != 200 or match is None:
                     break
-                after, done = match.groups()
+                live_url = html.unescape(match.group(1))
         job = Job.objects.get(pk=job_id)
     finally:
         sim.stop()

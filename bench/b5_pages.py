@@ -46,8 +46,6 @@ def make_jobs(team: Any, credential: Any, users: list[Any], start: int, stop: in
             else "completed"
         )
         created = now - timedelta(seconds=30 * i + 5)
-        prompts = [f"Summarize report {i} in two sentences.", f"List three risks in report {i}."]
-        outputs = [f"Report {i} says costs rose while the margin held. " * 4, "- cost\n- delay"]
         batch.append(
             Job(
                 team=team,
@@ -55,13 +53,12 @@ def make_jobs(team: Any, credential: Any, users: list[Any], start: int, stop: in
                 credential_name=credential.name,
                 provider="together",
                 model=MODELS[i % 3],
-                spec={"model": MODELS[i % 3], "prompts": prompts, "max_tokens": 128},
+                spec={"model": MODELS[i % 3], "max_tokens": 128},
                 status=status,
                 provider_status="",
-                outputs=outputs if status == "completed" else [outputs[0], None],
                 error="Provider said: 500 upstream error" if status == "failed" else "",
-                progress_done=2 if status == "completed" else 1,
                 progress_total=2,
+                **common.two_prompt_counters(status),
                 created_by=users[i % len(users)],
                 created_at=created,
                 started_at=created + timedelta(seconds=1),
@@ -77,7 +74,7 @@ def make_jobs(team: Any, credential: Any, users: list[Any], start: int, stop: in
 
 def detail_job(team: Any, credential: Any, user: Any) -> Any:
     """A finished two-prompt job with a realistic timeline and a log."""
-    from dashboard.models import Job, JobEvent
+    from dashboard.models import JobEvent
 
     job = common.submit(team, credential, ["What is 2+2?", "Name a colour."], user=user)
     events = [JobEvent(job=job, message=f"Step {i}: retry, poll or note") for i in range(20)]
@@ -85,9 +82,7 @@ def detail_job(team: Any, credential: Any, user: Any) -> Any:
         JobEvent(job=job, kind="stream", message=f"token {i} ", unit=i % 2) for i in range(20)
     ]
     JobEvent.objects.bulk_create(events)
-    Job.objects.filter(pk=job.pk).update(
-        status="completed", outputs=["4", "Blue"], progress_done=2, finished_at=job.created_at
-    )
+    common.finish(job, ["4", "Blue"])
     return job
 
 

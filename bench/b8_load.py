@@ -33,6 +33,7 @@ def make_jobs(team: Any, credential: Any, user: Any) -> list[tuple[int, int]]:
     """Fifty running jobs with a timeline and a log; (job id, last event id)."""
     from django.utils import timezone
 
+    from dashboard.jobs.items import items_create
     from dashboard.models import Job, JobEvent
 
     now = timezone.now()
@@ -44,10 +45,9 @@ def make_jobs(team: Any, credential: Any, user: Any) -> list[tuple[int, int]]:
                 credential_name=credential.name,
                 provider="gridrepublic",
                 model=common.MODEL,
-                spec={"model": common.MODEL, "prompts": [f"Prompt {i}"]},
+                spec={"model": common.MODEL},
                 status="running",
                 provider_status="running",
-                outputs=[None],
                 progress_total=1,
                 created_by=user,
                 created_at=now,
@@ -57,7 +57,8 @@ def make_jobs(team: Any, credential: Any, user: Any) -> list[tuple[int, int]]:
         ]
     )
     events = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
+        items_create(job, [f"Prompt {i}"])
         events += [JobEvent(job=job, message=f"Event {i}") for i in range(10)]
         events += [JobEvent(job=job, kind="log", message=f"log line {i}\n") for i in range(20)]
     JobEvent.objects.bulk_create(events)

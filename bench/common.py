@@ -268,6 +268,33 @@ def submit(team: Any, credential: Any, prompts: list[str], user: Any = None, **s
     )
 
 
+def two_prompt_counters(status: str) -> dict[str, int]:
+    """The counters of a two-prompt job that ended ``status`` (a failed one had
+    one prompt fail and one never run), for jobs bulk-created without items."""
+    if status == "completed":
+        return {"progress_done": 2, "items_completed": 2}
+    if status == "failed":
+        return {"progress_done": 2, "items_completed": 0, "items_failed": 1, "items_cancelled": 1}
+    if status == "cancelled":
+        return {"progress_done": 2, "items_completed": 1, "items_cancelled": 1}
+    return {"progress_done": 1, "items_completed": 1, "items_running": 1}
+
+
+def finish(job: Any, outputs: list[str]) -> None:
+    """End a job's items with these outputs as a worker would (items and
+    counters in one write), then the job itself."""
+    from dashboard.jobs.items import Changes, ItemResult, item_complete, items_write
+    from dashboard.models import Job
+    from dashboard.status import JOB_STATUSES
+
+    changes = Changes()
+    for item in job.items.order_by("index"):
+        changes.add(item, item.status)
+        item_complete(item, ItemResult(outputs[item.index]), None)
+    items_write(job.pk, changes, statuses=JOB_STATUSES)
+    Job.objects.filter(pk=job.pk).update(status="completed", finished_at=job.created_at)
+
+
 def submit_async_in_process(
     team: Any, credential: Any, prompts: list[list[str]], **spec: Any
 ) -> list[int]:

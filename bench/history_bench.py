@@ -21,6 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .common import two_prompt_counters
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
 TEAM = "Bench team"
@@ -99,24 +101,18 @@ def _job(i: int, team: Any, credential: Any, users: list[Any], created: Any) -> 
     from dashboard.models import Job
 
     status = "failed" if i % 31 == 0 else "cancelled" if i % 47 == 0 else "completed"
-    prompts = [f"Summarize report {i} in two sentences.", f"List three risks in report {i}."]
-    outputs = [
-        f"Report {i} says costs rose while the margin held. " * 4,
-        "- cost\n- delay\n- scope",
-    ]
     return Job(
         team=team,
         credential=credential,
         credential_name=credential.name,
         provider="together",
         model=("llama-3-8b", "mixtral-8x7b", "qwen-2-72b")[i % 3],
-        spec={"model": "m", "prompts": prompts, "max_tokens": 128, "options": {}},
+        spec={"model": "m", "max_tokens": 128, "options": {}},
         status=status,
         provider_status=status.upper(),
-        outputs=outputs if status == "completed" else None,
         error="Provider said: 500 upstream error" if status == "failed" else "",
-        progress_done=2,
         progress_total=2,
+        **two_prompt_counters(status),
         created_by=users[i % len(users)],
         created_at=created,
         started_at=created + timedelta(seconds=1),
