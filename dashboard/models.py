@@ -244,6 +244,13 @@ class Job(models.Model):
     comparison = models.ForeignKey(
         "Comparison", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
+    #: The dataset's column names in the file's order, the names of the items'
+    #: ``input_fields``: a JSON object's keys have no order (PostgreSQL's jsonb
+    #: gives them back shortest first), so exports take their columns from here.
+    input_columns = models.JSONField(default=list, blank=True)
+    #: The output schema's field names in the order they were given, for the
+    #: same reason: the schema in ``spec`` is a JSON object.
+    output_columns = models.JSONField(default=list, blank=True)
 
     # What is due next, and who is on it.
     attempts = models.PositiveIntegerField(default=0)

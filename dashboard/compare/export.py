@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO, Any
 
-from dashboard.core import structured
 from dashboard.jobs.export import csv_lines, jsonl_lines, peek, text_of, xlsx_file
+from dashboard.jobs.results import field_names, structured_columns
 from dashboard.models import Comparison, Job
 
 from .grid import Cell, GridRow, iter_grid
@@ -22,8 +22,9 @@ VOTES = ("up", "down", "best")
 class GridColumns:
     def __init__(self, targets: list[Job], first: GridRow | None) -> None:
         self.targets = targets
-        self.fields = list((first.input_fields or {}) if first is not None else {})
-        self.structured = [structured.columns(job.spec.get("output_schema")) for job in targets]
+        fields = first.input_fields if first is not None else None
+        self.fields = field_names(targets[0], fields) if targets else list(fields or [])
+        self.structured = [structured_columns(job) for job in targets]
 
     def prefix(self, number: int) -> str:
         job = self.targets[number]

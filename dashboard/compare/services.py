@@ -48,6 +48,7 @@ def job_create_from(
             spec=spec,
             user=user,
             input_fields=inputs.input_fields,
+            input_columns=inputs.columns,
         )
         if inputs.dataset is not None:
             Job.objects.filter(pk=job.pk).update(dataset=inputs.dataset)
@@ -85,6 +86,7 @@ def comparison_create(
                 spec=target.spec,
                 user=user,
                 input_fields=inputs.input_fields,
+                input_columns=inputs.columns,
             )
             Job.objects.filter(pk=job.pk).update(comparison=comparison, dataset=inputs.dataset)
             event_add(job.pk, f"Target of comparison {comparison.pk} “{name}”.")
@@ -111,7 +113,8 @@ def inputs_of_job(job: Job) -> Inputs:
         fields.append(item.input_fields)
     with_fields = [f or {} for f in fields] if any(f is not None for f in fields) else None
     dataset = job.dataset if job.dataset_id else None
-    return Inputs(prompts=prompts, input_fields=with_fields, dataset=dataset)
+    columns = results.field_names(job, next((f for f in fields if f), None))
+    return Inputs(prompts=prompts, input_fields=with_fields, dataset=dataset, columns=columns)
 
 
 def targets_of(comparison: Comparison) -> list[Job]:
@@ -174,6 +177,8 @@ def target_retry_failed(comparison: Comparison, target: Job, *, user: Any = None
             retry_of=target,
             source_indexes=[item.index for item in rows],
             input_fields=[item.input_fields for item in rows],
+            input_columns=target.input_columns,
+            output_columns=results.structured_columns(target),
         )
         event_add(
             target.pk,

@@ -7,7 +7,7 @@ each of its items, so deleting the dataset later changes no job."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -120,6 +120,8 @@ class Inputs:
     input_fields: list[dict[str, Any]] | None = None
     dataset: Dataset | None = None
     template: str = ""
+    #: The names of ``input_fields``, in the dataset's order.
+    columns: list[str] = field(default_factory=list)
 
 
 def checked_template(dataset: Dataset, text: str) -> PromptTemplate:
@@ -147,7 +149,13 @@ def inputs_from_dataset(dataset: Dataset, text: str) -> Inputs:
             )
         prompts.append(prompt)
         fields.append(row)
-    return Inputs(prompts=prompts, input_fields=fields, dataset=dataset, template=text)
+    return Inputs(
+        prompts=prompts,
+        input_fields=fields,
+        dataset=dataset,
+        template=text,
+        columns=list(dataset.columns),
+    )
 
 
 def template_preview(

@@ -24,7 +24,7 @@ from dashboard.core.keyset import CHUNK as EXPORT_CHUNK
 from dashboard.models import Item, Job
 
 from .cost import usd
-from .results import structured_columns
+from .results import field_names, structured_columns
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -193,7 +193,7 @@ class ItemColumns:
     ]
 
     def __init__(self, job: Job, first: Item | None) -> None:
-        self.fields = list((first.input_fields or {}) if first is not None else {})
+        self.fields = field_names(job, first.input_fields if first is not None else None)
         self.structured = structured_columns(job)
 
     @property

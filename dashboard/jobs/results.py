@@ -152,7 +152,9 @@ def validity_summary(job: Job) -> dict[str, Any] | None:
 
 
 def structured_columns(job: Job) -> list[str]:
-    return structured.columns(job.spec.get("output_schema"))
+    """The output schema's field names in the order they were given (a job
+    saved before it kept them: in the order the stored schema gives)."""
+    return list(job.output_columns) or structured.columns(job.spec.get("output_schema"))
 
 
 def fields_of(item: Item, columns: list[str]) -> list[Any]:
@@ -199,6 +201,12 @@ def merge_retries(job: Job, items: list[Item]) -> list[Item]:
         retry.input, retry.input_fields = item.input, item.input_fields
         merged.append(retry)
     return merged
+
+
+def field_names(job: Job, fields: dict[str, Any] | None) -> list[str]:
+    """The names of a job's input fields in the dataset's order; for a job
+    saved before it kept them, the keys of one row's fields."""
+    return list(job.input_columns or fields or [])
 
 
 def iter_items(job: Job, *, chunk: int = 1000, merged: bool = False) -> Iterator[Item]:

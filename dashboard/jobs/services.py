@@ -25,7 +25,7 @@ from dashboard.models import Credential, Item, Job, JobEvent, Team
 from dashboard.status import JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus, sources_for
 from providers import JobSpec
 
-from . import cost
+from . import cost, results
 from .items import items_create, items_end_active
 
 logger = logging.getLogger(__name__)
@@ -150,12 +150,17 @@ def job_create(
     retry_of: Job | None = None,
     source_indexes: Sequence[int | None] | None = None,
     input_fields: Sequence[dict[str, Any] | None] | None = None,
+    input_columns: Sequence[str] = (),
+    output_columns: Sequence[str] | None = None,
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
     Raises ``cost.BudgetExceeded`` (nothing saved) when the job's estimate
     would take the team past its monthly budget. The job keeps the team's
-    price for the model as it is now, and its estimated cost."""
+    price for the model as it is now, and its estimated cost. The dataset's
+    column names and the output schema's field names are kept in order
+    (``output_columns`` is given by a retry, whose spec was read back from the
+    database; otherwise the spec's schema gives them)."""
     now = clock.now()
     deadline = int(spec.options.get("deadline_seconds") or settings.JOB_DEADLINE_SECONDS)
     data = spec.to_dict()
@@ -177,6 +182,10 @@ def job_create(
             deadline_at=now + timedelta(seconds=deadline),
             next_check_at=now,
             retry_of=retry_of,
+            input_columns=list(input_columns),
+            output_columns=list(
+                structured.columns(spec.output_schema) if output_columns is None else output_columns
+            ),
             price_input_per_mtok=price.input_per_mtok if price else None,
             price_output_per_mtok=price.output_per_mtok if price else None,
             cost_estimated=estimate.cost,
@@ -260,6 +269,8 @@ def job_retry(
             for row in items
         ],
         input_fields=[row["input_fields"] for row in items],
+        input_columns=job.input_columns,
+        output_columns=results.structured_columns(job),
     )
     what = (
         " (invalid rows, repaired)"

@@ -310,3 +310,114 @@ def test_a_dataset_deleted_later_leaves_the_items(team: Any, alice: Any) -> None
             ("say one", {"q": "one"}),
             ("say two", {"q": "two"}),
         ]
+
+
+def test_exports_keep_the_datasets_column_order(team: Any, alice: Any) -> None:
+    """A dataset's columns come out of every export in the file's order, on
+    PostgreSQL too, where a row's fields are a jsonb object whose keys come back
+    shortest first: a job, its retry, a comparison, a comparison started from
+    the job, and all of them after the dataset is deleted."""
+    from dashboard.compare.services import inputs_of_job, job_create_from
+    from dashboard.jobs import export as job_export
+    from dashboard.jobs import results
+    from dashboard.jobs.services import job_retry
+
+    order = ["question", "context", "id"]  # longest first: jsonb would reverse it
+    schema = {"reasoning": "str", "n": "int"}
+    outputs = ["output.reasoning", "output.n"]
+    rows = read_records(
+        [{"question": f"q{i}", "context": f"c{i}", "id": str(i)} for i in range(3)],
+        Limits.from_settings(),
+    )
+    dataset = dataset_create(team=team, name="d", rows=rows)
+    assert dataset.columns == order
+    inputs = inputs_from_dataset(dataset, "{question} ({context})")
+    credential = make_credential(team)
+    job = job_create_from(
+        team=team,
+        credential=credential,
+        spec=JobSpec(model="m", prompts=inputs.prompts, output_schema=schema),
+        user=alice,
+        inputs=inputs,
+    )
+    finish_items(job, [{"reasoning": "r", "n": 1}, None, {"reasoning": "s", "n": 2}], {1: "boom"})
+    Job.objects.filter(pk=job.pk).update(status="completed")
+    job.refresh_from_db()
+    retry = job_retry(job, failed_only=True)
+    comparison = comparison_create(
+        team=team,
+        name="c",
+        user=alice,
+        inputs=inputs,
+        targets=[
+            Target(credential, JobSpec(model=m, prompts=inputs.prompts, output_schema=schema))
+            for m in "xy"
+        ],
+    )
+    again = inputs_of_job(job)
+    from_job = comparison_create(
+        team=team,
+        name="from the job",
+        user=alice,
+        inputs=again,
+        targets=[Target(credential, JobSpec(model=m, prompts=again.prompts)) for m in "xy"],
+    )
+    dataset.delete()
+
+    def job_header(of: Job) -> list[str]:
+        of.refresh_from_db()
+        body = "".join(job_export.items_csv(of, results.iter_items(of)))
+        return next(csv.reader(io.StringIO(body)))
+
+    def grid_header(of: Comparison) -> list[str]:
+        body = "".join(export.grid_csv(of, targets_of(of)))
+        return next(csv.reader(io.StringIO(body)))
+
+    assert job_header(job)[:7] == ["index", *order, "input", *outputs]
+    assert job_header(retry)[:7] == ["index", *order, "input", *outputs]
+    assert grid_header(comparison)[:7] == [
+        "index",
+        *order,
+        "input",
+        *(f"T1 together/x {name}" for name in outputs),
+    ]
+    assert grid_header(from_job)[:5] == ["index", *order, "input"]
+    xlsx = load_workbook(job_export.items_xlsx(job, results.iter_items(job)), read_only=True)
+    assert list(next(xlsx.worksheets[0].iter_rows(values_only=True)))[:7] == [
+        "index",
+        *order,
+        "input",
+        *outputs,
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_dataset_jobs_their_columns() -> None:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    old = [("dashboard", "0013_cost_notify")]
+    new = [("dashboard", "0014_job_input_columns")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(old)
+    apps = executor.loader.project_state(old).apps
+    Team = apps.get_model("dashboard", "Team")
+    OldJob = apps.get_model("dashboard", "Job")
+    team = Team.objects.create(name="Old")
+    credential = apps.get_model("dashboard", "Credential").objects.create(
+        team=team, provider="together", name="c", secret="fernet:x", base_url="http://x"
+    )
+    dataset = apps.get_model("dashboard", "Dataset").objects.create(
+        team=team, name="d", columns=["question", "id"]
+    )
+    common = {"team": team, "credential": credential, "provider": "together", "model": "m"}
+    made = OldJob.objects.create(**common, dataset=dataset, spec={"model": "m"})
+    retry = OldJob.objects.create(**common, retry_of=made, spec={"model": "m"})
+    plain = OldJob.objects.create(**common, spec={"model": "m"})
+    executor = MigrationExecutor(connection)
+    executor.migrate(new)
+    NewJob = executor.loader.project_state(new).apps.get_model("dashboard", "Job")
+    assert NewJob.objects.get(pk=made.pk).input_columns == ["question", "id"]
+    assert NewJob.objects.get(pk=retry.pk).input_columns == ["question", "id"]
+    assert NewJob.objects.get(pk=plain.pk).input_columns == []
+    MigrationExecutor(connection).migrate(executor.loader.graph.leaf_nodes())

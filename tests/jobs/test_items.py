@@ -407,6 +407,7 @@ def test_item_export_headers_from_an_upload_are_defused(team: Any, alice: Any, c
     client.force_login(alice)
     job = make_job(make_credential(team, "together"), ["a", "b"])
     Item.objects.filter(job=job).update(input_fields={"=HYPERLINK(1)": "x", "\x07bell": "y"})
+    Job.objects.filter(pk=job.pk).update(input_columns=["=HYPERLINK(1)", "\x07bell"])
     finish_items(job, ["one", "two"])
     csv_body = b"".join(
         client.get(reverse("job_items_export", args=[job.pk, "csv"])).streaming_content
