@@ -295,21 +295,23 @@ def row_at(comparison: Comparison, targets: list[Job], index: int) -> GridRow | 
     return build_rows(comparison, targets, items, index, index)[0]
 
 
-def changed_cells(targets: list[Job], first: int, last: int, since: datetime) -> list[Cell]:
-    """The cells of a page (rows ``first``..``last``) written since ``since``,
-    a retry's writes included: what a live page needs, never more than a page."""
+def changed_cells(targets: list[Job], first: int, last: int, since: datetime | None) -> list[Cell]:
+    """The cells of a page (rows ``first``..``last``) written since ``since``
+    (all of them for None), a retry's writes included: what a live page needs,
+    never more than a page."""
+    written = {} if since is None else {"updated_at__gte": since}
     retried = retried_targets(targets)
     cells: list[Cell] = []
     for target in targets:
         in_page = Item.objects.filter(job_id=target.pk, index__gte=first, index__lte=last)
-        indexes = set(in_page.filter(updated_at__gte=since).values_list("index", flat=True))
+        indexes = set(in_page.filter(**written).values_list("index", flat=True))
         if target.pk in retried:
             indexes |= set(
                 Item.objects.filter(
                     job__retry_of_id=target.pk,
                     source_index__gte=first,
                     source_index__lte=last,
-                    updated_at__gte=since,
+                    **written,
                 ).values_list("source_index", flat=True)
             )
         if not indexes:

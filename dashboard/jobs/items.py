@@ -253,12 +253,14 @@ def items_write(
     if the job is still in ``statuses``. False (nothing written) otherwise."""
     tally = changes.tally()
     updates = {**tally.job_updates(), **(job_fields or {})}
-    now = clock.now()
     with transaction.atomic():
         rows = Job.objects.filter(pk=job_id, status__in=list(statuses))
         moved = rows.update(**updates) if updates else rows.exists()
         if not moved:
             return False
+        # Stamped once the job's row is ours, as close to the commit as can be
+        # (a live page's cursor allows results.WRITE_SETTLE between the two).
+        now = clock.now()
         for item in changes.items.values():
             item.updated_at = now
         bulk_write(list(changes.items.values()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -127,14 +127,25 @@ def items_page(
     )
 
 
-def items_changed(job: Job, first: int, last: int, since: datetime) -> list[Item]:
-    """The items of a page (indexes ``first``..``last``) written since ``since``:
-    what a live page needs, never more than a page."""
-    return list(
-        Item.objects.filter(job_id=job.pk, index__gte=first, index__lte=last, updated_at__gte=since)
-        .order_by("index")
-        .only(*ITEM_COLUMNS)[:MAX_PAGE_SIZE]
-    )
+#: How far back a live page's cursor reaches. A write stamps its items inside
+#: its transaction and commits a moment later: a poll answering in between must
+#: not hand out a cursor past that stamp, or the row would never be sent. Rows
+#: written within this window are sent again (the same row, swapped in place).
+WRITE_SETTLE = timedelta(seconds=3)
+
+
+def live_cursor(now: datetime) -> datetime:
+    """The cursor a live page's next poll asks from, for a poll answered ``now``."""
+    return now - WRITE_SETTLE
+
+
+def items_changed(job: Job, first: int, last: int, since: datetime | None) -> list[Item]:
+    """The items of a page (indexes ``first``..``last``) written since ``since``
+    (all of them for None): what a live page needs, never more than a page."""
+    rows = Item.objects.filter(job_id=job.pk, index__gte=first, index__lte=last)
+    if since is not None:
+        rows = rows.filter(updated_at__gte=since)
+    return list(rows.order_by("index").only(*ITEM_COLUMNS)[:MAX_PAGE_SIZE])
 
 
 def validity_summary(job: Job) -> dict[str, Any] | None:

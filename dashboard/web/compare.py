@@ -38,6 +38,7 @@ from dashboard.compare.services import (
 )
 from dashboard.core import clock, keyset
 from dashboard.core.params import int_param, micros, micros_param
+from dashboard.jobs import results
 from dashboard.jobs.export import XLSX_TYPE
 from dashboard.jobs.forms import SPEC_FIELDS
 from dashboard.models import Comparison, Dataset, Job, Role
@@ -178,7 +179,7 @@ def _page_context(request: HttpRequest, comparison: Comparison, membership: Any)
         "page": page,
         "total": targets[0].progress_total if targets else 0,
         "can_rate": membership.allows(Role.MEMBER),
-        "since": micros(clock.now()),
+        "since": micros(results.live_cursor(clock.now())),
         "first": page.first_index,
         "last": page.last_index,
         "page_query": request.GET.urlencode(),
@@ -207,13 +208,14 @@ def comparison_live(request: HttpRequest, pk: int) -> HttpResponse:
     first = int_param(request.GET.get("first"))
     last = int_param(request.GET.get("last"))
     now = clock.now()
-    changed: list[grid.Cell] = []
-    if since is not None and first is not None and last is not None and first <= last:
-        changed = [
-            cell.see_as(request.user) for cell in grid.changed_cells(targets, first, last, since)
-        ]
     status = comparison_status(comparison, targets)
     terminal = status in JOB_TERMINAL
+    changed: list[grid.Cell] = []
+    if (since is not None or terminal) and first is not None and last is not None:
+        # The last poll sends the whole page: every write committed before the
+        # targets ended, whatever the cursor says.
+        cells = grid.changed_cells(targets, first, last, None if terminal else since)
+        changed = [cell.see_as(request.user) for cell in cells]
     context = {
         "comparison": comparison,
         "targets": targets,
@@ -223,7 +225,7 @@ def comparison_live(request: HttpRequest, pk: int) -> HttpResponse:
         "live": True,
         "changed": changed,
         "can_rate": membership.allows(Role.MEMBER),
-        "since": micros(now),
+        "since": micros(results.live_cursor(now)),
         "first": first,
         "last": last,
     }

@@ -214,8 +214,10 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
     last = int_param(request.GET.get("last"))
     now = clock.now()
     changed: list[Any] = []
-    if since is not None and first is not None and last is not None and first <= last:
-        changed = results.items_changed(job, first, last, since)
+    if (since is not None or job.is_terminal) and first is not None and last is not None:
+        # The last poll sends the whole page: every item write committed before
+        # the job ended, whatever the cursor says.
+        changed = results.items_changed(job, first, last, None if job.is_terminal else since)
         if request.GET.get("merged") == "1":
             changed = results.merge_retries(job, changed)
         grid.attach_reviews(job, changed, request.user)
@@ -226,7 +228,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
         "live": True,
         "changed": changed,
         "structured_columns": results.structured_columns(job),
-        "since": micros(now),
+        "since": micros(results.live_cursor(now)),
         "first": first,
         "last": last,
         "merged": request.GET.get("merged") == "1",
@@ -259,7 +261,7 @@ def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         "filter_params": urlencode(params),
         "merged": merged,
         "structured_columns": columns,
-        "since": micros(clock.now()),
+        "since": micros(results.live_cursor(clock.now())),
         "first": page.first_index,
         "last": page.last_index,
     }

@@ -158,6 +158,14 @@ def test_create_a_comparison_and_review_it(bob_client: Any, team: Any, nudges: A
     )
     body = done.content.decode()
     assert done.status_code == 286 and "<template>" in body and "failed here" in body
+    # The last poll sends the whole page whatever the cursor: a write stamped
+    # before an earlier poll and committed after it is not lost.
+    ahead = str(10**17)
+    last = bob_client.get(
+        reverse("comparison_live", args=[comparison.pk]),
+        {"since": ahead, "first": "0", "last": "2"},
+    )
+    assert last.status_code == 286 and "failed here" in last.content.decode()
 
     rate = reverse("comparison_rate", args=[comparison.pk])
     row = bob_client.post(

@@ -268,3 +268,47 @@ def test_the_provider_word_links_the_page_it_names(bob_client: Any, team: Any) -
     page = bob_client.get(job.get_absolute_url()).content.decode()
     status = page[page.index('id="job-status"') :]
     assert f'load it on the <a href="{reverse("instance_list")}">Instances page</a>)' in status
+
+
+# --- the items of a live page never miss a write ----------------------------------------------
+
+
+def test_a_write_stamped_before_a_poll_and_committed_after_it_still_arrives(
+    bob_client: Any, team: Any
+) -> None:
+    """A worker stamps its items, then commits; a poll that answers between
+    the two must not hand out a cursor past that stamp, or the row stays
+    'pending' on the page for good (seen on PostgreSQL in the browser test)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.models import Item
+
+    job = make_job(make_credential(team), ["a", "b"])
+    Job.objects.filter(pk=job.pk).update(status="running")
+    Item.objects.filter(job=job).update(updated_at=timezone.now() - timedelta(minutes=1))
+    page = bob_client.get(job.get_absolute_url()).content.decode()
+    stamped = timezone.now()  # the worker's stamp, taken before its commit
+    first_poll = bob_client.get(poll_url(page))
+    assert 'id="item-0"' not in first_poll.content.decode()  # not committed yet
+    finish_items(job, ["late answer"])
+    Item.objects.filter(job=job, index=0).update(updated_at=stamped)  # the commit lands now
+    second_poll = bob_client.get(poll_url(first_poll.content.decode()))
+    body = second_poll.content.decode()
+    assert 'id="item-0"' in body and "late answer" in body
+
+
+def test_the_last_poll_sends_the_whole_page(bob_client: Any, team: Any) -> None:
+    """Once the job has ended, its last poll re-sends the page's rows whatever
+    the cursor says: every item write committed before the job ended."""
+    job = make_job(make_credential(team), ["a", "b"])
+    finish_items(job, ["one", "two"])
+    Job.objects.filter(pk=job.pk).update(status="completed")
+    future = int((datetime.now(UTC).timestamp() + 3600) * 1_000_000)
+    response = bob_client.get(
+        reverse("job_live", args=[job.pk]), {"since": future, "first": 0, "last": 1}
+    )
+    body = response.content.decode()
+    assert response.status_code == 286
+    assert 'id="item-0"' in body and "one" in body and 'id="item-1"' in body and "two" in body
