@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 
 from dashboard.core import clock, structured
@@ -270,7 +270,8 @@ def items_write(
 
 def bulk_write(items: list[Item], fields: list[str] = ITEM_FIELDS) -> None:
     """Write ``fields`` of many items, each its own values, in one statement per
-    WRITE_BATCH rows: ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``.
+    WRITE_BATCH rows: ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v`` on
+    SQLite, ``UPDATE ... FROM unnest(<one array per column>)`` on PostgreSQL.
 
     Django's ``bulk_update`` builds a CASE per column per row and spends about
     4 ms of Python per row doing so, more than the provider call it records;
@@ -281,34 +282,104 @@ def bulk_write(items: list[Item], fields: list[str] = ITEM_FIELDS) -> None:
     if connection.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 33):
         Item.objects.bulk_update(items, fields, batch_size=WRITE_BATCH)
         return
+    columns = [Item._meta.get_field(name) for name in fields]
+    if connection.vendor == "postgresql":
+        _bulk_write_arrays(items, columns)
+        return
     quote = connection.ops.quote_name
     table = quote(Item._meta.db_table)
-    columns = [Item._meta.get_field(name) for name in fields]
     names = ", ".join(quote(name) for name in ["id", *(c.column for c in columns)])
-    if connection.vendor == "postgresql":
-        # VALUES columns of bare parameters are text: say what each one is.
-        sets = ", ".join(
-            f"{quote(c.column)} = CAST(v.{quote(c.column)} AS {c.db_type(connection)})"
-            for c in columns
-        )
-    else:
-        sets = ", ".join(f"{quote(c.column)} = v.{quote(c.column)}" for c in columns)
+    sets = ", ".join(f"{quote(c.column)} = v.{quote(c.column)}" for c in columns)
     row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+    preparers = [(c.attname, _preparer(c)) for c in columns]
     with connection.cursor() as cursor:
         for start in range(0, len(items), WRITE_BATCH):
             batch = items[start : start + WRITE_BATCH]
             params: list[Any] = []
             for item in batch:
                 params.append(item.pk)
-                params.extend(
-                    c.get_db_prep_save(getattr(item, c.attname), connection) for c in columns
-                )
+                params.extend(prepare(getattr(item, name)) for name, prepare in preparers)
             # Names come from the model's metadata, quoted; every value is a parameter.
             cursor.execute(
                 f"WITH v({names}) AS (VALUES {', '.join([row] * len(batch))}) "  # noqa: S608
                 f"UPDATE {table} SET {sets} FROM v WHERE {table}.{quote('id')} = v.{quote('id')}",
                 params,
             )
+
+
+def _bulk_write_arrays(items: list[Item], columns: list[models.Field[Any, Any]]) -> None:
+    """PostgreSQL: one array parameter per column, unnested into rows. The
+    statement's text is the same for every batch and short, so the driver
+    parses it once (thousands of ``%s`` in a VALUES list are parsed again on
+    every execute, half the Python cost of a write). JSON goes as text, cast
+    back to jsonb."""
+    quote = connection.ops.quote_name
+    table = quote(Item._meta.db_table)
+    pk = Item._meta.pk
+    assert pk is not None
+    json_columns = {c.attname for c in columns if isinstance(c, models.JSONField)}
+    arrays = [f"%s::{pk.rel_db_type(connection)}[]"]
+    sets = []
+    for c in columns:
+        name = quote(c.column)
+        if c.attname in json_columns:
+            arrays.append("%s::text[]")
+            sets.append(f"{name} = v.{name}::jsonb")
+        else:
+            arrays.append(f"%s::{c.db_type(connection)}[]")
+            sets.append(f"{name} = v.{name}")
+    names = ", ".join(quote(name) for name in ["id", *(c.column for c in columns)])
+    sql = (
+        f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608 (names from the model, quoted)
+        f"FROM unnest({', '.join(arrays)}) AS v({names}) "
+        f"WHERE {table}.{quote('id')} = v.{quote('id')}"
+    )
+    preparers = [
+        (c.attname, _json_text(c) if c.attname in json_columns else _preparer(c)) for c in columns
+    ]
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), WRITE_BATCH):
+            batch = items[start : start + WRITE_BATCH]
+            params = [[item.pk for item in batch]]
+            params += [
+                [prepare(getattr(item, name)) for item in batch] for name, prepare in preparers
+            ]
+            cursor.execute(sql, params)
+
+
+def _json_text(column: models.JSONField[Any, Any]) -> Callable[[Any], str | None]:
+    """A JSON column's value as JSON text (None stays SQL NULL, as Django saves it)."""
+    encoder = column.encoder
+
+    def prepare(value: Any) -> str | None:
+        return None if value is None else json.dumps(value, cls=encoder)
+
+    return prepare
+
+
+#: Values the database drivers take as they are, and that Django's
+#: ``get_db_prep_save`` gives back unchanged for a text, number or boolean column.
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
+
+def _preparer(column: models.Field[Any, Any]) -> Callable[[Any], Any]:
+    """One column's value as a query parameter, at a few hundred nanoseconds a
+    value rather than Django's few microseconds: a plain value goes as it is
+    (never for JSON, which must be encoded), and a value that is the same object
+    as the one before (every row's stamp) is converted once."""
+    prep = column.get_db_prep_save
+    if isinstance(column, models.JSONField):
+        return lambda value: prep(value, connection)
+    last: list[Any] = [object(), None]
+
+    def prepare(value: Any) -> Any:
+        if type(value) in _PLAIN:
+            return value
+        if value is not last[0]:
+            last[0], last[1] = value, prep(value, connection)
+        return last[1]
+
+    return prepare
 
 
 def items_end_active(job_id: int, status: str, error: str = "") -> Tally:

@@ -17,7 +17,7 @@ import logging
 import queue
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -109,6 +109,10 @@ class SyncRun:
         self.seq = itertools.count()
         self.changes = Changes()
         self.chunks: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        #: Calls arrive here as they end (a done-callback puts them): taking them
+        #: costs the same however many are in flight, where
+        #: ``concurrent.futures.wait`` installs a waiter on every one of them.
+        self.finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.events: list[JobEvent] = []
         self.failed_now: list[tuple[list[Item], str]] = []
         self.retried_now: list[tuple[list[Item], float, str]] = []
@@ -339,8 +343,7 @@ class SyncRun:
                     if self.stopping or not self.wait_for_retry():
                         break
                     continue
-                done, _ = wait(in_flight, timeout=FLUSH_INTERVAL, return_when=FIRST_COMPLETED)
-                for future in done:
+                for future in self.ended(FLUSH_INTERVAL):
                     call = in_flight.pop(future)
                     if future.cancelled():
                         self.unstarted(call.items)
@@ -360,6 +363,19 @@ class SyncRun:
                         self.job_left = self.stopping = True
         if not self.job_left and not self.flush():
             self.job_left = True
+
+    def ended(self, timeout: float) -> list[Future[Outcome]]:
+        """The calls that ended: waits up to ``timeout`` for the first one, then
+        takes every other that has ended too."""
+        try:
+            done = [self.finished.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self.finished.get_nowait())
+            except queue.Empty:
+                return done
 
     def dispatch(
         self, pool: ThreadPoolExecutor, in_flight: dict[Future[Outcome], Call], workers: int
@@ -388,7 +404,9 @@ class SyncRun:
                 return
             self.started(items)
             call = Call(items, self.spec_for(items))
-            in_flight[pool.submit(run_call, self.provider, call, self.on_chunk_for(call))] = call
+            future = pool.submit(run_call, self.provider, call, self.on_chunk_for(call))
+            in_flight[future] = call
+            future.add_done_callback(self.finished.put)
 
     def defer(self, deferred: Deferred) -> None:
         self.deferred = deferred
