@@ -5,7 +5,8 @@ pool of 32 threads on the same simulator. The simulator and the bare pool each
 run in a process of their own.
 
 Printed: wall time (job saved -> completed, items included) and its ratio to
-the bare pool's (target at most 1.25 at 10,000); rows written per flush (the
+the bare pool's measured just before it (target at most 1.25 at 10,000: the
+median of three such pairs, each printed); rows written per flush (the
 items' write stamps: every flush stamps its rows with one moment); the worker's
 peak RSS; and the job page at 50,000 items: bytes, server time, queries.
 """
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from . import common
@@ -26,6 +28,8 @@ LATENCY = 0.02
 CONCURRENCY = 32
 PROMPT_CHARS = 800
 LIMIT = 1.25
+#: Bare pool and job pairs at the acceptance size (10,000); the median ratio counts.
+PAIRS = 3
 
 
 def prompt(i: int) -> str:
@@ -112,6 +116,59 @@ def job_page(user: Any, job_id: int) -> tuple[int, float, int]:
     return len(response.content), min(times), len(queries)
 
 
+@dataclass
+class Pair:
+    """One job and the bare pool measured just before it."""
+
+    job: Any
+    status: str
+    wall: float
+    bare: float
+    save_seconds: float
+    peak: float
+    flushes: int
+    mean_rows: float
+    most_rows: int
+    why: str
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.bare
+
+
+def one_job(
+    config: Config, cluster: Any, team: Any, credential: Any, user: Any, url: str, size: int
+) -> Pair:
+    bare = bare_pool(url, size)
+    rss = PeakRss(cluster)
+    started = time.perf_counter()
+    job = common.submit(team, credential, [prompt(i) for i in range(size)], user=user)
+    saved = time.perf_counter()
+    status, ended = common.wait_terminal(job.pk, timeout=900, interval=0.05)
+    peak = rss.finish()
+    why = "" if status == "completed" else common.diagnose(job.pk)
+    flushes, mean_rows, most_rows = rows_per_flush(job.pk)
+    pair = Pair(
+        job,
+        status,
+        ended - started,
+        bare,
+        saved - started,
+        peak,
+        flushes,
+        mean_rows,
+        most_rows,
+        why,
+    )
+    common.progress(
+        f"{size:,} prompts {config.label}: {status} in {pair.wall:.2f} s "
+        f"(saving the job {pair.save_seconds:.2f} s), bare pool {bare:.2f} s, "
+        f"ratio {pair.ratio:.2f}; {flushes} flushes of {mean_rows:.0f} rows "
+        f"(most {most_rows}); worker peak RSS {peak:.0f} MB"
+    )
+    return pair
+
+
 def run(config: Config, quick: bool) -> list[Row]:
     sizes = (2_000, 5_000) if quick else (10_000, 50_000)
     env = common.prepare(config, "b9-items")
@@ -127,45 +184,42 @@ def run(config: Config, quick: bool) -> list[Row]:
         with common.cluster(env, workers=2) as cluster:
             common.warm_up(team, credential, user)
             for size in sizes:
-                bare = bare_pool(url, size)
-                rss = PeakRss(cluster)
-                started = time.perf_counter()
-                job = common.submit(team, credential, [prompt(i) for i in range(size)], user=user)
-                saved = time.perf_counter()
-                status, ended = common.wait_terminal(job.pk, timeout=900, interval=0.05)
-                peak = rss.finish()
-                why = "" if status == "completed" else common.diagnose(job.pk)
-                wall = ended - started
-                ratio = wall / bare
-                flushes, mean_rows, most_rows = rows_per_flush(job.pk)
-                common.progress(
-                    f"{size:,} prompts {config.label}: {status} in {wall:.2f} s "
-                    f"(saving the job {saved - started:.2f} s), bare pool {bare:.2f} s, "
-                    f"ratio {ratio:.2f}; {flushes} flushes of {mean_rows:.0f} rows "
-                    f"(most {most_rows}); worker peak RSS {peak:.0f} MB"
-                )
-                ok: bool | None = status == "completed"
+                # The acceptance size is measured as PAIRS (bare pool, then the
+                # job) and the median ratio kept: on a shared machine one bare
+                # run alone varies by 15 %.
+                pairs = [
+                    one_job(config, cluster, team, credential, user, url, size)
+                    for _ in range(PAIRS if size == sizes[0] and not quick else 1)
+                ]
+                pairs.sort(key=lambda pair: pair.ratio)
+                run_ = pairs[len(pairs) // 2]
+                job = run_.job
+                ok: bool | None = all(pair.status == "completed" for pair in pairs)
                 if size == sizes[0]:
-                    ok = ok and ratio <= LIMIT
+                    ok = ok and run_.ratio <= LIMIT
+                all_ratios = ", ".join(f"{pair.ratio:.2f}" for pair in pairs)
+                spread = f" (median of {all_ratios})" if len(pairs) > 1 else ""
                 rows.append(
                     Row(
                         "9",
                         f"{size:,} prompts x {PROMPT_CHARS} chars, 20 ms, 32 wide ({config.label})",
                         f"<= {LIMIT} x bare httpx pool" if size == sizes[0] else "completes",
-                        f"{wall:.2f} s vs bare {bare:.2f} s = {ratio:.2f} x; "
-                        f"{mean_rows:.0f} rows/flush (max {most_rows}); worker RSS {peak:.0f} MB",
+                        f"{run_.wall:.2f} s vs bare {run_.bare:.2f} s = {run_.ratio:.2f} x{spread}; "
+                        f"{run_.mean_rows:.0f} rows/flush (max {run_.most_rows}); "
+                        f"worker RSS {run_.peak:.0f} MB",
                         ok,
-                        note=why,
+                        note=run_.why,
                         data={
                             "size": size,
-                            "wall": wall,
-                            "bare": bare,
-                            "ratio": ratio,
-                            "save_seconds": saved - started,
-                            "flushes": flushes,
-                            "rows_per_flush": mean_rows,
-                            "max_rows_per_flush": most_rows,
-                            "worker_rss_mb": peak,
+                            "wall": run_.wall,
+                            "bare": run_.bare,
+                            "ratio": run_.ratio,
+                            "ratios": [pair.ratio for pair in pairs],
+                            "save_seconds": run_.save_seconds,
+                            "flushes": run_.flushes,
+                            "rows_per_flush": run_.mean_rows,
+                            "max_rows_per_flush": run_.most_rows,
+                            "worker_rss_mb": run_.peak,
                         },
                     )
                 )
