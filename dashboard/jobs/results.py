@@ -16,30 +16,14 @@ from dashboard.core import structured
 from dashboard.models import Item, Job
 from dashboard.status import ItemStatus
 
+from .items import ITEM_FIELDS
+
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 #: The validity summary names this many of the most common validation errors.
 TOP_ERRORS = 5
 #: What a page of items reads (everything an item shows).
-ITEM_COLUMNS = (
-    "id",
-    "job_id",
-    "index",
-    "source_index",
-    "input",
-    "input_fields",
-    "status",
-    "output",
-    "error",
-    "attempts",
-    "latency_ms",
-    "tokens_in",
-    "tokens_out",
-    "tokens_estimated",
-    "valid",
-    "validation_error",
-    "updated_at",
-)
+ITEM_COLUMNS = ("id", "job_id", "index", "source_index", "input", "input_fields", *ITEM_FIELDS)
 VALIDITY = ("valid", "invalid")
 
 
