@@ -3,6 +3,7 @@ decrypted for use, and where the outbound guard and the timeouts are applied."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -12,6 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from dashboard.core import logs, netguard
 from dashboard.core.crypto import SecretDecryptionError
 from providers import ErrorKind, Provider, ProviderError, get_provider_class
+from providers.base import THREAD_LIMITS
 from providers.redaction import redact, secret_forms
 
 if TYPE_CHECKING:
@@ -40,10 +42,11 @@ def build_provider(credential: Credential, *, transport: Any = None) -> Provider
         secret=secret,
         base_url=credential.base_url,
         options=credential.options,
-        transport=transport
+        transport=transport,
+        # A transport per thread's client, each a pool of its own (see Provider.client).
+        transport_factory=None
         if transport is not None
-        else netguard.guarded_transport(max_connections=credential.max_concurrency),
-        max_connections=credential.max_concurrency,
+        else functools.partial(netguard.guarded_transport, limits=THREAD_LIMITS),
         timeout=httpx.Timeout(
             settings.DASHBOARD_HTTP_TIMEOUT, connect=min(5.0, settings.DASHBOARD_HTTP_TIMEOUT)
         ),

@@ -220,17 +220,9 @@ def guarded_transport(
     *,
     resolver: Resolver | None = None,
     backend: httpcore.NetworkBackend | None = None,
-    max_connections: int | None = None,
+    limits: httpx.Limits | None = None,
 ) -> GuardedTransport:
     """The transport for every outbound call (providers, webhooks): pass it as
     ``httpx.Client(transport=...)``. ``resolver`` and ``backend`` are the seams
-    for tests (a fake DNS answer; a network that records where it connects).
-    ``max_connections``: calls that may run at once, all kept alive between
-    calls (a pool narrower than that reconnects for every call)."""
-    limits = None
-    if max_connections:
-        limits = httpx.Limits(
-            max_connections=max(100, max_connections),
-            max_keepalive_connections=max(20, max_connections),
-        )
+    for tests (a fake DNS answer; a network that records where it connects)."""
     return GuardedTransport(resolver=resolver, backend=backend, limits=limits)
