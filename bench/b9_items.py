@@ -66,8 +66,10 @@ def bare_pool(url: str, count: int, mode: str = "shared") -> float:
         capture_output=True,
         text=True,
         timeout=600,
-        check=True,
     )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["(nothing on stderr)"]
+        raise RuntimeError(f"the bare pool ({mode}) failed: {lines[-1]}")
     return float(result.stdout.split()[0])
 
 
