@@ -1,7 +1,8 @@
 """The status rules, in one pure module that every writer goes through.
 
 Job: pending -> queued -> running -> completed | failed | cancelled.
-Item (one prompt of a job): pending -> running -> completed | failed | cancelled.
+Item (one prompt of a job): pending -> running -> completed | failed | cancelled
+(running -> pending again when the worker that ran it stopped mid-call).
 Model instance: requested -> loading -> running -> stopped | expired | failed;
 a shutdown goes through stopping (running/loading -> stopping -> stopped, or
 back to where it was when the provider call failed, or failed).
@@ -11,6 +12,7 @@ A terminal status never changes again.
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 
 
 class JobStatus(models.TextChoices):
@@ -121,9 +123,14 @@ def instance_can_move(current: str, new: str) -> bool:
     return new in _INSTANCE_NEXT.get(current, frozenset())
 
 
-def instance_sources_for(new: str) -> list[str]:
-    """The WHERE clause of an instance move (a stop is moved back only by the
-    shutdown service, see ``INSTANCE_STOP_REVERTS``)."""
+def instance_sources_for(new: str, *, stop_revert: bool = False) -> list[str]:
+    """The WHERE clause of an instance move. A stop is moved back (to running
+    or loading) only by the shutdown service when its call failed, which says
+    so with ``stop_revert``: then the one source is ``stopping``."""
+    if stop_revert:
+        if new not in INSTANCE_STOP_REVERTS:
+            raise TransitionError(f"A stop does not go back to {new}.")
+        return [InstanceStatus.STOPPING]
     return [
         s
         for s in INSTANCE_LIVE
@@ -142,11 +149,31 @@ def job_end_status(*, completed: int) -> str:
     return JobStatus.COMPLETED if completed else JobStatus.FAILED
 
 
+def job_end_where() -> dict[str, Q]:
+    """``job_end_status`` as WHERE clauses over a job row's counters, for the
+    UPDATE that ends many jobs at once (``jobs.services.jobs_end``)."""
+    return {JobStatus.COMPLETED: Q(items_completed__gt=0), JobStatus.FAILED: Q(items_completed=0)}
+
+
 def item_can_move(current: str, new: str) -> bool:
+    """Pending items start or end; running ones end, or go back to pending
+    when the worker that ran them stopped mid-call (a synchronous call creates
+    nothing to duplicate); an ended item never moves again."""
     if current == new:
         return current not in ITEM_ENDED
     if current == ItemStatus.PENDING:
-        return new != ItemStatus.PENDING
+        return True
     if current == ItemStatus.RUNNING:
-        return new in ITEM_ENDED
+        return new in ITEM_ENDED or new == ItemStatus.PENDING
     return False
+
+
+def item_sources_for(new: str) -> list[str]:
+    """The statuses from which an item may move to ``new``: the WHERE clause of
+    the conditional UPDATE that moves many items at once."""
+    return [s for s in ItemStatus.values if s != new and item_can_move(s, new)]
+
+
+def check_item_move(current: str, new: str) -> None:
+    if not item_can_move(current, new):
+        raise TransitionError(f"An item cannot go from {current} to {new}.")

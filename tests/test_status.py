@@ -62,3 +62,45 @@ def test_check_move_raises() -> None:
 )
 def test_instance_moves(current: str, new: str, allowed: bool) -> None:
     assert s.instance_can_move(current, new) is allowed
+
+
+# --- items ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "allowed"),
+    [
+        ("pending", "running", True),
+        ("pending", "completed", True),  # a call of a few ms is never written running
+        ("pending", "cancelled", True),
+        ("running", "completed", True),
+        ("running", "pending", True),  # requeued: its worker stopped mid-call
+        ("completed", "failed", False),
+        ("failed", "completed", False),
+        ("cancelled", "completed", False),
+        ("cancelled", "pending", False),
+    ],
+)
+def test_item_moves(current: str, new: str, allowed: bool) -> None:
+    assert s.item_can_move(current, new) is allowed
+
+
+def test_item_sources_for_is_the_where_clause() -> None:
+    assert set(s.item_sources_for("running")) == {"pending"}
+    assert set(s.item_sources_for("pending")) == {"running"}
+    assert set(s.item_sources_for("cancelled")) == {"pending", "running"}
+
+
+def test_an_ended_item_is_never_completed_again() -> None:
+    """The writers of an item's outcome go through the item rules: an item a
+    cancel ended is not turned into a completed one by a late answer."""
+    from dashboard.jobs.items import item_complete, item_fail
+    from dashboard.models import Item
+    from providers import ItemResult
+
+    item = Item(index=0, input="x", status="cancelled")
+    with pytest.raises(s.TransitionError):
+        item_complete(item, ItemResult(output="late"), None)
+    with pytest.raises(s.TransitionError):
+        item_fail(item, "late")
+    assert item.status == "cancelled" and item.output is None

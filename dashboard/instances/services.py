@@ -147,11 +147,19 @@ def catalog_ram(credential_id: int, model: str) -> float | None:
 
 
 def instance_transition(
-    instance_id: int, new: str, *, where: Q | None = None, **fields: Any
+    instance_id: int,
+    new: str,
+    *,
+    where: Q | None = None,
+    stop_revert: bool = False,
+    **fields: Any,
 ) -> bool:
     """Move an instance to ``new`` if the rules allow it from where it is now
     (staying put while live is allowed: a check that sees no change) and the
-    row still matches ``where``. False when another writer got there first."""
+    row still matches ``where``. False when another writer got there first.
+    ``stop_revert``: a stop whose call failed goes back to running or loading
+    (only the shutdown service says so); that is no news to announce, the
+    instance never stopped."""
     at = clock.now()
     updates: dict[str, Any] = dict(fields)
     updates["status"] = new
@@ -161,13 +169,16 @@ def instance_transition(
     if new in INSTANCE_TERMINAL:
         updates.setdefault("ended_at", at)
         updates.update(next_check_at=None, deadline_at=None)
-    rows = ModelInstance.objects.filter(pk=instance_id, status__in=instance_sources_for(new))
+    sources = instance_sources_for(new, stop_revert=stop_revert)
+    rows = ModelInstance.objects.filter(pk=instance_id, status__in=sources)
     if where is not None:
         rows = rows.filter(where)
     with transaction.atomic():
         # A move from another status is an event; staying put (a check that
         # saw no change) is not, so the two are told apart by the row count.
         moved = rows.exclude(status=new).update(**updates)
+        if moved and stop_revert:
+            return True
         if moved:
             events.instance_changed.send(sender=ModelInstance, instance_id=instance_id, status=new)
             return True
@@ -457,9 +468,16 @@ def _stop_failed(instance: ModelInstance, exc: ProviderError) -> str:
         instance_fail(instance.pk, message)
         return _status(instance.pk)
     back = InstanceStatus.RUNNING if instance.running_since else InstanceStatus.LOADING
-    assert instance_can_move(InstanceStatus.STOPPING, back)
-    ModelInstance.objects.filter(pk=instance.pk, status=InstanceStatus.STOPPING).update(
-        status=back, message="", error=message, next_check_at=clock.now()
+    instance_transition(
+        instance.pk,
+        back,
+        stop_revert=True,
+        message="",
+        error=message,
+        next_check_at=clock.now(),
+        # Back as it was: its running time is not restarted.
+        running_since=F("running_since"),
+        deadline_at=F("deadline_at"),
     )
     return _status(instance.pk)
 

@@ -23,7 +23,13 @@ from django.db.models import F
 
 from dashboard.core import clock, structured
 from dashboard.models import Item, Job
-from dashboard.status import ITEM_ACTIVE, ITEM_ENDED, JOB_ACTIVE, ItemStatus
+from dashboard.status import (
+    ITEM_ENDED,
+    JOB_ACTIVE,
+    ItemStatus,
+    check_item_move,
+    item_sources_for,
+)
 from providers import ItemResult
 
 __all__ = ["ItemResult"]  # re-exported: writers build results with it
@@ -388,7 +394,7 @@ def items_end_active(job_id: int, status: str, error: str = "") -> Tally:
     job, after it: the job row is already locked. Returns the counters moved."""
     now = clock.now()
     tally = Tally()
-    active = Item.objects.filter(job_id=job_id, status__in=list(ITEM_ACTIVE))
+    active = Item.objects.filter(job_id=job_id, status__in=item_sources_for(status))
     running = active.filter(status=ItemStatus.RUNNING).update(
         status=status, error=error, updated_at=now
     )
@@ -408,9 +414,9 @@ def items_requeue_running(job_id: int) -> int:
     (a sync call creates nothing to duplicate). Only the job's lease holder
     calls this."""
     with transaction.atomic():
-        moved = Item.objects.filter(job_id=job_id, status=ItemStatus.RUNNING).update(
-            status=ItemStatus.PENDING, updated_at=clock.now()
-        )
+        moved = Item.objects.filter(
+            job_id=job_id, status__in=item_sources_for(ItemStatus.PENDING)
+        ).update(status=ItemStatus.PENDING, updated_at=clock.now())
         if moved:
             Job.objects.filter(pk=job_id).update(items_running=F("items_running") - moved)
     return moved
@@ -422,6 +428,7 @@ def items_requeue_running(job_id: int) -> int:
 def item_complete(item: Item, result: ItemResult, schema: dict[str, Any] | None) -> None:
     """Record a completed call on ``item`` (in memory): the output (parsed
     and checked against the schema), latency and tokens."""
+    check_item_move(item.status, ItemStatus.COMPLETED)
     output = structured.parse_output(result.output) if schema else result.output
     item.status = ItemStatus.COMPLETED
     item.output = output
@@ -441,6 +448,7 @@ def item_complete(item: Item, result: ItemResult, schema: dict[str, Any] | None)
 
 
 def item_fail(item: Item, error: str, *, latency_ms: int | None = None) -> None:
+    check_item_move(item.status, ItemStatus.FAILED)
     item.status = ItemStatus.FAILED
     item.error = error
     if latency_ms is not None:

@@ -16,7 +16,6 @@ from django.db.models.functions import Coalesce
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.connect import build_provider
-from dashboard.core.events import job_ended
 from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.models import Credential, Item, Job, JobEvent, JobUnit
@@ -25,18 +24,19 @@ from dashboard.status import (
     JOB_ACTIVE,
     ItemStatus,
     JobStatus,
-    job_end_status,
+    check_item_move,
+    item_sources_for,
     sources_for,
 )
 from providers import ErrorKind, Provider, ProviderError, RemoteState
 from providers.base import RemoteStatus
 
-from . import cost, limits
+from . import limits
 from .items import Changes, Tally, bulk_write, item_complete, item_fail
 from .leases import lease_credential, lease_seconds, release_credential, worker_id
 from .retry import backoff
 from .runner import prompt_label
-from .services import job_fail, summary
+from .services import job_fail, jobs_end
 
 logger = logging.getLogger(__name__)
 
@@ -253,10 +253,13 @@ class _Round:
             item.updated_at = self.now
         bulk_write(changed)
         self._write_jobs(tallies, live)
-        events += self._transitions(tallies)
+        events += self._start(tallies)
         events = [event for event in events if event.job_id in self.jobs]
         if events:
             JobEvent.objects.bulk_create(events)
+        # Jobs whose items have all ended now end by the rule; the database
+        # decides which from the counters written above.
+        jobs_end([job_id for job_id, tally in tallies.items() if tally.ended])
 
     def _end_unit_items(self, job: Job, unit: JobUnit, items: list[Item]) -> None:
         changes = self.changes[job.pk]
@@ -289,6 +292,7 @@ class _Round:
             for item in items:
                 if item.status not in ITEM_ENDED:
                     changes.add(item, item.status)
+                    check_item_move(item.status, ItemStatus.COMPLETED)
                     item.status = ItemStatus.COMPLETED
                     item.attempts = max(item.attempts, 1)
             return
@@ -323,72 +327,23 @@ class _Round:
         }
         Job.objects.filter(pk__in=list(self.jobs)).update(**updates)
 
-    def _transitions(self, tallies: dict[int, Tally]) -> list[JobEvent]:
-        """Jobs that start running or whose items have all ended move, by the
-        status rules, with one conditional UPDATE per kind of move."""
-        events: list[JobEvent] = []
+    def _start(self, tallies: dict[int, Tally]) -> list[JobEvent]:
+        """Jobs whose first remote job started, or whose first items ended,
+        move to running (one conditional UPDATE)."""
         started = [
             job_id
             for job_id in self.started | {j for j, t in tallies.items() if t.ended}
             if self.jobs[job_id].status in (JobStatus.PENDING, JobStatus.QUEUED)
         ]
-        if started:
-            Job.objects.filter(pk__in=started, status__in=sources_for(JobStatus.RUNNING)).update(
-                status=JobStatus.RUNNING, started_at=Coalesce(F("started_at"), self.now)
-            )
-            events += [
-                JobEvent(job_id=job_id, message=f"Running on {self.provider.label}.")
-                for job_id in started
-            ]
-        ended: dict[str, list[Job]] = {JobStatus.COMPLETED: [], JobStatus.FAILED: []}
-        for job_id, job in self.jobs.items():
-            tally = tallies[job_id]
-            job.progress_done += tally.ended
-            job.items_completed += tally.completed
-            job.items_failed += tally.failed
-            job.items_cancelled += tally.cancelled
-            job.items_invalid += tally.invalid
-            if tally.ended and job.progress_done >= job.progress_total:
-                ended[job_end_status(completed=job.items_completed)].append(job)
-        for new, jobs in ended.items():
-            if not jobs:
-                continue
-            errors = {
-                job.pk: self._error_of(job) if new == JobStatus.FAILED else "" for job in jobs
-            }
-            Job.objects.filter(pk__in=[j.pk for j in jobs], status__in=sources_for(new)).update(
-                status=new,
-                error=Case(*[When(pk=pk, then=Value(e)) for pk, e in errors.items()]),
-                error_retryable=Case(
-                    *[When(pk=j.pk, then=Value(bool(j.items_failed))) for j in jobs]
-                ),
-                cold_start=False,
-                started_at=Coalesce(F("started_at"), self.now),
-                finished_at=self.now,
-                next_check_at=None,
-                lease_owner="",
-                lease_expires_at=None,
-                # The counters were written above in this transaction: final.
-                cost_actual=cost.actual_cost_expression(),
-            )
-            # The rows are locked and active (see __init__): every one moved.
-            job_ended.send(sender=Job, job_ids=[j.pk for j in jobs], status=new)
-            kind = JobEvent.Kind.EVENT if new == JobStatus.COMPLETED else JobEvent.Kind.ERROR
-            events += [
-                JobEvent(job_id=job.pk, kind=kind, message=f"{new.capitalize()}: {summary(job)}.")
-                for job in jobs
-            ]
-        return events
-
-    def _error_of(self, job: Job) -> str:
-        failed = [unit.error for unit in self.units if unit.job_id == job.pk and unit.error] or [
-            "no prompt completed"
-        ]
-        if job.items_failed == job.progress_total == 1:
-            return failed[0]
-        return (
-            f"{job.items_failed} of {job.progress_total} prompts failed; first error: {failed[0]}"
+        if not started:
+            return []
+        Job.objects.filter(pk__in=started, status__in=sources_for(JobStatus.RUNNING)).update(
+            status=JobStatus.RUNNING, started_at=Coalesce(F("started_at"), self.now)
         )
+        return [
+            JobEvent(job_id=job_id, message=f"Running on {self.provider.label}.")
+            for job_id in started
+        ]
 
 
 #: What a round reads of a job (its spec for the schema and the counters).
@@ -454,7 +409,7 @@ def _start_items(units: list[JobUnit], now: Any) -> dict[int, int]:
     where = Q()
     for unit in units:
         where |= _unit_range(unit)
-    pending = Item.objects.filter(where, status=ItemStatus.PENDING)
+    pending = Item.objects.filter(where, status__in=item_sources_for(ItemStatus.RUNNING))
     counts = dict(pending.order_by().values_list("job_id").annotate(n=Count("pk")))
     if counts:
         pending.update(status=ItemStatus.RUNNING, attempts=1, updated_at=now)

@@ -2,27 +2,39 @@
 
 Each transition is a conditional UPDATE (``WHERE status IN (...)``) checked by
 its row count, so concurrent writers (web, workers, admin) never overwrite a
-terminal status; it works the same on SQLite and PostgreSQL. A transition to a
-terminal status ends the job's remaining items in the same transaction.
+terminal status; it works the same on SQLite and PostgreSQL. A job ends in one
+place, ``jobs_end``, which every writer (the runner, the poller, the sweep, a
+cancel) calls: it ends the job's remaining items in the same transaction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
+from django.db.models import Case, CharField, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat
 
-from dashboard.core import clock, events, structured
+from dashboard.core import clock, structured
+from dashboard.core import events as events_module
 from dashboard.core import queue as tasks_queue
+from dashboard.core.returning import update_returning
 from dashboard.models import Credential, Item, Job, JobEvent, Team
-from dashboard.status import JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus, sources_for
+from dashboard.status import (
+    JOB_ACTIVE,
+    JOB_TERMINAL,
+    ItemStatus,
+    JobStatus,
+    TransitionError,
+    job_end_where,
+    sources_for,
+)
 from providers import JobSpec
 
 from . import cost, results
@@ -43,80 +55,231 @@ def job_transition(
     *,
     message: str = "",
     event_kind: str = JobEvent.Kind.EVENT,
-    item_error: str = "",
+    item_error: str | None = None,
     **fields: Any,
 ) -> bool:
-    """Move a job to ``new`` if the status rules allow it from where it is now;
-    a terminal move ends its remaining items (cancelled, or failed with
-    ``item_error``), writes its actual cost and sends ``events.job_ended``,
-    in the same transaction.
+    """Move a job to ``new`` if the status rules allow it from where it is now.
+    A move to a terminal status is ``jobs_end`` with that status (the one
+    place a job ends); ``error`` and ``error_retryable`` in ``fields`` are
+    its reason.
 
     Returns False when another writer got there first (the job is already
     terminal, or not in a state that leads to ``new``)."""
-    now = clock.now()
+    if new in JOB_TERMINAL:
+        ended = jobs_end(
+            [job_id],
+            status=new,
+            error=fields.pop("error", ""),
+            item_error=item_error,
+            retryable=fields.pop("error_retryable", False),
+            message=message,
+            fields=fields,
+        )
+        return bool(ended)
     updates: dict[str, Any] = dict(fields)
     updates["status"] = new
     if new == JobStatus.RUNNING:
-        updates.setdefault("started_at", Coalesce(F("started_at"), now))
-    if new in JOB_TERMINAL:
-        updates.setdefault("finished_at", now)
-        updates.setdefault("started_at", Coalesce(F("started_at"), now))
-        updates.update(next_check_at=None, lease_owner="", lease_expires_at=None)
-    with transaction.atomic():
-        changed = Job.objects.filter(pk=job_id, status__in=sources_for(new)).update(**updates)
-        if changed and new in JOB_TERMINAL:
-            item_status = ItemStatus.CANCELLED if new == JobStatus.CANCELLED else ItemStatus.FAILED
-            tally = items_end_active(job_id, item_status, item_error)
-            # Nothing runs any more: calls in flight are counted, not written.
-            # The token sums are final, so the cost is too.
-            Job.objects.filter(pk=job_id).update(
-                **{
-                    **tally.job_updates(),
-                    "items_running": 0,
-                    "cost_actual": cost.actual_cost_expression(),
-                }
-            )
-            # Receivers only write rows and enqueue on commit (no call out here).
-            events.job_ended.send(sender=Job, job_ids=[job_id], status=new)
+        updates.setdefault("started_at", Coalesce(F("started_at"), clock.now()))
+    changed = Job.objects.filter(pk=job_id, status__in=sources_for(new)).update(**updates)
     if changed and message:
         event_add(job_id, message, kind=event_kind)
     return bool(changed)
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A job that ``jobs_end`` moved, with its counters as the database holds
+    them after the move (the attribute names of ``Job``, so ``summary`` reads
+    either)."""
+
+    pk: int
+    status: str
+    progress_total: int
+    items_completed: int
+    items_failed: int
+    items_cancelled: int
+    items_invalid: int
+
+
+#: What ``jobs_end`` reads back from each row it moves.
+_ENDED_COLUMNS = (
+    "id",
+    "status",
+    "progress_total",
+    "items_completed",
+    "items_failed",
+    "items_cancelled",
+    "items_invalid",
+)
+
+
+def jobs_end(
+    job_ids: Iterable[int],
+    *,
+    status: str | None = None,
+    error: str = "",
+    retryable: bool = False,
+    item_error: str | None = None,
+    message: str = "",
+    label: str = "",
+    fields: dict[str, Any] | None = None,
+) -> list[Ended]:
+    """End jobs: the one place a job becomes terminal.
+
+    Without ``status``, each job whose items have all ended ends by the rule
+    (``status.job_end_status``): completed when at least one item completed,
+    failed when none did; a job with failed rows keeps "N of M prompts
+    failed; first error: …" as its error, written by the database from its
+    counters and its first failed item. Jobs with items still to do are left
+    alone. With ``status`` (cancelled, or failed for a reason of the job's
+    own: a deadline, a deleted credential, a provider that refuses every
+    call), any active job ends so, with ``fields`` written beside, and its
+    unfinished items are cancelled, or failed with ``item_error`` (by
+    default the job's ``error``).
+
+    One conditional UPDATE per target status; the counters of the rows that
+    moved come back from that statement (``UPDATE … RETURNING``), never from
+    a copy in memory. In the same transaction: the terminal columns, the
+    actual cost, ``events.job_ended`` and each job's event. Returns the jobs
+    that moved; a job another writer ended first is not among them."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    now = clock.now()
+    terminal = {
+        "finished_at": now,
+        "started_at": Coalesce(F("started_at"), now),
+        "next_check_at": None,
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "cold_start": False,
+    }
+    with transaction.atomic():
+        if status is None:
+            ended = _end_by_rule(ids, terminal)
+        else:
+            reason = {**(fields or {}), "error": error, "error_retryable": retryable}
+            ended = _end_for_reason(
+                ids, status, reason, error if item_error is None else item_error, terminal
+            )
+        events: list[JobEvent] = []
+        for new in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+            moved = [job for job in ended if job.status == new]
+            if not moved:
+                continue
+            # Receivers only write rows and enqueue on commit (no call out here).
+            events_module.job_ended.send(sender=Job, job_ids=[j.pk for j in moved], status=new)
+            kind = JobEvent.Kind.EVENT if new != JobStatus.FAILED else JobEvent.Kind.ERROR
+            events += [
+                JobEvent(
+                    job_id=job.pk,
+                    kind=kind,
+                    message=message or f"{new.capitalize()}: {summary(job)}{label}.",
+                )
+                for job in moved
+            ]
+        JobEvent.objects.bulk_create(events)
+    return ended
+
+
+def _end_by_rule(ids: list[int], terminal: dict[str, Any]) -> list[Ended]:
+    done = Job.objects.filter(pk__in=ids, progress_done__gte=F("progress_total"))
+    first = Coalesce(
+        Subquery(
+            Item.objects.filter(job_id=OuterRef("pk"), status=ItemStatus.FAILED)
+            .exclude(error="")
+            .order_by("index")
+            .values("error")[:1]
+        ),
+        Value("no prompt completed"),
+    )
+    error = Case(
+        When(items_failed=0, then=Value("")),
+        When(items_failed=1, progress_total=1, then=first),
+        default=Concat(
+            Cast("items_failed", CharField()),
+            Value(" of "),
+            Cast("progress_total", CharField()),
+            Value(" prompts failed; first error: "),
+            first,
+            output_field=CharField(),
+        ),
+        output_field=CharField(),
+    )
+    values = {
+        **terminal,
+        "error": error,
+        "error_retryable": Q(items_failed__gt=0),
+        # The counters are final once every item ended, so the cost is too.
+        "cost_actual": cost.actual_cost_expression(),
+    }
+    ended: list[Ended] = []
+    for new, which in job_end_where().items():
+        rows = update_returning(
+            done.filter(which, status__in=sources_for(new)),
+            {**values, "status": new},
+            _ENDED_COLUMNS,
+        )
+        ended += [Ended(pk=row.pop("id"), **row) for row in rows]
+    return ended
+
+
+def _end_for_reason(
+    ids: list[int],
+    new: str,
+    reason: dict[str, Any],
+    item_error: str,
+    terminal: dict[str, Any],
+) -> list[Ended]:
+    if new not in JOB_TERMINAL:
+        raise TransitionError(f"A job cannot end as {new}.")
+    moved = update_returning(
+        Job.objects.filter(pk__in=ids, status__in=sources_for(new)),
+        {**terminal, **reason, "status": new},
+        ["id"],
+    )
+    item_status = ItemStatus.CANCELLED if new == JobStatus.CANCELLED else ItemStatus.FAILED
+    ended: list[Ended] = []
+    for row in moved:
+        tally = items_end_active(row["id"], item_status, item_error)
+        # Nothing runs any more: calls in flight are counted, not written.
+        # The token sums are final, so the cost is too.
+        (counters,) = update_returning(
+            Job.objects.filter(pk=row["id"]),
+            {
+                **tally.job_updates(),
+                "items_running": 0,
+                "cost_actual": cost.actual_cost_expression(),
+            },
+            _ENDED_COLUMNS,
+        )
+        ended.append(Ended(pk=counters.pop("id"), **counters))
+    return ended
+
+
 def job_fail(job_id: int, error: str, *, retryable: bool = False) -> bool:
     """Fail the job for a reason of its own (deadline, credential, a provider
     that refuses every call); its unfinished items fail with the same error."""
-    return job_transition(
-        job_id,
-        JobStatus.FAILED,
-        error=error,
-        error_retryable=retryable,
-        item_error=error,
-        message=f"Failed: {error}",
-        event_kind=JobEvent.Kind.ERROR,
+    return bool(
+        jobs_end(
+            [job_id],
+            status=JobStatus.FAILED,
+            error=error,
+            retryable=retryable,
+            message=f"Failed: {error}",
+        )
     )
 
 
 def job_finish(job_id: int, *, label: str = "") -> str | None:
-    """End a job whose items have all ended, by the rule: completed when at
-    least one item completed, failed when none did. Returns the new status,
-    or None when the job was not active any more (or still has items to do)."""
-    job = Job.objects.filter(pk=job_id, status__in=list(JOB_ACTIVE)).first()
-    if job is None or job.progress_done < job.progress_total:
-        return None
-    new = JobStatus.COMPLETED if job.items_completed else JobStatus.FAILED
-    # A completed job with failed rows says so, with the first reason.
-    error = _first_error(job) if job.items_failed else ""
-    fields: dict[str, Any] = {"error": error, "error_retryable": bool(job.items_failed)}
-    if not job_transition(job_id, new, **fields):
-        return None
-    job.status = new
-    kind = JobEvent.Kind.EVENT if new == JobStatus.COMPLETED else JobEvent.Kind.ERROR
-    event_add(job_id, f"{new.capitalize()}: {summary(job)}{label}.", kind=kind)
-    return new
+    """End a job whose items have all ended, by the rule (see ``jobs_end``).
+    Returns the new status, or None when the job was not active any more (or
+    still has items to do)."""
+    ended = jobs_end([job_id], label=label)
+    return ended[0].status if ended else None
 
 
-def summary(job: Job) -> str:
+def summary(job: Job | Ended) -> str:
     """In words: "10 of 12 prompt(s) completed, 2 failed, 1 invalid"."""
     parts = [f"{job.items_completed} of {job.progress_total} prompt(s) completed"]
     if job.items_failed:
@@ -126,19 +289,6 @@ def summary(job: Job) -> str:
     if job.items_invalid:
         parts.append(f"{job.items_invalid} invalid")
     return ", ".join(parts)
-
-
-def _first_error(job: Job) -> str:
-    first = (
-        Item.objects.filter(job_id=job.pk, status=ItemStatus.FAILED)
-        .exclude(error="")
-        .order_by("index")
-        .values_list("error", flat=True)
-        .first()
-    ) or "no prompt completed"
-    if job.items_failed == job.progress_total == 1:
-        return first
-    return f"{job.items_failed} of {job.progress_total} prompts failed; first error: {first}"
 
 
 def job_create(
@@ -208,7 +358,7 @@ def job_cancel(job: Job, *, user: Any = None) -> bool:
     note = (
         " Remote jobs are no longer polled; the provider may still finish them." if remote else ""
     )
-    return job_transition(job.pk, JobStatus.CANCELLED, message=f"Cancelled{who}.{note}")
+    return bool(jobs_end([job.pk], status=JobStatus.CANCELLED, message=f"Cancelled{who}.{note}"))
 
 
 #: What a retry redoes.

@@ -220,3 +220,32 @@ def test_a_stop_in_progress_blocks_deleting_the_credential(
     assert "still has 1 live model instance" in bytez.delete_blocker()
     assert ModelInstance.objects.filter(status=I.STOPPING).count() == 1
     assert timedelta(0) <= fresh(instance).next_check_at - clock.wall()
+
+
+def test_a_failed_stop_goes_back_through_the_rules_and_is_no_news(
+    team: Any, alice: User, bytez: Credential, sim: BytezSimulator, clock: Clock, nudges: list
+) -> None:
+    """The way back from a failed stop is a move of the status rules
+    (``instance_sources_for(..., stop_revert=True)``), keeps the instance's
+    running time and announces nothing: it never stopped running."""
+    from dashboard.core import events
+
+    instance = make_running(team, bytez, alice, clock)
+    since = fresh(instance).running_since
+    seen: list[str] = []
+
+    def record(sender: Any, *, instance_id: int, status: str, **kwargs: Any) -> None:
+        seen.append(status)
+
+    events.instance_changed.connect(record, dispatch_uid="test_stop_revert")
+    try:
+        services.instance_stop_begin(instance, alice)
+        sim.add_fault(status=503, path="/model/delete")
+        assert tasks.instance_stop(instance.pk) == "running"
+    finally:
+        events.instance_changed.disconnect(dispatch_uid="test_stop_revert")
+    assert seen == [I.STOPPING]
+    assert fresh(instance).running_since == since
+    assert s.instance_sources_for(I.RUNNING, stop_revert=True) == [I.STOPPING]
+    with pytest.raises(s.TransitionError):
+        s.instance_sources_for(I.STOPPED, stop_revert=True)

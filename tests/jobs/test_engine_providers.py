@@ -490,7 +490,7 @@ def test_a_round_cut_short_leaves_its_remote_jobs_to_poll_again(
     def killed(*args: Any) -> None:
         raise SystemExit("worker killed mid-round")
 
-    monkeypatch.setattr(poller._Round, "_transitions", killed)
+    monkeypatch.setattr(poller, "jobs_end", killed)
     provider = connect.build_provider(credential)
     with pytest.raises(SystemExit):
         poller.poll_round(provider, poller.due_units(credential.pk, timezone.now()))
