@@ -87,9 +87,8 @@ class TeamScoped(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         if not super().has_add_permission(request, *args):
             return False
-        return access.operable(
-            Team.objects.all(), request.user, self.change_role, team_path="pk"
-        ).exists()
+        user = request.user
+        return user.is_superuser or access.teams_of(user, self.change_role).exists()
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         allowed = super().has_change_permission(request, obj)

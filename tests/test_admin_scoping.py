@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
@@ -20,14 +21,19 @@ from dashboard.core import clock
 from dashboard.models import (
     ApiToken,
     AuditEvent,
+    Comparison,
     Credential,
+    Dataset,
+    JobEvent,
     Membership,
     ModelCatalogEntry,
     ModelInstance,
+    Rating,
     Role,
+    RowNote,
     Team,
 )
-from tests.conftest import make_credential, make_user
+from tests.conftest import make_credential, make_job, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -115,6 +121,41 @@ def test_staff_cannot_list_open_change_or_delete_another_teams_credential(
     mine = client.post(url("credential_change", ours.pk), credential_form(ours, max_concurrency=7))
     assert mine.status_code == 302
     assert Credential.objects.get(pk=ours.pk).max_concurrency == 7
+
+
+def test_no_admin_list_or_page_shows_another_teams_rows(
+    client: Client, sam: Any, team: Team, alice: Any, theirs: Credential
+) -> None:
+    """A row of Alpha's in every model the admin registers: none is listed
+    for Sam, and each one's page is missing."""
+    job = make_job(theirs, ["a prompt"], user=alice)
+    comparison = Comparison.objects.create(team=team, name="Alpha's comparison")
+    rows = [
+        team,
+        theirs,
+        job,
+        job.items.get(),
+        JobEvent.objects.create(job=job, kind=JobEvent.Kind.NOTE, message="m", author=alice),
+        live_instance(theirs),
+        ModelCatalogEntry.objects.create(credential=theirs, name="m"),
+        Dataset.objects.create(team=team, name="Alpha's data"),
+        comparison,
+        Rating.objects.create(job=job, index=0, user=alice, score=1),
+        RowNote.objects.create(comparison=comparison, index=0, text="x", author=alice),
+        Membership.objects.get(team=team, user=alice),
+        AuditEvent.objects.create(team=team, action="credential.created"),
+        ApiToken.issue(alice)[0],
+    ]
+    registered = {m for m in admin.site._registry if m._meta.app_label == "dashboard"}
+    assert registered <= {type(row) for row in rows}, "a model without a row here"
+    client.force_login(sam)
+    for row in rows:
+        meta = row._meta
+        listing = client.get(url(f"{meta.model_name}_changelist"))
+        assert listing.status_code == 200, meta.model_name
+        change = url(f"{meta.model_name}_change", row.pk)
+        assert f'href="{change}' not in listing.content.decode(), meta.model_name
+        assert client.get(change).status_code == 302, meta.model_name
 
 
 def test_a_viewer_sees_a_teams_credential_and_cannot_change_it(
