@@ -64,6 +64,8 @@ def test_the_last_admin_cannot_be_deleted_in_the_admin(client: Any, team: Any, r
 def test_admin_job_actions_are_audited_and_scoped(client: Any, team: Any, other_team: Any) -> None:
     staff = make_user("sam", is_staff=True, is_superuser=False)
     Membership.objects.create(team=team, user=staff, role=Role.MEMBER)
+    # A viewer sees the other team's job (another team's would not even be listed).
+    Membership.objects.create(team=other_team, user=staff, role=Role.VIEWER)
     staff.user_permissions.add(*_permissions("change_job", "view_job"))
     ours, theirs = make_job(make_credential(team)), make_job(make_credential(other_team))
     client.force_login(staff)

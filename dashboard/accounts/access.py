@@ -14,16 +14,26 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
-from dashboard.models import Membership, Role
+from dashboard.models import ROLE_RANK, Membership, Role, Team
 
 SESSION_KEY = "team_id"
 
 M = TypeVar("M", bound=Model)
 
 
-def team_ids(user: Any) -> QuerySet[Membership]:
-    """The ids of the user's teams, as a subquery."""
-    return Membership.objects.filter(user=user).values("team_id")
+def roles_from(role: str) -> list[str]:
+    """``role`` and every role above it."""
+    return [r for r, rank in ROLE_RANK.items() if rank >= ROLE_RANK[Role(role)]]
+
+
+def team_ids(user: Any, role: str = Role.VIEWER) -> QuerySet[Membership]:
+    """The ids of the teams where the user holds at least ``role``, as a subquery."""
+    return Membership.objects.filter(user=user, role__in=roles_from(role)).values("team_id")
+
+
+def teams_of(user: Any, role: str = Role.VIEWER) -> QuerySet[Team]:
+    """The teams where the user holds at least ``role``."""
+    return Team.objects.filter(pk__in=team_ids(user, role))
 
 
 def visible(queryset: QuerySet[M], user: Any) -> QuerySet[M]:
@@ -59,13 +69,42 @@ def object_for(
     return obj, require_role(membership, role)
 
 
-def operator_allows(user: Any, obj: Any, role: str) -> bool:
-    """For the admin site: superusers operate every team; other staff only
-    the teams where they hold ``role``."""
+# --- the admin site: staff operate their own teams, superusers every team ----------------
+#
+# ``team_path`` is the lookup from a row to its team: "team" for most,
+# "job__team" for a job's rows, "pk" for the teams themselves.
+
+
+def operable(
+    queryset: QuerySet[M], user: Any, role: str = Role.VIEWER, *, team_path: str = "team"
+) -> QuerySet[M]:
+    """The rows of ``queryset`` this admin user operates with at least
+    ``role``: every row for superusers; for other staff, the rows of teams
+    where they hold ``role`` (a row of no team: none)."""
+    if getattr(user, "is_superuser", False):
+        return queryset
+    if not getattr(user, "is_authenticated", False):
+        return queryset.none()
+    return queryset.filter(**{f"{team_path}__in": team_ids(user, role)})
+
+
+def operator_allows(user: Any, obj: Any, role: str, *, team_path: str = "team") -> bool:
+    """For one row (saved or not): superusers operate every team; other staff
+    only the teams where they hold ``role``."""
     if getattr(user, "is_superuser", False):
         return True
-    membership = membership_in(user, obj.team_id)
+    team_id = _team_id(obj, team_path)
+    membership = membership_in(user, team_id) if team_id is not None else None
     return membership is not None and membership.allows(role)
+
+
+def _team_id(obj: Any, team_path: str) -> int | None:
+    *hops, last = team_path.split("__")
+    for hop in hops:
+        obj = getattr(obj, hop, None)
+        if obj is None:
+            return None
+    return obj.pk if last == "pk" else getattr(obj, f"{last}_id", None)
 
 
 # --- the team a page acts for ---------------------------------------------------------

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django import forms
+from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from dashboard.core import clock, netguard
@@ -245,6 +246,24 @@ def credential_update(
     extra = {"via": via} if via != "web" else {}
     audit(actor, credential.team, "credential.updated", credential, fields=changed, **extra)
     return changed
+
+
+class CredentialInUse(Exception):
+    """The credential may not be deleted now; the message says why and what to do."""
+
+
+def credential_delete(credential: Credential, *, user: Any, via: str = "web") -> None:
+    """Delete the credential, audited (its jobs stay in the history, under
+    the name they copied). Refused with CredentialInUse while it has live
+    model instances: they would go on running, and billing, with nothing
+    left here to shut them down."""
+    with transaction.atomic():
+        blocker = credential.delete_blocker()
+        if blocker:
+            raise CredentialInUse(blocker)
+        extra = {"via": via} if via != "web" else {}
+        audit(user, credential.team, "credential.deleted", credential, **extra)
+        credential.delete()
 
 
 # --- test connection ----------------------------------------------------------------------

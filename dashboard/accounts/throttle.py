@@ -24,6 +24,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
@@ -216,3 +217,9 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             raise
         attempt_end(attempt, success=True)
         return data
+
+
+class ThrottledAdminAuthenticationForm(ThrottledAuthenticationForm, AdminAuthenticationForm):
+    """The admin site's login: staff accounts only, throttled as /login/ is,
+    on the same keys, so failures at one count at the other. A right password
+    of an account that is not staff is a failed admin login."""

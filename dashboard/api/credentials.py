@@ -11,10 +11,11 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Status
 
 from dashboard.accounts import access
-from dashboard.accounts.audit import audit
 from dashboard.accounts.credentials import (
     BilledCheckNotConfirmed,
     CredentialForm,
+    CredentialInUse,
+    credential_delete,
     credential_test,
 )
 from dashboard.models import Credential, Role
@@ -119,12 +120,10 @@ def get_credential(request: HttpRequest, credential: ViewedCredential) -> Any:
 def delete_credential(request: HttpRequest, credential: AdminCredential) -> Any:
     """Delete a credential (team admins); its jobs stay in the history. 409 while
     it has live model instances."""
-    blocker = credential.delete_blocker()
-    if blocker:
-        raise ApiError(409, blocker)
-    with transaction.atomic():
-        audit(request.auth, credential.team, "credential.deleted", credential, via="api")
-        credential.delete()
+    try:
+        credential_delete(credential, user=request.auth, via="api")
+    except CredentialInUse as exc:
+        raise ApiError(409, str(exc)) from None
     return no_content()
 
 

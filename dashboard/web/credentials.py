@@ -14,14 +14,15 @@ from django.views.decorators.http import require_POST
 
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
-from dashboard.accounts.audit import audit
 from dashboard.accounts.credentials import (
     CredentialEditForm,
     CredentialForm,
+    CredentialInUse,
     credential_check_is_billed,
     credential_check_model,
     credential_test,
 )
+from dashboard.accounts.credentials import credential_delete as credential_delete_service
 from dashboard.core.connect import credential_redact
 from dashboard.models import Credential, Role
 from dashboard.status import JOB_ACTIVE
@@ -121,12 +122,11 @@ def credential_delete(request: HttpRequest, pk: int) -> HttpResponse:
     credential, _ = access.object_for(
         request.user, Credential.objects.all(), role=Role.ADMIN, pk=pk
     )
-    blocker = credential.delete_blocker()
-    if blocker:
-        messages.error(request, blocker)
-        return redirect("credential_list")
     name = credential.name
-    audit(request.user, credential.team, "credential.deleted", credential)
-    credential.delete()
+    try:
+        credential_delete_service(credential, user=request.user)
+    except CredentialInUse as exc:
+        messages.error(request, str(exc))
+        return redirect("credential_list")
     messages.success(request, f"Credential “{name}” deleted. Its jobs stay in the history.")
     return redirect("credential_list")
