@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.urls import reverse
 
-from dashboard.core import structured
+from dashboard.core import crypto, structured
+from dashboard.core.connect import build_provider
 from dashboard.jobs import worker
-from dashboard.models import Job
+from dashboard.models import Credential, Job
 from tests.api.conftest import api_for, assert_error
 from tests.conftest import make_credential, make_job
 
@@ -196,3 +199,103 @@ def test_pattern_properties_are_refused_at_submit(client: Any, alice: Any, team:
         "the output could not be checked: output_schema may not use patternProperties; "
         "name the properties, or use pattern."
     ]
+
+
+# --- a ciphertext given as a secret is a secret like any other -----------------------------
+
+
+def raw_secret(credential: Credential) -> str:
+    """The secret column as the database holds it (no field conversion)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM dashboard_credential WHERE id = %s", [credential.pk])
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db
+def test_a_ciphertext_posted_as_a_secret_is_encrypted_not_decrypted(
+    client: Any, alice: Any, team: Any
+) -> None:
+    victim = make_credential(team, secret="victims-key-5678")
+    stolen = raw_secret(victim)
+    assert stolen.startswith("fernet:")
+    response = api_for(client, alice).post(
+        "credentials",
+        {
+            "provider": "together",
+            "name": "mine",
+            "secret": stolen,
+            "base_url": "http://127.0.0.1:9",
+        },
+    )
+    assert response.status_code == 201, response.content
+    mine = Credential.objects.get(pk=response.json()["id"])
+    assert raw_secret(mine) != stolen
+    provider = build_provider(mine)
+    assert provider._secret == stolen  # the literal string, as given
+    assert provider.client.headers["Authorization"] == f"Bearer {stolen}"
+    assert "victims-key-5678" not in provider.client.headers["Authorization"]
+
+
+@pytest.mark.django_db
+def test_a_ciphertext_given_as_a_new_secret_on_the_page_is_encrypted(
+    client: Any, alice: Any, team: Any
+) -> None:
+    stolen = raw_secret(make_credential(team, secret="victims-key-5678"))
+    mine = make_credential(team, name="Mine", base_url="http://127.0.0.1:9")
+    client.force_login(alice)
+    response = client.post(
+        reverse("credential_edit", args=[mine.pk]),
+        {"name": "Mine", "base_url": mine.base_url, "max_concurrency": "4", "new_secret": stolen},
+    )
+    assert response.status_code == 302
+    mine.refresh_from_db()
+    assert mine.reveal_secret() == stolen and build_provider(mine)._secret == stolen
+
+
+@pytest.mark.django_db
+def test_stored_ciphertext_is_kept_as_it_is(team: Any) -> None:
+    """What the database holds and what rotate() makes are not encrypted again."""
+    credential = make_credential(team, secret="key-1")
+    stored = raw_secret(credential)
+    loaded = Credential.objects.get(pk=credential.pk)
+    loaded.name = "renamed"
+    loaded.save()
+    assert raw_secret(credential) == stored
+    Credential.objects.filter(pk=credential.pk).update(secret=crypto.rotate(loaded.secret))
+    assert Credential.objects.get(pk=credential.pk).reveal_secret() == "key-1"
+
+
+# --- a credential's secret goes only to the host it was given for ---------------------------
+
+
+@pytest.mark.django_db
+def test_a_new_host_needs_the_secret_again(client: Any, alice: Any, team: Any) -> None:
+    credential = make_credential(
+        team, name="Main", base_url="https://api.together.xyz", secret="key-for-together"
+    )
+    client.force_login(alice)
+    url = reverse("credential_edit", args=[credential.pk])
+    base = {"name": "Main", "max_concurrency": "4"}
+    for moved in (
+        "https://collector.example/v1",
+        "https://api.together.xyz:8443",
+        "http://api.together.xyz",
+    ):
+        response = client.post(url, {**base, "base_url": moved, "new_secret": ""})
+        assert response.status_code == 200, moved
+        form = response.context["form"]
+        assert "another host" in " ".join(form.errors["new_secret"]), form.errors
+        assert "key-for-together" not in response.content.decode()
+        credential.refresh_from_db()
+        assert credential.base_url == "https://api.together.xyz"
+        assert credential.reveal_secret() == "key-for-together"
+    # The same host (any path), or a new host with its own secret, is saved.
+    response = client.post(url, {**base, "base_url": "https://API.together.xyz:443/v2"})
+    assert response.status_code == 302
+    response = client.post(
+        url, {**base, "base_url": "https://collector.example/v1", "new_secret": "key-for-it"}
+    )
+    assert response.status_code == 302
+    credential.refresh_from_db()
+    assert credential.base_url == "https://collector.example/v1"
+    assert credential.reveal_secret() == "key-for-it"
