@@ -140,6 +140,8 @@ def _schema_problem(schema: dict[str, Any]) -> str:
         where = "/".join(str(p) for p in exc.path)
         at = f" (at {where})" if where else ""
         return f"output_schema is not a valid JSON Schema{at}: {exc.message}"
+    except (ArithmeticError, ValueError, TypeError) as exc:  # re.compile of a "pattern"
+        return f"output_schema is not a valid JSON Schema: {exc}"
     for keyword, value in _keywords(schema):
         if keyword in REFERENCE_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
             return (

@@ -187,6 +187,20 @@ def test_a_slow_pattern_marks_the_item_invalid(team: Any, sims: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_a_pattern_that_cannot_compile_is_a_400(client: Any, alice: Any, team: Any) -> None:
+    api = api_for(client, alice)
+    credential = make_credential(team, "openai")
+    body = {"credential": credential.pk, "model": "m", "prompts": ["a"]}
+    for pattern, words in (("a{99999999999}", "too large"), ("(", "is not a 'regex'")):
+        schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}}}
+        error = assert_error(
+            api.post("jobs", {**body, "output_schema": schema}), 400, "output_schema"
+        )
+        assert words in error["fields"]["output_schema"][0]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
 def test_pattern_properties_are_refused_at_submit(client: Any, alice: Any, team: Any) -> None:
     api = api_for(client, alice)
     credential = make_credential(team, "openai")
