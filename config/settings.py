@@ -150,6 +150,10 @@ TASK_BUDGET = envint("DASHBOARD_TASK_BUDGET", 50)
 DASHBOARD_LEASE_SECONDS = envint("DASHBOARD_LEASE_SECONDS", 60)
 #: Seconds to wait for a provider's answer (a Bytez cold run can be slow).
 DASHBOARD_HTTP_TIMEOUT = float(envint("DASHBOARD_HTTP_TIMEOUT", 30))
+#: The largest answer read from a provider, in MB; a larger one fails the call.
+DASHBOARD_MAX_RESPONSE_MB = envint("DASHBOARD_MAX_RESPONSE_MB", 32)
+if DASHBOARD_MAX_RESPONSE_MB < 1:
+    raise ImproperlyConfigured("DASHBOARD_MAX_RESPONSE_MB must be at least 1.")
 Q_CLUSTER: dict[str, object] = {
     "name": "dashboard",
     "workers": envint("DASHBOARD_WORKERS", 4),

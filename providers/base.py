@@ -27,7 +27,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -82,6 +82,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 #: Connections of one thread's client: it makes one call at a time (a second
 #: one only while a streamed answer is open), and keeps one alive between calls.
 THREAD_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=1)
+#: The largest answer read from a provider (decoded, so a compressed body counts
+#: at its full size), unless the adapter is given another limit.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 #: What a billed connection check asks, with a one-token limit where the provider has one.
@@ -178,11 +181,14 @@ class Provider:
         transport_factory: Callable[[], httpx.BaseTransport] | None = None,
         timeout: httpx.Timeout | float | None = None,
         clock: Callable[[], float] | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         """``transport`` is shared by every thread's client (tests pass an
         ``httpx.MockTransport``); ``transport_factory`` makes one per client,
         so each thread has a connection pool of its own (the dashboard's
-        guarded transport). With neither, httpx's own transport."""
+        guarded transport). With neither, httpx's own transport.
+        ``max_response_bytes`` caps every answer read (a larger one fails
+        the call); DEFAULT_MAX_RESPONSE_BYTES without it."""
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = dict(options or {})
         self._secret = secret
@@ -192,6 +198,7 @@ class Provider:
         self._transport = transport
         self._transport_factory = transport_factory
         self._timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+        self.max_response_bytes = max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES
         self._clients: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
         self._local = threading.local()
@@ -355,13 +362,48 @@ class Provider:
     # -- helpers for adapters -----------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send one request; transport failures and error statuses become ProviderError."""
+        """Send one request; transport failures, error statuses and an answer
+        larger than ``max_response_bytes`` become ProviderError."""
         try:
-            response = self.client.request(method, path, **kwargs)
+            with self.client.stream(method, path, **kwargs) as response:
+                self.read(response)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, method, path) from None
         self.raise_for_status(response)
         return response
+
+    def read(self, response: httpx.Response) -> bytes:
+        """The whole body of a streamed ``response``, read only up to
+        ``max_response_bytes``: a larger answer is a ProviderError, and what
+        came of it is dropped. Afterwards the response reads as usual
+        (``.json()``, ``.text``)."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise self.too_large()
+            chunks.append(chunk)
+        # Where httpx's own Response.read() keeps the body it read.
+        response._content = b"".join(chunks)
+        return response._content
+
+    def capped(self, pieces: Iterable[str]) -> Iterator[str]:
+        """Streamed text (``response.iter_text()``, ``iter_lines()``), refused
+        once it passes ``max_response_bytes`` (counted in characters)."""
+        size = 0
+        for piece in pieces:
+            size += len(piece)
+            if size > self.max_response_bytes:
+                raise self.too_large()
+            yield piece
+
+    def too_large(self) -> ProviderError:
+        limit = self.max_response_bytes / (1024 * 1024)
+        return ProviderError(
+            f"{self.label} sent an answer larger than {limit:g} MB; it was not read.",
+            kind=ErrorKind.PROTOCOL,
+        )
 
     def transport_error(self, exc: httpx.HTTPError, method: str, path: str) -> ProviderError:
         """A transport failure as a ProviderError: a connect failure surely sent

@@ -329,19 +329,19 @@ class BytezProvider(Provider):
         try:
             with self.client.stream("POST", "/model/run", json=body) as response:
                 if response.status_code >= 400:
-                    response.read()
+                    self.read(response)
                     with self._run_errors(model):
                         self.raise_for_status(response)
                 if response.headers.get("content-type", "").startswith("application/json"):
                     # A server that ignores ``stream`` answers the JSON shape instead.
-                    response.read()
+                    self.read(response)
                     output = parse_run_response(self.json(response), model)
                     text = output if isinstance(output, str) else str(output)
                     chunks.append(text)
                     if on_chunk is not None:
                         on_chunk(index, text)
                     return text
-                for text in response.iter_text():
+                for text in self.capped(response.iter_text()):
                     if text:
                         chunks.append(text)
                         if on_chunk is not None:

@@ -399,18 +399,18 @@ class OpenAIProvider(Provider):
                 "POST", path, json=body, headers={"Accept": "text/event-stream"}
             ) as response:
                 if response.status_code >= 400:
-                    response.read()
+                    self.read(response)
                     self.raise_for_status(response)
                 content_type = response.headers.get("content-type", "")
                 if content_type.startswith("application/json"):
                     # A server that ignores ``stream`` answers the whole completion.
-                    response.read()
+                    self.read(response)
                     answer = self.json(response)
                     text = parse_response(answer)
                     if text:
                         emit(text)
                     return text, parse_usage(answer)
-                return read_stream_usage(response.iter_lines(), emit)
+                return read_stream_usage(self.capped(response.iter_lines()), emit)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, "POST", path) from None
 

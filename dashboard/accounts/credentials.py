@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.db import transaction
@@ -62,6 +63,17 @@ def base_url_problem(url: str) -> str:
     except netguard.BlockedHostError as exc:
         return str(exc)
     return ""
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of ``url`` (the port a scheme implies when none is given)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
 
 
 class CredentialForm(forms.ModelForm):
@@ -177,9 +189,29 @@ class CredentialEditForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["max_concurrency"].min_value = 1
         self.fields["max_concurrency"].widget.attrs.update(min=1, max=MAX_CONCURRENCY)
+        self.stored_base_url = self.instance.base_url
 
     def clean_name(self) -> str:
         return clean_credential_name(self.instance.team, self.cleaned_data["name"], self.instance)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        url = data.get("base_url")
+        if (
+            url
+            and origin(url) != origin(self.stored_base_url)
+            and not data.get("new_secret")
+            and "new_secret" not in self.errors
+        ):
+            # The stored secret was given for the old host; a "Test connection"
+            # or a job would hand it to the new one, whoever runs it.
+            self.add_error(
+                "new_secret",
+                f"The base URL moves to another host ({urlsplit(url).netloc}): enter the "
+                "secret for it here. The stored secret is only sent to the host it was "
+                "given for.",
+            )
+        return data
 
     def clean_max_concurrency(self) -> int:
         return clean_max_concurrency(self.cleaned_data["max_concurrency"])

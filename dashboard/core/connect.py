@@ -50,6 +50,7 @@ def build_provider(credential: Credential, *, transport: Any = None) -> Provider
         timeout=httpx.Timeout(
             settings.DASHBOARD_HTTP_TIMEOUT, connect=min(5.0, settings.DASHBOARD_HTTP_TIMEOUT)
         ),
+        max_response_bytes=settings.DASHBOARD_MAX_RESPONSE_MB * 1024 * 1024,
     )
     # A self-hosted gateway (or a simulator) may be polled faster or slower.
     interval = credential.options.get("poll_interval_seconds")

@@ -29,6 +29,18 @@ class SecretDecryptionError(Exception):
     """A stored secret cannot be decrypted with the configured keys."""
 
 
+class Ciphertext(str):
+    """A secret as stored: what :func:`encrypt` made or the database held.
+
+    Only a value of this type is saved as it is. Any other string is what a
+    user typed, and is encrypted, whatever it looks like: a plain string that
+    starts with ``fernet:`` is somebody's ciphertext offered as a key, and
+    storing it as is would have the server decrypt it and send the plaintext
+    to a host of the offerer's choosing."""
+
+    __slots__ = ()
+
+
 @cache
 def multifernet() -> MultiFernet:
     keys = list(settings.DASHBOARD_ENCRYPTION_KEYS) or [_development_key()]
@@ -61,8 +73,8 @@ def _development_key() -> str:
     return path.read_text().strip()
 
 
-def encrypt(plaintext: str) -> str:
-    return PREFIX + multifernet().encrypt(plaintext.encode()).decode()
+def encrypt(plaintext: str) -> Ciphertext:
+    return Ciphertext(PREFIX + multifernet().encrypt(plaintext.encode()).decode())
 
 
 def decrypt(stored: str) -> str:
@@ -81,12 +93,12 @@ def decrypt(stored: str) -> str:
     return plaintext
 
 
-def rotate(stored: str) -> str:
+def rotate(stored: str) -> Ciphertext:
     """Re-encrypt under the first key (MultiFernet.rotate keeps the timestamp)."""
     if not stored.startswith(PREFIX):
         raise SecretDecryptionError("The stored secret is not in the encrypted format.")
     try:
-        return PREFIX + multifernet().rotate(stored[len(PREFIX) :].encode()).decode()
+        return Ciphertext(PREFIX + multifernet().rotate(stored[len(PREFIX) :].encode()).decode())
     except InvalidToken:
         raise SecretDecryptionError(
             "A stored secret cannot be decrypted with any key of DASHBOARD_ENCRYPTION_KEYS."
@@ -94,11 +106,17 @@ def rotate(stored: str) -> str:
 
 
 class EncryptedSecretField(models.TextField):
-    """Stores ``encrypt(value)``; the Python value is the ciphertext string.
+    """Stores ``encrypt(value)``; the Python value is the ciphertext string
+    (a :class:`Ciphertext`, once saved or loaded).
 
-    Decryption is explicit (``decrypt(credential.secret_encrypted)``) so a secret
-    is never decrypted by accident when a row is loaded or rendered.
+    Decryption is explicit (``decrypt(credential.secret)``) so a secret is
+    never decrypted by accident when a row is loaded or rendered. A value
+    assigned in Python is encrypted on save whatever it is; only what came
+    from the database or from :func:`encrypt` is stored as it is.
     """
+
+    def from_db_value(self, value: object, expression: object, connection: object) -> object:
+        return Ciphertext(value) if isinstance(value, str) and value else value
 
     def pre_save(self, model_instance: models.Model, add: bool) -> object:
         # Encrypt on the instance too, so the plaintext does not linger in memory.
@@ -110,6 +128,6 @@ class EncryptedSecretField(models.TextField):
         value = super().get_prep_value(value)
         if value in (None, ""):
             return value
-        if isinstance(value, str) and not value.startswith(PREFIX):
+        if isinstance(value, str) and not isinstance(value, Ciphertext):
             return encrypt(value)
         return value

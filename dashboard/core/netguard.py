@@ -38,10 +38,30 @@ class BlockedHostError(ValueError):
     pass
 
 
+#: NAT64's well-known prefix (RFC 6052): the last 32 bits are an IPv4 address.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to (IPv4-mapped, 6to4, NAT64)."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _is_internal(address: str) -> bool:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None and _is_internal(str(embedded)):
+            return True
+        if ip.ipv4_mapped:
+            return False  # its IPv4 address is all there is to it
     return (
         ip.is_private
         or ip.is_loopback

@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from dashboard.core import structured
 from dashboard.core.formfields import JSONObjectField
 from dashboard.instances.catalog import ModelChoices, model_choices
 from dashboard.models import Credential, Job, Team
@@ -178,13 +179,17 @@ def model_for_new_job(
 
 def check_job_spec(credential: Credential, spec: JobSpec) -> dict[str, list[str]]:
     """Field errors for a job spec on this credential: the per-job prompt limits,
-    then the provider adapter's own validation. Empty when the job can run.
+    an output schema the worker could not run safely, then the provider
+    adapter's own validation. Empty when the job can run.
 
     Shared by every way a job is submitted, so a page and a script are refused
     for the same reasons with the same words."""
     problem = prompt_limits_error(spec.prompts)
     if problem:
         return {"prompts": [problem]}
+    problem = structured.schema_problem(spec.output_schema)
+    if problem:
+        return {"output_schema": [problem]}
     cls = get_provider_class(credential.provider)
     adapter: Provider = cls(secret="-", base_url=credential.base_url, options=credential.options)
     with adapter:

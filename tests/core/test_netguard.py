@@ -99,6 +99,43 @@ def test_literal_internal_addresses_are_refused(settings: Any) -> None:
     assert network.connected == []
 
 
+#: IPv6 addresses that carry an internal IPv4 one: 6to4 (2002::/16, the v4 in
+#: bits 16-48) and NAT64 (64:ff9b::/96, the v4 in the last 32 bits).
+EMBEDDED_INTERNAL = [
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254 (metadata)
+    "2002:a00:1:1234::5",  # 6to4 of 10.0.0.1
+    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "64:ff9b::ac10:1",  # NAT64 of 172.16.0.1
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_INTERNAL)
+def test_ipv6_that_embeds_an_internal_ipv4_is_refused(settings: Any, address: str) -> None:
+    settings.DASHBOARD_ALLOWED_PRIVATE_HOSTS = []
+    network = RecordingNetwork()
+    dns = Rebinding([address])
+    client = httpx.Client(transport=netguard.guarded_transport(resolver=dns, backend=network))
+    for url in (f"http://[{address}]/", "http://tunnel.example/"):
+        with pytest.raises(httpx.ConnectError, match="refused"):
+            client.get(url)
+    assert network.connected == []
+    with pytest.raises(netguard.BlockedHostError):
+        netguard.check_url(f"https://[{address}]/v1")
+    with pytest.raises(netguard.BlockedHostError):
+        netguard.check_url("https://tunnel.example/v1", resolver=dns)
+
+
+def test_6to4_of_a_public_ipv4_is_not_refused(settings: Any) -> None:
+    settings.DASHBOARD_ALLOWED_PRIVATE_HOSTS = []
+    netguard.check_url("https://[2002:5db8:d822::1]/v1")  # 6to4 of 93.184.216.34
+    network = RecordingNetwork()
+    client = httpx.Client(transport=netguard.guarded_transport(backend=network))
+    assert client.get("http://[2002:5db8:d822::1]/").status_code == 200
+
+
 def test_a_name_that_does_not_resolve_is_refused_readably(settings: Any) -> None:
     def nxdomain(host: str) -> Sequence[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

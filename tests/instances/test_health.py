@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dashboard import tasks
+from dashboard.core.crypto import Ciphertext
 from dashboard.instances import services
 from dashboard.instances.gate import bytez_job_gate
 from dashboard.instances.poller import instances_reconcile
@@ -74,6 +75,6 @@ def test_a_secret_that_cannot_be_decrypted_reports_health(
     team: Any, alice: Any, bytez: Credential, sim: BytezSimulator, nudges: list
 ) -> None:
     instance_request(team, bytez, GPT2, alice)
-    Credential.objects.filter(pk=bytez.pk).update(secret="fernet:garbage")
+    Credential.objects.filter(pk=bytez.pk).update(secret=Ciphertext("fernet:garbage"))
     poll(bytez, 1)
     assert health(bytez) == "auth_failed" and "decrypt" in bytez.health_detail

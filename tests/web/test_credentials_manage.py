@@ -60,7 +60,8 @@ def test_an_admin_edits_name_limits_and_base_url(
         url,
         {
             "name": "Main EU",
-            "base_url": "https://eu.together.example/",
+            # The same host: the stored secret goes on (another host needs it again).
+            "base_url": "https://api.together.xyz/eu/",
             "max_concurrency": "12",
             "requests_per_minute": "600",
             "new_secret": "",
@@ -68,7 +69,7 @@ def test_an_admin_edits_name_limits_and_base_url(
     )
     assert response.status_code == 302 and "saved" in flash(response)
     credential.refresh_from_db()
-    assert (credential.name, credential.base_url) == ("Main EU", "https://eu.together.example/")
+    assert (credential.name, credential.base_url) == ("Main EU", "https://api.together.xyz/eu/")
     assert (credential.max_concurrency, credential.requests_per_minute) == (12, 600)
     assert credential.reveal_secret() == SECRET
     event = AuditEvent.objects.get(action="credential.updated")
@@ -131,7 +132,7 @@ def test_an_empty_base_url_means_the_providers_public_endpoint(
     credential = make_credential(team, name="Main", base_url="https://gateway.example")
     alice_client.post(
         reverse("credential_edit", args=[credential.pk]),
-        {"name": "Main", "base_url": "", "max_concurrency": "4"},
+        {"name": "Main", "base_url": "", "max_concurrency": "4", "new_secret": "key-for-it"},
     )
     credential.refresh_from_db()
     assert credential.base_url == "https://api.together.xyz"
