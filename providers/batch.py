@@ -1,0 +1,175 @@
+"""The providers' native batch APIs, behind one small interface.
+
+OpenAI (``openai-batch.md``: a JSONL file uploaded to ``/v1/files``, then
+``POST /v1/batches``) and Anthropic (``anthropic-batches.md``: the requests
+inline in ``POST /v1/messages/batches``) run many requests at about half the
+price within 24 hours. The dashboard sends a job's items as one or more remote
+batches ("chunks"); this module is the plain-Python half of that: turning
+requests into the provider's lines, the batch object into a ``BatchState``,
+and the result file into ``BatchResult`` rows, streamed line by line (a result
+file can be hundreds of MB: never read whole). It knows nothing of the
+database.
+
+An adapter that has a batch API sets ``batch = True`` and implements the
+``batch_*`` methods of :class:`BatchAPI`. The calls, in order:
+
+1. ``batch_line(custom_id, prompt, spec)`` for every request of a chunk
+   (bytes of one JSON line; the chunk is cut by ``batch_limits()``).
+2. ``batch_upload(lines)``: OpenAI uploads the file and returns its id (the
+   dashboard records it, so the same chunk is never uploaded twice); an API
+   without files returns None.
+3. ``batch_create(lines, input_file_id, metadata)``: the non-idempotent
+   create. ``metadata`` (``dashboard_job``, ``dashboard_chunk``) goes with the
+   batch where the API keeps it (OpenAI), so that
+4. ``batch_find(metadata)`` can find a batch created by a worker that died
+   before it recorded the id; None when no such batch exists;
+   ``BatchLookupUnsupported`` where the API cannot tell (Anthropic).
+5. ``batch_get(remote_id)``, ``batch_cancel(remote_id)``: the batch object.
+6. ``batch_results(state)``: every result line of an ended batch, output and
+   error files alike, matched by ``custom_id`` by the caller, never by order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .data import ItemResult, JobSpec
+
+
+class BatchPhase(StrEnum):
+    """The provider's batch status words, normalized."""
+
+    VALIDATING = "validating"  # checked before it runs (OpenAI)
+    RUNNING = "running"  # in_progress, finalizing, cancelling / canceling
+    ENDED = "ended"  # completed, expired, cancelled (Anthropic: ended): results to read
+    FAILED = "failed"  # refused at validation (OpenAI): nothing ran, no results
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """The most one remote batch may hold."""
+
+    max_requests: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """A remote batch as the provider reports it."""
+
+    remote_id: str
+    phase: BatchPhase
+    #: The provider's own word: validating, in_progress, finalizing, ended, …
+    provider_status: str
+    #: Requests done so far, where the provider reports them as it goes
+    #: (OpenAI's ``request_counts``); Anthropic's move only at the end.
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    #: Anthropic: every request counts as processing until the batch ends.
+    processing: int | None = None
+    #: True where the counts move while the batch runs (OpenAI).
+    counts_live: bool = False
+    input_file_id: str = ""
+    output_file_id: str = ""
+    error_file_id: str = ""
+    #: Anthropic: where the results are, once ended.
+    results_url: str = ""
+    #: Why a batch failed validation (OpenAI ``errors.data``), in words.
+    errors: Sequence[str] = ()
+    #: The terminal word when ended (completed, expired, cancelled, ended).
+    ended_as: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class ResultKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One line of a batch's results."""
+
+    custom_id: str
+    kind: ResultKind
+    #: For a succeeded line: the output and its usage tokens.
+    result: ItemResult | None = None
+    #: For the others: the provider's code (``batch_expired``, ``invalid_request_error``,
+    #: a status code) and message, already redacted.
+    code: str = ""
+    message: str = ""
+
+
+class BatchLookupUnsupported(Exception):
+    """The API cannot find a batch by what the dashboard sent with it: a create
+    that may or may not have happened stays unknown."""
+
+
+class BatchAPI:
+    """The methods an adapter with a batch API implements (mixed into its
+    ``Provider`` subclass)."""
+
+    #: True on adapters that implement the methods below.
+    batch: bool = True
+
+    def batch_limits(self) -> BatchLimits:
+        raise NotImplementedError
+
+    def batch_line(self, custom_id: str, prompt: str, spec: JobSpec) -> bytes:
+        """One request, as the JSON line (no newline) the provider takes."""
+        raise NotImplementedError
+
+    def batch_upload(self, lines: Sequence[bytes]) -> str | None:
+        raise NotImplementedError
+
+    def batch_create(
+        self, lines: Sequence[bytes], input_file_id: str | None, metadata: dict[str, str]
+    ) -> BatchState:
+        raise NotImplementedError
+
+    def batch_find(self, metadata: dict[str, str]) -> BatchState | None:
+        raise NotImplementedError
+
+    def batch_get(self, remote_id: str) -> BatchState:
+        raise NotImplementedError
+
+    def batch_cancel(self, remote_id: str) -> BatchState:
+        raise NotImplementedError
+
+    def batch_results(self, state: BatchState) -> Iterator[BatchResult]:
+        raise NotImplementedError
+
+
+def custom_id(job_id: int, index: int) -> str:
+    """The request id of item ``index`` of a job: unique in its batch, stable
+    for its item, within the 64 characters of ``[A-Za-z0-9_-]`` both APIs
+    allow."""
+    return f"job{job_id}-item{index}"
+
+
+def jsonl_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Whole lines from a stream of byte chunks, one at a time (a line is never
+    held twice, a file never whole); empty lines are skipped."""
+    parts: list[bytes] = []  # the line being read, in pieces (no quadratic +=)
+    for chunk in chunks:
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            continue
+        *lines, rest = b"".join([*parts, chunk]).split(b"\n")
+        parts = [rest]
+        for line in lines:
+            if line.strip():
+                yield line
+    last = b"".join(parts)
+    if last.strip():
+        yield last
+
+
+def supports_batch(provider: Any) -> bool:
+    return bool(getattr(provider, "batch", False))
