@@ -4,8 +4,11 @@ the live server, with a real qcluster worker process on the same test database."
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,59 @@ def request_instance(page: Any, base_url: str, model: str = "openai-community/gp
     page.fill("#id_model", model)
     page.click("button:has-text('Request')")
     page.wait_for_url("**/instances/")
+
+
+class Hold:
+    """Requests to one path of a simulator, kept waiting until the test releases
+    them: a state the page must show (a job running, an instance stopping) lasts
+    until the test has seen it, however slow the machine, instead of for a
+    latency that a loaded machine may outrun."""
+
+    LIMIT = 60.0  # a test that fails before releasing still frees the server's threads
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+        self.held = 0  # requests that came and were kept waiting
+
+    def wait(self) -> None:
+        with self.lock:
+            self.held += 1
+        self.released.wait(self.LIMIT)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture
+def hold() -> Iterator[Callable[..., Hold]]:
+    """``hold(sim, path)``: requests whose path matches wait for ``.release()``
+    (a fault, answered before routing, is not held)."""
+    made: list[tuple[Any, Hold]] = []
+
+    def make(sim: Any, path: str, method: str | None = None) -> Hold:
+        held = Hold()
+        route = sim.dispatch
+
+        def dispatch(request: Any) -> Any:
+            if re.search(path, request.path) and method in (None, request.method):
+                held.wait()
+            return route(request)
+
+        sim.dispatch = dispatch
+        made.append((sim, held))
+        return held
+
+    yield make
+    for sim, held in made:
+        held.release()
+        vars(sim).pop("dispatch", None)
+
+
+def wait_until(check: Callable[[], Any], what: str, seconds: float = 15) -> None:
+    """Wait (bounded) until ``check()`` is true: a readiness wait on something
+    outside the page (a simulator's state)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -25,10 +25,10 @@ def submit(page: Any, base_url: str, prompt: str, model: str = "demo-model") -> 
 
 
 def test_submit_and_watch_it_complete_without_reload(
-    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any, hold: Any
 ) -> None:
     sim = sims.get("together")
-    sim.latency = 1.5  # long enough to see the job before it completes
+    answer = hold(sim, "^/inference$")  # the job stays unfinished until the page is seen
     make_credential(team, base_url=sim.base_url, name="Together demo")
     login(page, live_server.url, "bob")
 
@@ -38,6 +38,7 @@ def test_submit_and_watch_it_complete_without_reload(
     first = badge.get_attribute("data-status")
     assert first in ("pending", "queued", "running")
 
+    answer.release()
     expect(badge).to_have_attribute("data-status", "completed", timeout=15_000)
     expect(page.locator("#job-outputs pre.output")).to_have_text(
         completion_text("demo-model", "The capital of France is").strip()
@@ -128,7 +129,15 @@ def test_polling_pauses_while_the_tab_is_hidden(
         "document.dispatchEvent(new Event('visibilitychange'))"
     )
     polls.clear()
-    page.wait_for_timeout(2500)
+    # Count the poll ticks that came while hidden (app.js cancels each one on
+    # htmx:confirm): two ticks, two chances to send, and no request went.
+    page.evaluate(
+        "window.__hiddenTicks = 0;"
+        "document.addEventListener('htmx:confirm', (event) => {"
+        "  if (document.hidden && event.detail.elt.hasAttribute('data-poll'))"
+        "    window.__hiddenTicks += 1; })"
+    )
+    page.wait_for_function("() => window.__hiddenTicks >= 2", timeout=15_000)
     assert polls == []
     page.evaluate(
         "Object.defineProperty(document, 'hidden', {configurable: true, get: () => false})"

@@ -215,11 +215,14 @@ def extra_targets(data: LayoutData) -> list[Target]:
 
 
 def freeze_polling(page: Any) -> None:
-    """app.js skips a poll while the document is hidden: keep the DOM still for axe."""
+    """app.js skips a poll while the document is hidden: keep the DOM still for
+    axe, once a poll already on its way has been answered and swapped in."""
     page.evaluate(
         "Object.defineProperty(document, 'hidden', {configurable: true, get: () => true})"
     )
-    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+    )
 
 
 def check_target(page: Any, base: str, target: Target, csp: list[str]) -> tuple[list[str], str]:

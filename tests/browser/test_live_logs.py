@@ -3,7 +3,8 @@ output appear in parts before the job completes."""
 
 from __future__ import annotations
 
-import time
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,34 +13,29 @@ from playwright.sync_api import expect
 from providers import get_provider_class
 from providers.simulators import completion_text
 
-from ..conftest import make_credential
-from .conftest import login
+from ..conftest import FakeClock, make_credential, use_clock
+from .conftest import login, wait_until
 from .test_job_live import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def watch_log(page: Any, selector: str, seconds: float = 20) -> list[str]:
-    """The distinct texts of a log block seen while the job was not yet done."""
-    seen: list[str] = []
-    badge = page.locator("#job-status .badge[data-status]")
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        status = badge.get_attribute("data-status")
-        text = page.locator(selector).inner_text()
-        if status == "completed":
-            break
-        if text and (not seen or seen[-1] != text):
-            seen.append(text)
-        page.wait_for_timeout(150)
-    return seen
+def shows_unfinished(page: Any, selector: str, text: str) -> str:
+    """Wait until the log block shows ``text`` while the job is not done; what it shows."""
+    log = page.locator(selector)
+    expect(log).to_have_text(text, timeout=15_000)
+    status = page.locator("#job-status .badge[data-status]").get_attribute("data-status")
+    assert status != "completed", f"{text!r} showed only once the job had completed"
+    return log.inner_text()
 
 
 def test_gridrepublic_log_grows_on_the_page(
-    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any, sim_clock: FakeClock
 ) -> None:
-    sim = sims.get("gridrepublic")
-    sim.step_seconds = 1.5
+    # The simulator's time moves only when the test says: each piece of the
+    # log lasts until the page has shown it.
+    step = 1.0
+    sim = use_clock(sims.get("gridrepublic"), sim_clock, step_seconds=step)
     make_credential(
         team,
         "gridrepublic",
@@ -49,30 +45,52 @@ def test_gridrepublic_log_grows_on_the_page(
     )
     login(page, live_server.url, "bob")
     submit(page, live_server.url, "Why is the sky blue?", model="gemma:2b")
-
-    partials = watch_log(page, "#job-log-all")
+    wait_until(lambda: sim.submissions == 1, "the job to reach GridRepublic")
+    started = sim_clock.now  # the remote job's creation
 
     final = completion_text("gemma:2b", "Why is the sky blue?")
-    assert len(partials) >= 2, partials
-    assert all(final.strip().startswith(p.strip()) for p in partials)
-    # It grew: pieces of it showed before the job ended (the last piece and the
-    # status come in the same poll round).
-    assert sum(len(p.strip()) < len(final.strip()) for p in partials) >= 2, partials
+    partials = []
+    for ran in (0.5, 1.0, 1.5):  # running: the log is a prefix proportional to the time run
+        sim_clock.now = started + step + ran
+        prefix = final[: int(len(final) * ran / (2 * step))]
+        partials.append(shows_unfinished(page, "#job-log-all", prefix.strip()))
+    sim_clock.now = started + 3 * step  # finished
+
     expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
-        "data-status", "completed"
+        "data-status", "completed", timeout=15_000
     )
     expect(page.locator("#job-log-all")).to_have_text(final)
+    # It grew: three pieces, each longer than the last and short of the whole.
+    assert all(final.strip().startswith(p.strip()) for p in partials), partials
+    lengths = [len(p.strip()) for p in partials]
+    assert lengths == sorted(set(lengths)) and lengths[-1] < len(final.strip()), partials
 
 
 def test_bytez_stream_shows_partial_output(
-    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+    page: Any,
+    live_server: Any,
+    worker: Any,
+    team: Any,
+    sims: Any,
+    sim_clock: FakeClock,
+    monkeypatch: Any,
 ) -> None:
-    sim = sims.get("bytez")
-    sim.stream_chunk_delay = 0.7  # slow enough to be seen in pieces on a loaded machine
+    sim = use_clock(sims.get("bytez"), sim_clock)
     get_provider_class("bytez")(secret="sim-secret-key", base_url=sim.base_url).load_model(
         "openai-community/gpt2"
     )
-    time.sleep(sim.load_seconds + 0.1)
+    sim_clock.advance(sim.load_seconds)  # loaded: no wait
+    # The stream sends its first piece, then the rest only once the page has shown it.
+    rest = threading.Event()
+    chunks = sim._chunks
+
+    def first_then_the_rest(text: str) -> Iterator[str]:
+        pieces = chunks(text)
+        yield next(pieces)
+        rest.wait(60)
+        yield from pieces
+
+    monkeypatch.setattr(sim, "_chunks", first_then_the_rest)
     make_credential(team, "bytez", base_url=sim.base_url, name="Bytez")
     login(page, live_server.url, "bob")
     page.goto(f"{live_server.url}/jobs/new")
@@ -82,14 +100,15 @@ def test_bytez_stream_shows_partial_output(
     page.click("button:has-text('Submit job')")
     page.wait_for_url("**/jobs/*/")
 
-    partials = watch_log(page, "#job-log-all")
-
     final = completion_text("openai-community/gpt2", "Once upon a time there was a")
-    # Part of the answer was on the page before the job ended (the whole answer
-    # may show a moment before the status does: both come in the last flush).
-    assert partials and all(final.strip().startswith(p.strip()) for p in partials), partials
-    assert any(len(p.strip()) < len(final.strip()) for p in partials), partials
+    try:
+        first = next(chunks(final))
+        # Part of the answer is on the page before the job ends.
+        partial = shows_unfinished(page, "#job-log-all", first.strip())
+    finally:
+        rest.set()
+    assert final.strip().startswith(partial.strip()) and len(partial.strip()) < len(final.strip())
     expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
-        "data-status", "completed"
+        "data-status", "completed", timeout=15_000
     )
     expect(page.locator("#job-outputs pre.output")).to_have_text(final.strip())

@@ -34,10 +34,12 @@ def still_same_document(page: Any) -> bool:
 
 
 def test_job_page_buttons_and_timeline_follow_the_job_to_its_end(
-    page: Any, live_server: Any, worker: Any, team: Any, sims: Any
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any, hold: Any
 ) -> None:
     sim = sims.get("together")
-    sim.latency = 2.0  # long enough to see the job running, and to try Cancel
+    # The answers wait until the test has seen the job running and tried Cancel
+    # (the refused prompt, a fault, is answered at once).
+    answers = hold(sim, "^/inference$")
     sim.faults.append(Fault(status=400, body={"error": "prompt refused"}, method="POST"))
     make_credential(team, base_url=sim.base_url, name="Together demo")
     login(page, live_server.url, "bob")
@@ -65,6 +67,7 @@ def test_job_page_buttons_and_timeline_follow_the_job_to_its_end(
 
     page.once("dialog", dismiss)
     actions.get_by_role("button", name="Cancel").click()
+    answers.release()
     expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
         "data-status", "completed", timeout=20_000
     )
@@ -95,10 +98,10 @@ def test_job_page_buttons_and_timeline_follow_the_job_to_its_end(
 
 
 def test_home_counters_and_panels_change_without_reload(
-    page: Any, live_server: Any, worker: Any, team: Any, sims: Any, bob: Any
+    page: Any, live_server: Any, worker: Any, team: Any, sims: Any, bob: Any, hold: Any
 ) -> None:
     sim = sims.get("together")
-    sim.latency = 2.5
+    answer = hold(sim, "^/inference$")  # the job runs until the test has seen it active
     credential = make_credential(team, base_url=sim.base_url, name="Together demo")
     login(page, live_server.url, "bob")
     job = make_job(credential, ["hello"], user=bob)  # the worker takes it at once
@@ -112,6 +115,7 @@ def test_home_counters_and_panels_change_without_reload(
     assert sum(int(t) for t in active.all_inner_texts()) == 1
     expect(page.locator("#recent-jobs")).to_contain_text("No finished jobs yet.")
 
+    answer.release()
     expect(page.locator(f"#recent-jobs {row}")).to_be_visible(timeout=20_000)
     expect(page.locator("#active-jobs")).to_contain_text("Nothing running.")
     expect(page.locator("#home-stats [data-stat=completed] .num")).to_have_text("1")
