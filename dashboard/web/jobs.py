@@ -307,8 +307,7 @@ def log_groups(
 @require_POST
 def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
-    if job_cancel(job, user=request.user):
-        audit(request.user, job.team, "job.cancelled", job)
+    if job_cancel(job, user=request.user, via="web"):
         messages.success(request, f"Job {job.pk} cancelled.")
     else:
         messages.error(request, f"Job {job.pk} already finished; nothing to cancel.")
@@ -325,18 +324,10 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
         "repair": request.POST.get("repair") == "1",
     }
     try:
-        new = job_retry(job, user=request.user, **which)
+        new = job_retry(job, user=request.user, via="web", **which)
     except ValueError as exc:
         messages.error(request, str(exc))
         return _back_to(request, job)
-    audit(
-        request.user,
-        job.team,
-        "job.retried",
-        job,
-        new_job=new.pk,
-        **{name: True for name, on in which.items() if on},
-    )
     messages.success(request, f"Job {job.pk} retried as job {new.pk}.")
     return _back_to(request, new)
 

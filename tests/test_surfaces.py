@@ -1,0 +1,74 @@
+"""The surfaces (web, API, admin) only render: the services audit, guard and
+decide, so each action leaves exactly one audit event whichever surface asked,
+marked with that surface; a form acts on the team it was rendered for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import AuditEvent, Job, Membership, Role
+from dashboard.status import JobStatus
+from tests.api.conftest import api_for
+from tests.conftest import make_credential, make_job, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def _events(action: str) -> list[tuple[str | None, Any]]:
+    return [
+        (event.details.get("via"), event.actor)
+        for event in AuditEvent.objects.filter(action=action).order_by("id")
+    ]
+
+
+@pytest.fixture
+def staff(team: Any) -> Any:
+    from django.contrib.auth.models import Permission
+
+    sam = make_user("sam", is_staff=True)
+    Membership.objects.create(team=team, user=sam, role=Role.MEMBER)
+    sam.user_permissions.add(*Permission.objects.filter(codename__in=["change_job", "view_job"]))
+    return sam
+
+
+# --- jobs: cancel and retry ---------------------------------------------------------------------
+
+
+def test_a_web_cancel_and_retry_are_audited_once_via_web(client: Any, bob: Any, team: Any) -> None:
+    job = make_job(make_credential(team))
+    client.force_login(bob)
+    client.post(reverse("job_cancel", args=[job.pk]))
+    client.post(reverse("job_cancel", args=[job.pk]))  # already ended: nothing more
+    client.post(reverse("job_retry", args=[job.pk]), {"failed_only": "1"})
+    assert _events("job.cancelled") == [("web", bob)]
+    assert _events("job.retried") == [("web", bob)]
+    retried = AuditEvent.objects.get(action="job.retried")
+    new = Job.objects.get(retry_of=job)
+    assert retried.details == {"new_job": new.pk, "failed_only": True, "via": "web"}
+
+
+def test_an_api_cancel_and_retry_are_audited_once_via_api(client: Any, bob: Any, team: Any) -> None:
+    job = make_job(make_credential(team))
+    api = api_for(client, bob)
+    assert api.post(f"jobs/{job.pk}/cancel").status_code == 200
+    assert api.post(f"jobs/{job.pk}/cancel").status_code == 409
+    assert api.post(f"jobs/{job.pk}/retry", {"invalid_only": True}).status_code == 409
+    assert api.post(f"jobs/{job.pk}/retry", {}).status_code == 201
+    assert _events("job.cancelled") == [("api", bob)]
+    assert _events("job.retried") == [("api", bob)]
+
+
+def test_admin_cancel_and_retry_are_audited_once_via_admin(
+    client: Any, staff: Any, team: Any
+) -> None:
+    job = make_job(make_credential(team))
+    client.force_login(staff)
+    url = reverse("admin:dashboard_job_changelist")
+    for action in ("cancel_jobs", "retry_jobs"):
+        assert client.post(url, {"action": action, "_selected_action": [job.pk]}).status_code == 302
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+    assert _events("job.cancelled") == [("admin", staff)]
+    assert _events("job.retried") == [("admin", staff)]
