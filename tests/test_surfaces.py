@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from dashboard.models import AuditEvent, Job, Membership, Role
-from dashboard.status import JobStatus
+from dashboard.models import AuditEvent, Job, Membership, ModelInstance, Role
+from dashboard.status import InstanceStatus, JobStatus
 from tests.api.conftest import api_for
 from tests.conftest import make_credential, make_job, make_user
 
@@ -72,3 +72,63 @@ def test_admin_cancel_and_retry_are_audited_once_via_admin(
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
     assert _events("job.cancelled") == [("admin", staff)]
     assert _events("job.retried") == [("admin", staff)]
+
+
+# --- instances: request, load, shut down --------------------------------------------------------
+
+
+def _request_form(credential: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "credential": credential.pk,
+        "model": "openai-community/gpt2",
+        "concurrency": 1,
+        **extra,
+    }
+
+
+def test_web_instance_actions_are_audited_once_via_web(
+    client: Any, bob: Any, team: Any, nudges: list
+) -> None:
+    credential = make_credential(team, "bytez")
+    client.force_login(bob)
+    client.post(reverse("instance_request"), _request_form(credential))  # load unchecked
+    instance = ModelInstance.objects.get()
+    client.post(reverse("instance_load", args=[instance.pk]), {"concurrency": 1})
+    client.post(reverse("instance_load", args=[instance.pk]), {"concurrency": 1})  # refused
+    client.post(reverse("instance_shutdown", args=[instance.pk]))
+    client.post(reverse("instance_shutdown", args=[instance.pk]))  # already ended
+    assert ModelInstance.objects.get().status == InstanceStatus.STOPPED
+    assert _events("instance.requested") == [("web", bob)]
+    assert _events("instance.loaded") == [("web", bob)]
+    assert _events("instance.shutdown") == [("web", bob)]
+
+
+def test_api_instance_actions_are_audited_once_via_api(
+    client: Any, bob: Any, team: Any, nudges: list
+) -> None:
+    credential = make_credential(team, "bytez")
+    api = api_for(client, bob)
+    body = {"credential": credential.pk, "model": "openai-community/gpt2"}
+    created = api.post("instances", body)
+    assert created.status_code == 201
+    assert api.post("instances", body).status_code == 409  # one live instance per model
+    pk = created.json()["id"]
+    assert api.delete(f"instances/{pk}").json()["status"] == "stopped"
+    assert api.delete(f"instances/{pk}").status_code == 200  # DELETE is idempotent
+    assert _events("instance.requested") == [("api", bob)]
+    assert _events("instance.shutdown") == [("api", bob)]
+
+
+def test_admin_instance_shutdown_is_audited_once_via_admin(
+    client: Any, team: Any, bob: Any, nudges: list
+) -> None:
+    from dashboard.instances.services import instance_request
+
+    root = make_user("root", is_staff=True, is_superuser=True)
+    instance = instance_request(team, make_credential(team, "bytez"), "gpt2", bob)
+    client.force_login(root)
+    url = reverse("admin:dashboard_modelinstance_changelist")
+    for _ in range(2):
+        client.post(url, {"action": "shutdown_instances", "_selected_action": [instance.pk]})
+    assert ModelInstance.objects.get().status == InstanceStatus.STOPPED
+    assert _events("instance.shutdown") == [("admin", root)]

@@ -256,11 +256,11 @@ def instance_request_view(request: HttpRequest) -> HttpResponse:
                 concurrency=data["concurrency"] or 1,
                 expiration_seconds=data["expiration_seconds"],
                 load=data["load"],
+                via="web",
             )
         except InstanceError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            audit(request.user, team, "instance.requested", instance, model=instance.model)
             then = " and load it" if data["load"] else ""
             messages.success(request, f"Asked Bytez to prepare {instance.model}{then}.")
             return redirect("instance_list")
@@ -291,11 +291,11 @@ def instance_load_view(request: HttpRequest, pk: int) -> HttpResponse:
             request.user,
             concurrency=form.cleaned_data["concurrency"],
             expiration_seconds=form.cleaned_data["expiration_seconds"],
+            via="web",
         )
     except InstanceError as exc:
         messages.error(request, exc.message)
     else:
-        audit(request.user, instance.team, "instance.loaded", instance, model=instance.model)
         messages.success(request, f"Loading {instance.model}.")
     return redirect("instance_list")
 
@@ -305,12 +305,11 @@ def instance_load_view(request: HttpRequest, pk: int) -> HttpResponse:
 def instance_shutdown_view(request: HttpRequest, pk: int) -> HttpResponse:
     instance = _team_instance(request, pk, Role.MEMBER)
     was = instance.status
-    instance = instances.instance_stop_begin(instance, request.user)
+    instance = instances.instance_stop_begin(instance, request.user, via="web")
     if instance.status != was and instance.status in (
         InstanceStatus.STOPPING,
         InstanceStatus.STOPPED,
     ):
-        audit(request.user, instance.team, "instance.shutdown", instance, model=instance.model)
         if instance.status == InstanceStatus.STOPPING:
             messages.success(request, f"Shutting down {instance.model}…")
         else:
