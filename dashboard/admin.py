@@ -383,16 +383,8 @@ class ModelInstanceAdmin(ReadOnlyChangeForm):
         live = queryset.filter(status__in=INSTANCE_LIVE).select_related("credential", "team")
         for instance in _operable(self, request, live):
             was = instance.status
-            instance = instance_stop_begin(instance, request.user)
+            instance = instance_stop_begin(instance, request.user, via="admin")
             if instance.status != was and instance.status in ("stopping", "stopped"):
-                audit(
-                    request.user,
-                    instance.team,
-                    "instance.shutdown",
-                    instance,
-                    model=instance.model,
-                    via="admin",
-                )
                 started += 1
         self.message_user(
             request,
