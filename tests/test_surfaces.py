@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from dashboard.models import AuditEvent, Job, Membership, ModelInstance, Role
+from dashboard.models import AuditEvent, Job, JobEvent, Membership, ModelInstance, Role
 from dashboard.status import InstanceStatus, JobStatus
 from tests.api.conftest import api_for
 from tests.conftest import make_credential, make_job, make_user
@@ -132,3 +132,32 @@ def test_admin_instance_shutdown_is_audited_once_via_admin(
         client.post(url, {"action": "shutdown_instances", "_selected_action": [instance.pk]})
     assert ModelInstance.objects.get().status == InstanceStatus.STOPPED
     assert _events("instance.shutdown") == [("admin", root)]
+
+
+# --- notes on a job's timeline ------------------------------------------------------------------
+
+
+def test_a_viewer_cannot_note_a_job(client: Any, team: Any) -> None:
+    viewer = make_user("dave")
+    Membership.objects.create(team=team, user=viewer, role=Role.VIEWER)
+    job = make_job(make_credential(team))
+    client.force_login(viewer)
+    assert 'name="note"' not in client.get(job.get_absolute_url()).content.decode()
+    response = client.post(reverse("job_note", args=[job.pk]), {"note": "mine"})
+    assert response.status_code == 403
+    assert not job.events.filter(kind=JobEvent.Kind.NOTE).exists()
+
+
+def test_a_note_with_a_nul_is_refused_clearly(client: Any, bob: Any, team: Any) -> None:
+    job = make_job(make_credential(team))
+    client.force_login(bob)
+    response = client.post(reverse("job_note", args=[job.pk]), {"note": "bad\x00note"}, follow=True)
+    assert response.status_code == 200
+    assert "may not contain NUL characters" in response.content.decode()
+    htmx = client.post(
+        reverse("job_note", args=[job.pk]), {"note": "bad\x00note"}, headers={"HX-Request": "true"}
+    )
+    assert htmx.status_code == 400 and b"NUL" in htmx.content
+    assert not job.events.filter(kind=JobEvent.Kind.NOTE).exists()
+    client.post(reverse("job_note", args=[job.pk]), {"note": "fine"})
+    assert job.events.get(kind=JobEvent.Kind.NOTE).message == "fine"

@@ -22,7 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
-from dashboard.compare import grid
+from dashboard.compare import grid, reviews
 from dashboard.compare.forms import DatasetJobForm
 from dashboard.compare.services import job_create_from
 from dashboard.core import clock
@@ -335,14 +335,14 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_note(request: HttpRequest, pk: int) -> HttpResponse:
-    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.VIEWER, pk=pk)
-    text = (request.POST.get("note") or "").strip()
-    if not text:
-        messages.error(request, "The note is empty.")
-    elif len(text) > 5000:
-        messages.error(request, "A note has at most 5,000 characters.")
-    else:
-        JobEvent.objects.create(job=job, kind=JobEvent.Kind.NOTE, message=text, author=request.user)
+    """A note on the job's timeline (team members, as ratings are)."""
+    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    try:
+        reviews.job_note_add(job=job, user=request.user, text=request.POST.get("note") or "")
+    except reviews.ReviewError as exc:
+        if request.htmx:
+            return HttpResponse(str(exc), status=400)
+        messages.error(request, str(exc))
     return _back_to(request, job)
 
 
