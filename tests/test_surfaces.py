@@ -161,3 +161,34 @@ def test_a_note_with_a_nul_is_refused_clearly(client: Any, bob: Any, team: Any) 
     assert not job.events.filter(kind=JobEvent.Kind.NOTE).exists()
     client.post(reverse("job_note", args=[job.pk]), {"note": "fine"})
     assert job.events.get(kind=JobEvent.Kind.NOTE).message == "fine"
+
+
+# --- a view lives in the module its URL names ---------------------------------------------------
+
+
+def test_moved_views_answer_at_their_urls_from_the_module_the_url_names(
+    client: Any, alice: Any, team: Any, nudges: list
+) -> None:
+    from django.urls import resolve
+
+    credential = make_credential(team)
+    job = make_job(credential)
+    client.force_login(alice)
+    for url, module in (
+        (reverse("job_estimate"), "dashboard.web.jobs"),
+        (reverse("job_rate", args=[job.pk]), "dashboard.web.jobs"),
+        (reverse("model_catalog", args=[credential.pk]), "dashboard.web.credentials"),
+        (reverse("model_catalog_refresh", args=[credential.pk]), "dashboard.web.credentials"),
+    ):
+        assert resolve(url).func.__module__ == module, url
+    estimate = client.post(
+        reverse("job_estimate"),
+        {"credential": credential.pk, "model": "m", "prompts": "one\n---\ntwo", "split": "dashes"},
+    )
+    assert estimate.status_code == 200 and "a credential, a model and prompts" not in (
+        estimate.content.decode()
+    )
+    rated = client.post(reverse("job_rate", args=[job.pk]), {"index": 0, "score": "1"})
+    assert rated.status_code == 302 and job.ratings.get().score == 1
+    catalog = client.get(reverse("model_catalog", args=[credential.pk]))
+    assert catalog.status_code == 200 and credential.name in catalog.content.decode()
