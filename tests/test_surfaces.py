@@ -192,3 +192,14 @@ def test_moved_views_answer_at_their_urls_from_the_module_the_url_names(
     assert rated.status_code == 302 and job.ratings.get().score == 1
     catalog = client.get(reverse("model_catalog", args=[credential.pk]))
     assert catalog.status_code == 200 and credential.name in catalog.content.decode()
+
+
+def test_one_class_is_named_instance_status() -> None:
+    """The status choices are ``InstanceStatus``; what a provider reports of an
+    instance is a ``RemoteInstance`` (as ``RemoteStatus`` is of a remote job)."""
+    import providers
+    from dashboard import status
+
+    assert status.InstanceStatus.RUNNING == "running"
+    assert not hasattr(providers, "InstanceStatus")
+    assert providers.RemoteInstance("gpt2", providers.InstanceState.RUNNING, "RUNNING").model

@@ -39,9 +39,9 @@ from providers import (
     InstanceState,
     Provider,
     ProviderError,
+    RemoteInstance,
     get_provider_class,
 )
-from providers import InstanceStatus as RemoteInstance
 from providers.base import shorten
 from providers.bytez import model_available
 
