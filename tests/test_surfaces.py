@@ -203,3 +203,96 @@ def test_one_class_is_named_instance_status() -> None:
     assert status.InstanceStatus.RUNNING == "running"
     assert not hasattr(providers, "InstanceStatus")
     assert providers.RemoteInstance("gpt2", providers.InstanceState.RUNNING, "RUNNING").model
+
+
+# --- a form acts for the team it was rendered for -----------------------------------------------
+
+STALE = "You switched teams in another tab"
+
+
+def _stale_cases(team_a: Any) -> list[tuple[str, str, dict[str, Any], Any]]:
+    """(page with the form, where it posts, what it posts, what it would create)."""
+    from dashboard.models import Comparison, Credential, Dataset, Price, Team, Webhook
+
+    bytez = make_credential(team_a, "bytez")
+    credential = make_credential(team_a)
+    return [
+        (
+            "job_new",
+            "job_new",
+            {"credential": credential.pk, "model": "m", "prompts": "hi", "split": "single"},
+            Job.objects.all(),
+        ),
+        (
+            "credential_list",
+            "credential_list",
+            {"provider": "together", "name": "new key", "secret": "sk-new"},
+            Credential.objects.filter(name="new key"),
+        ),
+        (
+            "dataset_list",
+            "dataset_list",
+            {"kind": "paste", "name": "rows", "text": "q\nhello\n"},
+            Dataset.objects.all(),
+        ),
+        (
+            "comparison_new",
+            "comparison_new",
+            {"name": "cmp", "prompts": "hi", "target-TOTAL_FORMS": 0, "target-INITIAL_FORMS": 0},
+            Comparison.objects.all(),
+        ),
+        (
+            "instance_list",
+            "instance_request",
+            {"credential": bytez.pk, "model": "gpt2", "concurrency": 1},
+            ModelInstance.objects.all(),
+        ),
+        (
+            "instance_list",
+            "instance_rate",
+            {"cost_per_gb_second": "0.5"},
+            Team.objects.filter(cost_per_gb_second__isnull=False),
+        ),
+        (
+            "webhook_list",
+            "webhook_list",
+            {"url": "https://hooks.example.com/x", "events": ["job.completed"]},
+            Webhook.objects.all(),
+        ),
+        (
+            "usage",
+            "price_save",
+            {"provider": "together", "model": "m", "input_per_mtok": 1, "output_per_mtok": 2},
+            Price.objects.all(),
+        ),
+        (
+            "usage",
+            "budget_save",
+            {"monthly_budget_usd": "10"},
+            Team.objects.filter(monthly_budget_usd__isnull=False),
+        ),
+    ]
+
+
+def test_a_form_rendered_for_one_team_never_acts_for_the_team_switched_to(
+    client: Any, alice: Any, team: Any, nudges: list
+) -> None:
+    from dashboard.models import Price, Team
+
+    other = Team.objects.create(name="Gamma")
+    Membership.objects.create(team=other, user=alice, role=Role.ADMIN)
+    client.force_login(alice)
+    for page, action, data, created in _stale_cases(team):
+        client.post(reverse("switch_team"), {"team": team.pk})
+        form = client.get(reverse(page)).content.decode()
+        assert f'<input type="hidden" name="team" value="{team.pk}">' in form, page
+        client.post(reverse("switch_team"), {"team": other.pk})  # another tab
+        before = created.count()
+        response = client.post(reverse(action), {**data, "team": team.pk}, follow=True)
+        assert STALE in response.content.decode(), action
+        assert created.count() == before, action  # nothing for Gamma, nor for Alpha
+    assert not AuditEvent.objects.filter(team=other).exists()
+    # The same form rendered for the team the session holds goes through.
+    price = {"provider": "together", "model": "m", "input_per_mtok": 1, "output_per_mtok": 2}
+    client.post(reverse("price_save"), {**price, "team": other.pk})
+    assert list(Price.objects.values_list("team__name", flat=True)) == ["Gamma"]

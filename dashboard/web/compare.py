@@ -43,6 +43,7 @@ from dashboard.models import Comparison, Dataset, Job, Role
 from dashboard.status import JOB_TERMINAL
 
 from .jobs import rating_verdict
+from .scope import posted_for_other_team
 
 PAGE_SIZE = 50
 
@@ -71,6 +72,8 @@ def comparison_list(request: HttpRequest) -> HttpResponse:
 def comparison_new(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
     team = membership.team
+    if request.method == "POST" and posted_for_other_team(request, membership):
+        return redirect("comparison_new")
     if request.method == "POST":
         form = ComparisonForm(request.POST, team=team)
         targets = TargetFormSet(request.POST, team=team, prefix="target")

@@ -38,11 +38,15 @@ from dashboard.instances.catalog import CATALOG_MIN_INTERVAL_SECONDS, CATALOG_RE
 from dashboard.models import Credential, Role
 from dashboard.status import INSTANCE_LIVE, JOB_ACTIVE
 
+from .scope import posted_for_other_team
+
 
 @login_required
 def credential_list(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request)
     form = None
+    if request.method == "POST" and posted_for_other_team(request, membership):
+        return redirect("credential_list")
     if membership.allows(Role.ADMIN):
         form = CredentialForm(request.POST or None, team=membership.team)
         if request.method == "POST" and form.is_valid():

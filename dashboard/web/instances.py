@@ -39,6 +39,8 @@ from dashboard.instances.services import (
 from dashboard.models import Credential, ModelInstance, Role, Team
 from dashboard.status import INSTANCE_LIVE, InstanceStatus
 
+from .scope import posted_for_other_team
+
 #: Ended instances shown under the live ones (so a stop or an expiry stays visible).
 RECENT_ENDED = 10
 
@@ -234,6 +236,8 @@ def instance_panel(request: HttpRequest) -> HttpResponse:
 @require_POST
 def instance_request_view(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
+    if posted_for_other_team(request, membership):
+        return redirect("instance_list")
     team = membership.team
     form = InstanceRequestForm(request.POST, team=team)
     if form.is_valid():
@@ -316,6 +320,8 @@ def instance_shutdown_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def instance_reconcile_view(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
+    if posted_for_other_team(request, membership):
+        return redirect("instance_list")
     credentials = list(instance_credentials(membership.team).values_list("pk", flat=True))
     for credential_id in credentials:
         tasks_queue.nudge_reconcile(credential_id)
@@ -333,6 +339,8 @@ def instance_reconcile_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def instance_rate(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if posted_for_other_team(request, membership):
+        return redirect("instance_list")
     form = RateForm(request.POST)
     if form.is_valid():
         rate = form.cleaned_data["cost_per_gb_second"]

@@ -48,6 +48,7 @@ from dashboard.status import ItemStatus
 from providers import get_provider_class
 
 from .credentials import float_param, still_refreshing
+from .scope import posted_for_other_team
 
 
 @login_required
@@ -56,6 +57,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
     team = membership.team
     model_auto = False
     status = 200
+    if request.method == "POST" and posted_for_other_team(request, membership):
+        return redirect("job_new")
     if request.method == "POST":
         form = DatasetJobForm(request.POST, team=team)
         if form.is_valid():

@@ -28,6 +28,7 @@ from dashboard.models import Membership, Price, Role, Team
 from providers import PROVIDER_CHOICES
 
 from . import charts
+from .scope import posted_for_other_team
 
 #: The chart images may use their own inline styles (pygal's), nothing else.
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
@@ -125,6 +126,8 @@ def usage_chart(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def price_save(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if posted_for_other_team(request, membership):
+        return redirect("usage")
     form = PriceForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, price_form=form, status=400)
@@ -165,6 +168,8 @@ def price_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def budget_save(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if posted_for_other_team(request, membership):
+        return redirect("usage")
     form = BudgetForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, budget_form=form, status=400)
