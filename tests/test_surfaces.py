@@ -134,6 +134,24 @@ def test_admin_instance_shutdown_is_audited_once_via_admin(
     assert _events("instance.shutdown") == [("admin", root)]
 
 
+def test_the_services_write_their_own_audit_events(bob: Any, team: Any, nudges: list) -> None:
+    """Whoever calls them (a command, a task, a surface not written yet)."""
+    from dashboard.instances import services as instances
+    from dashboard.jobs.services import job_cancel, job_retry
+
+    job = make_job(make_credential(team))
+    assert job_cancel(job, user=bob, via="command")
+    job_retry(job, user=bob, via="command")
+    instance = instances.instance_request(
+        team, make_credential(team, "bytez"), "gpt2", bob, load=False, via="command"
+    )
+    instances.instance_load(instance, bob, via="command")
+    instances.instance_stop_begin(instance, bob, via="command")
+    actions = ["job.cancelled", "job.retried", "instance.requested", "instance.loaded"]
+    for action in [*actions, "instance.shutdown"]:
+        assert _events(action) == [("command", bob)], action
+
+
 # --- notes on a job's timeline ------------------------------------------------------------------
 
 
