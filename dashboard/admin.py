@@ -482,8 +482,7 @@ class JobAdmin(ReadOnlyChangeForm):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         cancelled = 0
         for job in _operable(self, request, queryset.filter(status__in=JOB_ACTIVE)):
-            if job_cancel(job, user=request.user):
-                audit(request.user, job.team, "job.cancelled", job, via="admin")
+            if job_cancel(job, user=request.user, via="admin"):
                 cancelled += 1
         self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
 
@@ -492,11 +491,10 @@ class JobAdmin(ReadOnlyChangeForm):
         created = 0
         for job in _operable(self, request, queryset):
             try:
-                new = job_retry(job, user=request.user)
+                job_retry(job, user=request.user, via="admin")
             except ValueError as exc:
                 self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
                 continue
-            audit(request.user, job.team, "job.retried", job, new_job=new.pk, via="admin")
             created += 1
         self.message_user(request, f"Created {created} retry job(s).", messages.SUCCESS)
 
@@ -553,16 +551,8 @@ class ModelInstanceAdmin(ReadOnlyChangeForm):
         live = queryset.filter(status__in=INSTANCE_LIVE).select_related("credential", "team")
         for instance in _operable(self, request, live):
             was = instance.status
-            instance = instance_stop_begin(instance, request.user)
+            instance = instance_stop_begin(instance, request.user, via="admin")
             if instance.status != was and instance.status in ("stopping", "stopped"):
-                audit(
-                    request.user,
-                    instance.team,
-                    "instance.shutdown",
-                    instance,
-                    model=instance.model,
-                    via="admin",
-                )
                 started += 1
         self.message_user(
             request,

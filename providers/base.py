@@ -37,11 +37,11 @@ from .data import (
     ConnectionCheck,
     ErrorKind,
     InstanceState,
-    InstanceStatus,
     ItemResult,
     JobSpec,
     ModelInfo,
     ProviderError,
+    RemoteInstance,
     RemoteState,
     RemoteStatus,
     SpecError,
@@ -58,7 +58,7 @@ __all__ = [
     "ConnectionCheck",
     "ErrorKind",
     "InstanceState",
-    "InstanceStatus",
+    "RemoteInstance",
     "ItemResult",
     "JobSpec",
     "ModelInfo",
@@ -340,20 +340,20 @@ class Provider:
             return None
         return name.strip() in cls.documented_models
 
-    def request_model(self, model: str) -> InstanceStatus:
+    def request_model(self, model: str) -> RemoteInstance:
         """Ask the provider to make a model available (state REQUESTED until it is)."""
         raise NotImplementedError
 
     def load_model(
         self, model: str, *, concurrency: int = 1, expiration_seconds: int | None = None
-    ) -> InstanceStatus:
+    ) -> RemoteInstance:
         raise NotImplementedError
 
-    def instance_status(self, model: str) -> InstanceStatus:
+    def instance_status(self, model: str) -> RemoteInstance:
         """Raises ProviderError(kind=NOT_FOUND) when no instance of the model runs."""
         raise NotImplementedError
 
-    def list_instances(self) -> list[InstanceStatus]:
+    def list_instances(self) -> list[RemoteInstance]:
         raise NotImplementedError
 
     def shutdown_model(self, model: str) -> None:
@@ -529,12 +529,12 @@ class Provider:
         if isinstance(value, RemoteStatus):
             log = None if value.log is None else self.redact(value.log)
             return replace(value, error=self.redact(value.error), log=log)
-        if isinstance(value, InstanceStatus):
+        if isinstance(value, RemoteInstance):
             return replace(value, message=self.redact(value.message))
         if isinstance(value, dict):
             return {key: self.redact_result(item) for key, item in value.items()}
         if isinstance(value, list) and any(
-            isinstance(item, ProviderError | RemoteStatus | InstanceStatus) for item in value
+            isinstance(item, ProviderError | RemoteStatus | RemoteInstance) for item in value
         ):
             return [self.redact_result(item) for item in value]
         return value

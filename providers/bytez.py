@@ -54,11 +54,11 @@ from .base import (
     ChunkCallback,
     ErrorKind,
     InstanceState,
-    InstanceStatus,
     JobSpec,
     ModelInfo,
     Provider,
     ProviderError,
+    RemoteInstance,
     SpecError,
     redacted,
     shorten,
@@ -196,7 +196,7 @@ def _int(value: Any) -> int | None:
 
 def parse_instance(
     body: dict[str, Any], model: str = "", default_status: str = ""
-) -> InstanceStatus:
+) -> RemoteInstance:
     """A ``/model/status``-shaped object; missing fields stay None."""
     word = body.get("status")
     word = word if isinstance(word, str) else default_status
@@ -204,7 +204,7 @@ def parse_instance(
     if expiration is None and (minutes := _int(body.get("expirationPeriodMinutes"))) is not None:
         expiration = minutes * 60
     message = body.get("message")
-    return InstanceStatus(
+    return RemoteInstance(
         model=str(body.get("model") or model),
         state=map_state(word),
         provider_status=word,
@@ -217,7 +217,7 @@ def parse_instance(
     )
 
 
-def parse_instances(body: Any) -> list[InstanceStatus]:
+def parse_instances(body: Any) -> list[RemoteInstance]:
     """``/model/instances``: a list, or an object holding one. The document calls
     it the list of running models, so an entry without a status is running."""
     items = body
@@ -228,7 +228,7 @@ def parse_instances(body: Any) -> list[InstanceStatus]:
     found = []
     for item in items:
         if isinstance(item, str) and item:
-            found.append(InstanceStatus(item, InstanceState.RUNNING, ""))
+            found.append(RemoteInstance(item, InstanceState.RUNNING, ""))
         elif isinstance(item, dict) and isinstance(item.get("model"), str) and item["model"]:
             instance = parse_instance(item, default_status="RUNNING")
             if "status" not in item:
@@ -261,7 +261,7 @@ def parse_models(body: Any) -> list[ModelInfo]:
     return models
 
 
-def parse_job(body: dict[str, Any], model: str) -> InstanceStatus:
+def parse_job(body: dict[str, Any], model: str) -> RemoteInstance:
     """``/model/job``: always REQUESTED; :func:`model_available` reads the message,
     the only progress signal Bytez gives."""
     if body.get("success") is False:
@@ -271,7 +271,7 @@ def parse_job(body: dict[str, Any], model: str) -> InstanceStatus:
             kind=ErrorKind.REJECTED,
         )
     message = body.get("message") if isinstance(body.get("message"), str) else ""
-    return InstanceStatus(
+    return RemoteInstance(
         model=str(body.get("model") or model),
         state=InstanceState.REQUESTED,
         provider_status=message or "requested",
@@ -280,7 +280,7 @@ def parse_job(body: dict[str, Any], model: str) -> InstanceStatus:
     )
 
 
-def model_available(status: InstanceStatus) -> bool:
+def model_available(status: RemoteInstance) -> bool:
     return "model available" in status.message.lower()
 
 
@@ -373,14 +373,14 @@ class BytezProvider(Provider):
         return self._parse(parse_models, body, "model list")
 
     @redacted
-    def request_model(self, model: str) -> InstanceStatus:
+    def request_model(self, model: str) -> RemoteInstance:
         body = self.json(self.request("POST", "/model/job", json={"model": model}))
         return parse_job(body, model)
 
     @redacted
     def load_model(
         self, model: str, *, concurrency: int = 1, expiration_seconds: int | None = None
-    ) -> InstanceStatus:
+    ) -> RemoteInstance:
         payload: dict[str, Any] = {"model": model, "concurrency": concurrency}
         if expiration_seconds is not None:
             payload["expirationPeriodSeconds"] = expiration_seconds
@@ -396,7 +396,7 @@ class BytezProvider(Provider):
         return status
 
     @redacted
-    def instance_status(self, model: str) -> InstanceStatus:
+    def instance_status(self, model: str) -> RemoteInstance:
         try:
             response = self.request("POST", "/model/status", json={"model": model})
         except ProviderError as exc:
@@ -415,7 +415,7 @@ class BytezProvider(Provider):
         return parse_instance(body, model)
 
     @redacted
-    def list_instances(self) -> list[InstanceStatus]:
+    def list_instances(self) -> list[RemoteInstance]:
         body = self.json(self.request("GET", "/model/instances"), expect=(list, dict))
         return self._parse(parse_instances, body, "instance list")
 

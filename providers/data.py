@@ -174,7 +174,7 @@ class ConnectionCheck:
 
 
 @dataclass(frozen=True)
-class InstanceStatus:
+class RemoteInstance:
     """A loaded (or loading, or requested) model instance as the provider reports it."""
 
     model: str

@@ -1,24 +1,8 @@
-"""The audit trail: who did what to which object, append-only."""
+"""The audit trail lives in ``dashboard.core.audit`` (jobs and instances write
+it too and may not import accounts); this name stays for its callers."""
 
 from __future__ import annotations
 
-from typing import Any
+from dashboard.core.audit import audit
 
-from django.db.models import Model
-
-from dashboard.models import AuditEvent, Team
-
-
-def audit(
-    actor: Any, team: Team | None, action: str, target: Model | str = "", **details: Any
-) -> AuditEvent:
-    label = (
-        target if isinstance(target, str) else f"{target._meta.verbose_name} {target.pk}: {target}"
-    )
-    return AuditEvent.objects.create(
-        team=team,
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
-        action=action,
-        target=str(label)[:200],
-        details=details,
-    )
+__all__ = ["audit"]

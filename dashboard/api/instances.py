@@ -8,7 +8,6 @@ from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from dashboard.accounts import access
-from dashboard.accounts.audit import audit
 from dashboard.instances.serialize import instance_json
 from dashboard.instances.services import InstanceError, instance_request, instance_shutdown
 from dashboard.models import ModelInstance, Role
@@ -61,18 +60,11 @@ def create_instance(request: HttpRequest, payload: InstanceIn) -> Any:
             credential=credential,
             model=payload.model,
             user=request.auth,
+            via="api",
             **settings_given,
         )
     except InstanceError as exc:
         raise refused(exc) from None
-    audit(
-        request.auth,
-        credential.team,
-        "instance.requested",
-        instance,
-        model=instance.model,
-        via="api",
-    )
     return Status(201, {"id": instance.pk, "status": instance.status})
 
 
@@ -104,13 +96,10 @@ def delete_instance(request: HttpRequest, instance: MemberInstance) -> Any:
     if instance.status not in INSTANCE_LIVE:
         raise ApiError(409, f"Instance {instance.pk} already ended ({instance.status}).")
     # Synchronous, so the answer can say "stopped" (DESIGN); the service never holds a lock.
-    instance_shutdown(instance=instance, user=request.auth)
+    instance_shutdown(instance=instance, user=request.auth, via="api")
     instance = ModelInstance.objects.get(pk=instance.pk)
     if instance.status != InstanceStatus.STOPPED:
         # The service keeps the provider's refusal on the row rather than raising.
         reason = instance.error or f"the instance is {instance.status}"
         raise ApiError(502, f"The provider did not shut the instance down: {reason}")
-    audit(
-        request.auth, instance.team, "instance.shutdown", instance, model=instance.model, via="api"
-    )
     return instance_json(instance)

@@ -260,10 +260,9 @@ def get_job(request: HttpRequest, job: ViewedJob) -> Any:
 )
 def cancel_job(request: HttpRequest, job: MemberJob, payload: NoBody | None = None) -> Any:
     """Cancel a job that has not finished (team members); a finished one is a 409."""
-    if not job_cancel(job, user=request.auth):
+    if not job_cancel(job, user=request.auth, via="api"):
         job.refresh_from_db(fields=["status"])
         raise ApiError(409, f"Job {job.pk} is already {job.status}; nothing to cancel.")
-    audit(request.auth, job.team, "job.cancelled", job, via="api")
     return job_answer(job.pk)
 
 
@@ -290,10 +289,7 @@ def retry_job(request: HttpRequest, job: MemberJob, payload: RetryIn | None = No
             {"invalid_only": ["Not together with failed_only."]},
         )
     try:
-        with transaction.atomic():
-            new = job_retry(job, user=request.auth, **which)
-            flags = {name: True for name, on in which.items() if on}
-            audit(request.auth, job.team, "job.retried", job, new_job=new.pk, via="api", **flags)
+        new = job_retry(job, user=request.auth, via="api", **which)
     except ValueError as exc:
         raise ApiError(409, str(exc)) from None
     return Status(201, job_answer(new.pk))

@@ -1,5 +1,6 @@
 """Reviews: a reviewer's rating of a cell (thumbs up or down, and "best of this
-row" in a comparison) and notes on a comparison's rows. One rating per
+row" in a comparison), notes on a comparison's rows and on a job's timeline.
+One rating per
 reviewer per cell, the latest wins: an upsert on the (job, index, user)
 unique constraint. Every rating and note keeps who and when."""
 
@@ -10,7 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from dashboard.core import clock
-from dashboard.models import Comparison, Item, Job, Rating, RowNote
+from dashboard.models import Comparison, Item, Job, JobEvent, Rating, RowNote
 
 MAX_NOTE = 5000
 #: "Leave as it is" for rating_set's score (None clears it).
@@ -78,7 +79,9 @@ def _upsert(job: Job, index: int, user: Any, changes: dict[str, Any], now: Any) 
     raise ReviewError("The rating could not be saved; try again.")
 
 
-def note_add(*, comparison: Comparison, index: int, user: Any, text: str) -> RowNote:
+def note_text(text: str | None) -> str:
+    """The note as it is kept, or ReviewError: empty, too long, or holding a
+    NUL (which PostgreSQL refuses to store)."""
     text = (text or "").strip()
     if not text:
         raise ReviewError("The note is empty.")
@@ -86,6 +89,18 @@ def note_add(*, comparison: Comparison, index: int, user: Any, text: str) -> Row
         raise ReviewError("A note may not contain NUL characters.")
     if len(text) > MAX_NOTE:
         raise ReviewError(f"A note has at most {MAX_NOTE:,} characters.")
+    return text
+
+
+def job_note_add(*, job: Job, user: Any, text: str) -> JobEvent:
+    """A reviewer's note on the job's timeline."""
+    return JobEvent.objects.create(
+        job=job, kind=JobEvent.Kind.NOTE, message=note_text(text), author=user
+    )
+
+
+def note_add(*, comparison: Comparison, index: int, user: Any, text: str) -> RowNote:
+    text = note_text(text)
     first = comparison.jobs.order_by("id").first()
     if first is None or not Item.objects.filter(job_id=first.pk, index=index).exists():
         raise ReviewError(f"This comparison has no row {index}.")

@@ -28,8 +28,8 @@ from providers import (
     InstanceState,
     Provider,
     ProviderError,
+    RemoteInstance,
 )
-from providers import InstanceStatus as RemoteInstance
 from providers.base import shorten
 from providers.bytez import model_available
 

@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 
 from dashboard.core import clock, events
 from dashboard.core import queue as tasks_queue
+from dashboard.core.audit import audit, via_details
 from dashboard.core.connect import build_provider, credential_redact
 from dashboard.core.health import credential_record_call
 from dashboard.models import Credential, ModelCatalogEntry, ModelInstance, Team
@@ -38,9 +39,9 @@ from providers import (
     InstanceState,
     Provider,
     ProviderError,
+    RemoteInstance,
     get_provider_class,
 )
-from providers import InstanceStatus as RemoteInstance
 from providers.base import shorten
 from providers.bytez import model_available
 
@@ -260,10 +261,12 @@ def instance_request(
     expiration_seconds: int | None = None,
     *,
     load: bool = True,
+    via: str = "",
 ) -> ModelInstance:
     """Ask the provider to prepare ``model`` and, with ``load``, to load it with
-    these settings as soon as it is available. The provider calls happen in
-    the background; raises InstanceError for input the dashboard refuses."""
+    these settings as soon as it is available, audited (``via``: the surface
+    that asked). The provider calls happen in the background; raises
+    InstanceError for input the dashboard refuses."""
     if credential.team_id != team.pk:
         raise InstanceError("No such credential in this team.", field="credential")
     if not provider_has_instances(credential.provider):
@@ -298,6 +301,7 @@ def instance_request(
                 deadline_at=at + timedelta(seconds=REQUEST_DEADLINE_SECONDS),
                 next_check_at=at,
             )
+            audit(user, team, "instance.requested", instance, model=model, **via_details(via))
     except IntegrityError:
         existing = live_instance(credential.pk, model)
         raise InstanceError(
@@ -326,19 +330,31 @@ def instance_load(
     *,
     concurrency: int = 1,
     expiration_seconds: int | None = None,
+    via: str = "",
 ) -> ModelInstance:
     """Load a requested model with these settings: at once if the provider has
-    it available, else as soon as it is. The call itself is the poller's."""
+    it available, else as soon as it is; audited (``via``: the surface that
+    asked). The call itself is the poller's."""
     concurrency, expiration_seconds = _clean_load_settings(concurrency, expiration_seconds)
-    updated = ModelInstance.objects.filter(
-        pk=instance.pk, status=InstanceStatus.REQUESTED, concurrency__isnull=True
-    ).update(
-        concurrency=concurrency,
-        expiration_seconds=expiration_seconds,
-        message=f"Load asked{_by(user)}.",
-        error="",
-        next_check_at=clock.now(),
-    )
+    with transaction.atomic():
+        updated = ModelInstance.objects.filter(
+            pk=instance.pk, status=InstanceStatus.REQUESTED, concurrency__isnull=True
+        ).update(
+            concurrency=concurrency,
+            expiration_seconds=expiration_seconds,
+            message=f"Load asked{_by(user)}.",
+            error="",
+            next_check_at=clock.now(),
+        )
+        if updated:
+            audit(
+                user,
+                instance.team,
+                "instance.loaded",
+                instance,
+                model=instance.model,
+                **via_details(via),
+            )
     instance.refresh_from_db()
     if not updated:
         if instance_wants_load(instance):
@@ -350,13 +366,14 @@ def instance_load(
     return instance
 
 
-def instance_stop_begin(instance: ModelInstance, user: Any) -> ModelInstance:
+def instance_stop_begin(instance: ModelInstance, user: Any, *, via: str = "") -> ModelInstance:
     """Start shutting the instance down, without calling the provider here (a
     page or admin request never waits on it): a requested model is cancelled at
     once (nothing runs at the provider yet; a load under way is undone by the
     poller), a loading or running one becomes ``stopping`` and a task
-    (:func:`instance_stop`) makes the call. Returns the fresh row; a terminal or
-    stopping instance is returned unchanged."""
+    (:func:`instance_stop`) makes the call. The shutdown is audited once, by the
+    caller that moved the row (``via``: the surface that asked). Returns the
+    fresh row; a terminal or stopping instance is returned unchanged."""
     instance.refresh_from_db()
     # A poller may move the row meanwhile (requested -> loading): look again.
     for _ in range(3):
@@ -382,16 +399,24 @@ def instance_stop_begin(instance: ModelInstance, user: Any) -> ModelInstance:
                 tasks_queue.nudge_instance_stop_on_commit(instance.pk)
         instance.refresh_from_db()
         if moved:
+            audit(
+                user,
+                instance.team,
+                "instance.shutdown",
+                instance,
+                model=instance.model,
+                **via_details(via),
+            )
             break
     return instance
 
 
-def instance_shutdown(instance: ModelInstance, user: Any) -> ModelInstance:
+def instance_shutdown(instance: ModelInstance, user: Any, *, via: str = "") -> ModelInstance:
     """Shut the instance down and wait for the provider's answer (the JSON
     API's DELETE answers with the outcome): stopped; or, when the call failed,
     back where it was with the error on the row; or failed (an auth error: the
     dashboard cannot manage it any more). Returns the fresh row."""
-    instance = instance_stop_begin(instance, user)
+    instance = instance_stop_begin(instance, user, via=via)
     if instance.status == InstanceStatus.STOPPING:
         instance_stop(instance.pk, wait=True)
     instance.refresh_from_db()

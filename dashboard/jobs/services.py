@@ -24,6 +24,7 @@ from django.db.models.functions import Cast, Coalesce, Concat
 from dashboard.core import clock, structured
 from dashboard.core import events as events_module
 from dashboard.core import queue as tasks_queue
+from dashboard.core.audit import audit, via_details
 from dashboard.core.returning import update_returning
 from dashboard.models import Credential, Item, Job, JobEvent, Team
 from dashboard.status import (
@@ -349,16 +350,23 @@ def job_create(
     return job
 
 
-def job_cancel(job: Job, *, user: Any = None) -> bool:
-    """Cancel a job that is not terminal; its unfinished items are cancelled.
-    Remote jobs stop being polled; the provider may still finish them (no
-    provider documents a cancel)."""
+def job_cancel(job: Job, *, user: Any = None, via: str = "") -> bool:
+    """Cancel a job that is not terminal; its unfinished items are cancelled
+    and the cancel is audited (``via``: the surface that asked). Remote jobs
+    stop being polled; the provider may still finish them (no provider
+    documents a cancel). False, and nothing audited, when it had ended."""
     who = f" by {user.get_username()}" if user is not None else ""
     remote = job.units.exclude(remote_id="").exists()
     note = (
         " Remote jobs are no longer polled; the provider may still finish them." if remote else ""
     )
-    return bool(jobs_end([job.pk], status=JobStatus.CANCELLED, message=f"Cancelled{who}.{note}"))
+    with transaction.atomic():
+        cancelled = bool(
+            jobs_end([job.pk], status=JobStatus.CANCELLED, message=f"Cancelled{who}.{note}")
+        )
+        if cancelled:
+            audit(user, job.team, "job.cancelled", job, **via_details(via))
+    return cancelled
 
 
 #: What a retry redoes.
@@ -371,6 +379,7 @@ def job_retry(
     job: Job,
     *,
     user: Any = None,
+    via: str = "",
     failed_only: bool = False,
     invalid_only: bool = False,
     repair: bool = False,
@@ -378,7 +387,8 @@ def job_retry(
     """A new job linked to the first one (``retry_of``) with the same spec, over
     all its rows, only those that did not complete, or only the invalid ones;
     each new item keeps ``source_index``, the row it redoes. With ``repair``
-    an invalid row is sent again with its validation error and the schema."""
+    an invalid row is sent again with its validation error and the schema.
+    The retry is audited on the first job (``via``: the surface that asked)."""
     if job.credential is None:
         raise ValueError("The credential of this job was deleted; clone it to pick another.")
     if failed_only and invalid_only:
@@ -408,20 +418,6 @@ def job_retry(
         for row in items
     ]
     spec = JobSpec.from_dict({**job.spec, "prompts": prompts})
-    new = job_create(
-        team=job.team,
-        credential=job.credential,
-        spec=spec,
-        user=user,
-        retry_of=first,
-        source_indexes=[
-            row["source_index"] if row["source_index"] is not None else row["index"]
-            for row in items
-        ],
-        input_fields=[row["input_fields"] for row in items],
-        input_columns=job.input_columns,
-        output_columns=results.structured_columns(job),
-    )
     what = (
         " (invalid rows, repaired)"
         if repair
@@ -431,7 +427,32 @@ def job_retry(
         if failed_only
         else ""
     )
-    event_add(job.pk, f"Retried as job {new.pk}{what}: {len(items)} row(s)")
+    flags = {"failed_only": failed_only, "invalid_only": invalid_only, "repair": repair}
+    with transaction.atomic():
+        new = job_create(
+            team=job.team,
+            credential=job.credential,
+            spec=spec,
+            user=user,
+            retry_of=first,
+            source_indexes=[
+                row["source_index"] if row["source_index"] is not None else row["index"]
+                for row in items
+            ],
+            input_fields=[row["input_fields"] for row in items],
+            input_columns=job.input_columns,
+            output_columns=results.structured_columns(job),
+        )
+        event_add(job.pk, f"Retried as job {new.pk}{what}: {len(items)} row(s)")
+        audit(
+            user,
+            job.team,
+            "job.retried",
+            job,
+            new_job=new.pk,
+            **{name: True for name, on in flags.items() if on},
+            **via_details(via),
+        )
     return new
 
 

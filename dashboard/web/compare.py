@@ -1,11 +1,10 @@
 """Comparison pages: the list, the new-comparison form (targets in a small
 formset), the comparison page (a summary per target and the grid of rows ×
 targets, live while running), ratings and notes, a retry of one target's
-failed cells, and the grid's exports. Rating a single job's cells is here too."""
+failed cells, and the grid's exports."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from django.contrib import messages
@@ -19,7 +18,6 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -43,6 +41,9 @@ from dashboard.jobs.export import XLSX_TYPE
 from dashboard.jobs.forms import SPEC_FIELDS
 from dashboard.models import Comparison, Dataset, Job, Role
 from dashboard.status import JOB_TERMINAL
+
+from .jobs import rating_verdict
+from .scope import posted_for_other_team
 
 PAGE_SIZE = 50
 
@@ -71,6 +72,8 @@ def comparison_list(request: HttpRequest) -> HttpResponse:
 def comparison_new(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
     team = membership.team
+    if request.method == "POST" and posted_for_other_team(request, membership):
+        return redirect("comparison_new")
     if request.method == "POST":
         form = ComparisonForm(request.POST, team=team)
         targets = TargetFormSet(request.POST, team=team, prefix="target")
@@ -271,7 +274,7 @@ def comparison_rate(request: HttpRequest, pk: int) -> HttpResponse:
         error = "Rate a cell of this comparison (a row and one of its targets)."
     else:
         try:
-            reviews.rating_set(job=job, index=index, user=request.user, **_verdict(request))
+            reviews.rating_set(job=job, index=index, user=request.user, **rating_verdict(request))
         except reviews.ReviewError as exc:
             error = str(exc)
     if error:
@@ -280,16 +283,6 @@ def comparison_rate(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return _row(request, comparison, index)
     return _back(request, comparison)
-
-
-def _verdict(request: HttpRequest) -> dict[str, Any]:
-    """What the clicked button says: a score (0 clears it) or the best mark."""
-    if "best" in request.POST:
-        return {"best": request.POST.get("best") == "1"}
-    score = {"1": 1, "-1": -1, "0": None}.get(request.POST.get("score") or "", "bad")
-    if score == "bad":
-        raise reviews.ReviewError("A score is -1 (thumbs down) or 1 (thumbs up).")
-    return {"score": score}
 
 
 @login_required
@@ -376,31 +369,3 @@ def comparison_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     )
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
-
-
-# --- a single job's cells -----------------------------------------------------------------------
-
-
-@login_required
-@require_POST
-def job_rate(request: HttpRequest, pk: int) -> HttpResponse:
-    """Rate one of a job's rows (thumbs up or down; 0 clears)."""
-    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
-    index = int_param(request.POST.get("index"))
-    try:
-        if index is None:
-            raise reviews.ReviewError("Rate one of the job's rows.")
-        verdict = _verdict(request)
-        verdict.pop("best", None)
-        reviews.rating_set(job=job, index=index, user=request.user, **verdict)
-    except reviews.ReviewError as exc:
-        if request.htmx:
-            return HttpResponse(str(exc), status=400)
-        messages.error(request, str(exc))
-        return redirect(job)
-    if request.htmx:
-        item = SimpleNamespace(index=index, review=grid.cell_of(job, index, request.user))
-        return render(
-            request, "dashboard/_item_rating.html", {"job": job, "item": item, "can_act": True}
-        )
-    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"#item-{index}")

@@ -32,6 +32,8 @@ from dashboard.datasets.services import (
 from dashboard.datasets.template import TemplateError
 from dashboard.models import Dataset, Role
 
+from .scope import posted_for_other_team
+
 PAGE_SIZE = 50
 
 
@@ -49,6 +51,8 @@ def _dataset_list(request: HttpRequest) -> HttpResponse:
     upload, paste = DatasetUploadForm(), DatasetPasteForm()
     if request.method == "POST":
         require_membership(request, Role.MEMBER)
+        if posted_for_other_team(request, membership):
+            return redirect("dataset_list")
         if request.POST.get("kind") == "paste":
             paste = DatasetPasteForm(request.POST)
             dataset = _save_pasted(request, paste)

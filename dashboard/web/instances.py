@@ -9,7 +9,6 @@ plain form POST that redirects, so the pages work on a full reload too.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,22 +17,17 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
-from dashboard.accounts.audit import audit
 from dashboard.accounts.services import team_set_cost_rate
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
-from dashboard.instances import catalog
 from dashboard.instances import services as instances
-from dashboard.instances.catalog import CATALOG_MIN_INTERVAL_SECONDS, CATALOG_REFRESH_SECONDS
 from dashboard.instances.poller import duration_text
 from dashboard.instances.services import (
     MAX_CONCURRENCY,
@@ -45,11 +39,10 @@ from dashboard.instances.services import (
 from dashboard.models import Credential, ModelInstance, Role, Team
 from dashboard.status import INSTANCE_LIVE, InstanceStatus
 
-CATALOG_PAGE_SIZE = 50
+from .scope import posted_for_other_team
+
 #: Ended instances shown under the live ones (so a stop or an expiry stays visible).
 RECENT_ENDED = 10
-#: The catalog page stops waiting for a background refresh after this long.
-CATALOG_WAIT_SECONDS = 120
 
 
 # --- forms -----------------------------------------------------------------------------------
@@ -243,6 +236,8 @@ def instance_panel(request: HttpRequest) -> HttpResponse:
 @require_POST
 def instance_request_view(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
+    if posted_for_other_team(request, membership):
+        return redirect("instance_list")
     team = membership.team
     form = InstanceRequestForm(request.POST, team=team)
     if form.is_valid():
@@ -256,11 +251,11 @@ def instance_request_view(request: HttpRequest) -> HttpResponse:
                 concurrency=data["concurrency"] or 1,
                 expiration_seconds=data["expiration_seconds"],
                 load=data["load"],
+                via="web",
             )
         except InstanceError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            audit(request.user, team, "instance.requested", instance, model=instance.model)
             then = " and load it" if data["load"] else ""
             messages.success(request, f"Asked Bytez to prepare {instance.model}{then}.")
             return redirect("instance_list")
@@ -291,11 +286,11 @@ def instance_load_view(request: HttpRequest, pk: int) -> HttpResponse:
             request.user,
             concurrency=form.cleaned_data["concurrency"],
             expiration_seconds=form.cleaned_data["expiration_seconds"],
+            via="web",
         )
     except InstanceError as exc:
         messages.error(request, exc.message)
     else:
-        audit(request.user, instance.team, "instance.loaded", instance, model=instance.model)
         messages.success(request, f"Loading {instance.model}.")
     return redirect("instance_list")
 
@@ -305,12 +300,11 @@ def instance_load_view(request: HttpRequest, pk: int) -> HttpResponse:
 def instance_shutdown_view(request: HttpRequest, pk: int) -> HttpResponse:
     instance = _team_instance(request, pk, Role.MEMBER)
     was = instance.status
-    instance = instances.instance_stop_begin(instance, request.user)
+    instance = instances.instance_stop_begin(instance, request.user, via="web")
     if instance.status != was and instance.status in (
         InstanceStatus.STOPPING,
         InstanceStatus.STOPPED,
     ):
-        audit(request.user, instance.team, "instance.shutdown", instance, model=instance.model)
         if instance.status == InstanceStatus.STOPPING:
             messages.success(request, f"Shutting down {instance.model}…")
         else:
@@ -326,6 +320,8 @@ def instance_shutdown_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def instance_reconcile_view(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.MEMBER)
+    if posted_for_other_team(request, membership):
+        return redirect("instance_list")
     credentials = list(instance_credentials(membership.team).values_list("pk", flat=True))
     for credential_id in credentials:
         tasks_queue.nudge_reconcile(credential_id)
@@ -343,6 +339,8 @@ def instance_reconcile_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def instance_rate(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if posted_for_other_team(request, membership):
+        return redirect("instance_list")
     form = RateForm(request.POST)
     if form.is_valid():
         rate = form.cleaned_data["cost_per_gb_second"]
@@ -352,100 +350,3 @@ def instance_rate(request: HttpRequest) -> HttpResponse:
         errors = "; ".join(e for field in form.errors.values() for e in field)
         messages.error(request, f"Rate not saved: {errors}")
     return redirect("instance_list")
-
-
-# --- the model catalog ---------------------------------------------------------------------------
-
-
-def _team_credential(
-    request: HttpRequest, pk: int, role: str = Role.VIEWER
-) -> tuple[Credential, Any]:
-    return access.object_for(
-        request.user, Credential.objects.select_related("team"), role=role, pk=pk
-    )
-
-
-def float_param(request: HttpRequest, name: str) -> float | None:
-    """A finite number, or None: NaN compares false with everything, so a
-    ``since=nan`` would keep the partial polling for ever."""
-    try:
-        value = float(request.GET.get(name, ""))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-@login_required
-@require_GET
-def model_catalog(request: HttpRequest, pk: int) -> HttpResponse:
-    credential, membership = _team_credential(request, pk)
-    # PostgreSQL refuses NUL in a query parameter (a 500): a search ignores it.
-    query = request.GET.get("q", "").replace("\x00", "").strip()[:200]
-    waiting_since = float_param(request, "since")
-    at = clock.now()
-    state = catalog.catalog_state(credential)
-    refreshing = False
-    if state.source == "provider":
-        if waiting_since is not None:
-            refreshing = still_refreshing(state, waiting_since, at)
-        elif catalog.catalog_wait_seconds(credential, force=False, at=at) <= 0:
-            tasks_queue.nudge_catalog(credential.pk)
-            refreshing, waiting_since = True, at.timestamp()
-    page = Paginator(catalog.catalog_models(credential, query), CATALOG_PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    live = set(
-        credential.instances.filter(status__in=INSTANCE_LIVE).values_list("model", flat=True)
-    )
-    context = {
-        "credential": credential,
-        "state": state,
-        "q": query,
-        "page_obj": page,
-        "live_models": live,
-        "refreshing": refreshing,
-        "since": waiting_since,
-        "has_instances": instances.provider_has_instances(credential.provider),
-        "can_request": instances.provider_has_instances(credential.provider)
-        and membership.allows(Role.MEMBER),
-        "can_start_job": membership.allows(Role.MEMBER),
-        "can_refresh": state.source == "provider" and membership.allows(Role.ADMIN),
-        "refresh_hours": CATALOG_REFRESH_SECONDS // 3600,
-    }
-    if request.htmx:
-        response = render(request, "dashboard/catalog.html#catalog-results", context)
-        if waiting_since is not None and not refreshing:
-            response.status_code = HttpResponseStopPolling.status_code
-        return response
-    return render(request, "dashboard/catalog.html", context)
-
-
-def still_refreshing(state: catalog.CatalogState, since: float, at: datetime) -> bool:
-    """A background refresh asked for at ``since`` (a timestamp) is not done yet."""
-    if at.timestamp() - since > CATALOG_WAIT_SECONDS:
-        return False
-    if state.fetched_at is not None and state.fetched_at.timestamp() >= since - 1:
-        return False
-    return not (state.error_at is not None and state.error_at.timestamp() >= since - 1)
-
-
-@login_required
-@require_POST
-def model_catalog_refresh(request: HttpRequest, pk: int) -> HttpResponse:
-    credential, _ = _team_credential(request, pk, Role.ADMIN)
-    if not catalog.catalog_from_provider(credential):
-        messages.error(request, f"{credential.get_provider_display()} has no model list to fetch.")
-        return redirect("model_catalog", pk=credential.pk)
-    wait = catalog.catalog_wait_seconds(credential, force=True)
-    if wait > 0:
-        messages.error(
-            request,
-            f"The list was fetched (or tried) less than {CATALOG_MIN_INTERVAL_SECONDS} s ago; "
-            f"try again in {int(wait) + 1} s.",
-        )
-        return redirect("model_catalog", pk=credential.pk)
-    tasks_queue.nudge_catalog(credential.pk, force=True)
-    audit(request.user, credential.team, "catalog.refresh", credential)
-    messages.success(request, "Refreshing the model list in the background.")
-    url = f"{reverse('model_catalog', args=[credential.pk])}?since={clock.now().timestamp():.3f}"
-    return redirect(url)

@@ -1,8 +1,9 @@
-"""Job pages: the new-job form, the job page and its live partial, and the
-actions on a job (cancel, retry, note)."""
+"""Job pages: the new-job form and its live estimate, the job page and its
+live partial, and the actions on a job (cancel, retry, note, rating a row)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from django.contrib import messages
@@ -15,6 +16,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
@@ -22,21 +24,31 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
-from dashboard.compare import grid
+from dashboard.compare import grid, reviews
 from dashboard.compare.forms import DatasetJobForm
 from dashboard.compare.services import job_create_from
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.params import int_param, micros, micros_param
+from dashboard.datasets.services import inputs_from_dataset
+from dashboard.datasets.template import TemplateError
 from dashboard.instances.catalog import model_choices, model_warning
-from dashboard.jobs import export, results
+from dashboard.jobs import cost, export, results
 from dashboard.jobs.cost import BudgetExceeded
-from dashboard.jobs.forms import SPEC_FIELDS, JobForm, credential_for_new_job, model_for_new_job
+from dashboard.jobs.forms import (
+    SPEC_FIELDS,
+    JobForm,
+    credential_for_new_job,
+    model_for_new_job,
+    split_prompts,
+)
 from dashboard.jobs.services import job_cancel, job_retry
-from dashboard.models import Job, JobEvent, Role
+from dashboard.models import Credential, Dataset, Job, JobEvent, Role, Team
 from dashboard.status import ItemStatus
+from providers import get_provider_class
 
-from .instances import float_param, still_refreshing
+from .credentials import float_param, still_refreshing
+from .scope import posted_for_other_team
 
 
 @login_required
@@ -45,6 +57,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
     team = membership.team
     model_auto = False
     status = 200
+    if request.method == "POST" and posted_for_other_team(request, membership):
+        return redirect("job_new")
     if request.method == "POST":
         form = DatasetJobForm(request.POST, team=team)
         if form.is_valid():
@@ -307,8 +321,7 @@ def log_groups(
 @require_POST
 def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
-    if job_cancel(job, user=request.user):
-        audit(request.user, job.team, "job.cancelled", job)
+    if job_cancel(job, user=request.user, via="web"):
         messages.success(request, f"Job {job.pk} cancelled.")
     else:
         messages.error(request, f"Job {job.pk} already finished; nothing to cancel.")
@@ -325,18 +338,10 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
         "repair": request.POST.get("repair") == "1",
     }
     try:
-        new = job_retry(job, user=request.user, **which)
+        new = job_retry(job, user=request.user, via="web", **which)
     except ValueError as exc:
         messages.error(request, str(exc))
         return _back_to(request, job)
-    audit(
-        request.user,
-        job.team,
-        "job.retried",
-        job,
-        new_job=new.pk,
-        **{name: True for name, on in which.items() if on},
-    )
     messages.success(request, f"Job {job.pk} retried as job {new.pk}.")
     return _back_to(request, new)
 
@@ -344,14 +349,14 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_note(request: HttpRequest, pk: int) -> HttpResponse:
-    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.VIEWER, pk=pk)
-    text = (request.POST.get("note") or "").strip()
-    if not text:
-        messages.error(request, "The note is empty.")
-    elif len(text) > 5000:
-        messages.error(request, "A note has at most 5,000 characters.")
-    else:
-        JobEvent.objects.create(job=job, kind=JobEvent.Kind.NOTE, message=text, author=request.user)
+    """A note on the job's timeline (team members, as ratings are)."""
+    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    try:
+        reviews.job_note_add(job=job, user=request.user, text=request.POST.get("note") or "")
+    except reviews.ReviewError as exc:
+        if request.htmx:
+            return HttpResponse(str(exc), status=400)
+        messages.error(request, str(exc))
     return _back_to(request, job)
 
 
@@ -385,3 +390,105 @@ def job_items_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     )
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
+
+
+# --- rating a job's rows -----------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def job_rate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rate one of a job's rows (thumbs up or down; 0 clears)."""
+    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    index = int_param(request.POST.get("index"))
+    try:
+        if index is None:
+            raise reviews.ReviewError("Rate one of the job's rows.")
+        verdict = rating_verdict(request)
+        verdict.pop("best", None)
+        reviews.rating_set(job=job, index=index, user=request.user, **verdict)
+    except reviews.ReviewError as exc:
+        if request.htmx:
+            return HttpResponse(str(exc), status=400)
+        messages.error(request, str(exc))
+        return redirect(job)
+    if request.htmx:
+        item = SimpleNamespace(index=index, review=grid.cell_of(job, index, request.user))
+        return render(
+            request, "dashboard/_item_rating.html", {"job": job, "item": item, "can_act": True}
+        )
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"#item-{index}")
+
+
+def rating_verdict(request: HttpRequest) -> dict[str, Any]:
+    """What the clicked button says: a score (0 clears it) or the best mark."""
+    if "best" in request.POST:
+        return {"best": request.POST.get("best") == "1"}
+    score = {"1": 1, "-1": -1, "0": None}.get(request.POST.get("score") or "", "bad")
+    if score == "bad":
+        raise reviews.ReviewError("A score is -1 (thumbs down) or 1 (thumbs up).")
+    return {"score": score}
+
+
+# --- the new-job form's estimate ------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def job_estimate(request: HttpRequest) -> HttpResponse:
+    """The estimate of what the new-job form holds now (htmx, as the user
+    types): items, tokens, cost at the team's price and the budget left."""
+    team = require_membership(request, Role.MEMBER).team
+    return render(
+        request, "dashboard/_job_new_estimate.html#body", estimate_context(team, request.POST)
+    )
+
+
+def _prompts_of(team: Team, data: Any) -> list[str]:
+    """The prompts the form would run: a dataset's rows through its template
+    (the same rendering the job will get), else the pasted text, split."""
+    dataset_id = int_param(data.get("dataset"), minimum=1)
+    template = (data.get("prompt_template") or "").replace("\x00", "")
+    if dataset_id is not None and template.strip():
+        dataset = Dataset.objects.filter(team=team, pk=dataset_id).first()
+        if dataset is not None:
+            return inputs_from_dataset(dataset, template).prompts
+    return split_prompts(data.get("prompts") or "", data.get("split") or "single")
+
+
+def estimate_context(team: Team, data: Any) -> dict[str, Any]:
+    credentials = Credential.objects.filter(team=team).order_by("name")
+    chosen = int_param(data.get("credential"), minimum=1)
+    credential = (credentials.filter(pk=chosen).first() if chosen else None) or credentials.first()
+    # NUL: PostgreSQL refuses it in a query's text.
+    model = (data.get("model") or "").replace("\x00", "").strip()[:200]
+    try:
+        prompts = _prompts_of(team, data)
+    except TemplateError as exc:
+        return {"estimate": None, "wants": f"a template that fits the dataset ({exc})"}
+    if credential is None or not prompts or not model:
+        return {"estimate": None, "wants": "a credential, a model and prompts"}
+    supported = get_provider_class(credential.provider).supported_fields
+    per_item = "\n".join(
+        str(data.get(name) or "")
+        for name in ("system_prompt", "question")
+        if name in supported and data.get(name)
+    )
+    max_tokens = (
+        int_param(data.get("max_tokens"), minimum=1, maximum=1_000_000)
+        if "max_tokens" in supported
+        else None
+    )
+    estimate = cost.estimate_of(
+        team, credential.provider, model, prompts, max_tokens, per_item=per_item
+    )
+    budget = cost.budget_status(team)
+    after = budget.spent + (estimate.cost or 0)
+    return {
+        "estimate": estimate,
+        "credential": credential,
+        "model": model,
+        "budget": budget,
+        "over_budget": budget.budget is not None and after > budget.budget,
+        "left_after": None if budget.budget is None else budget.budget - after,
+    }

@@ -29,6 +29,8 @@ from dashboard.accounts.services import (
 from dashboard.core.keyset import cursor_decode, keyset_page
 from dashboard.models import ROLE_RANK, AuditEvent, Membership, Role, Team
 
+from .scope import posted_for_other_team
+
 AUDIT_PAGE_SIZE = 50
 
 
@@ -93,16 +95,6 @@ def _render_team(
     return render(request, "dashboard/team.html", context, status=status)
 
 
-def _stale_team(request: HttpRequest, membership: Membership) -> bool:
-    """True when the form was for another team than the session's (switched
-    in another tab): acting on the wrong team would be worse than asking again."""
-    posted = request.POST.get("team")
-    if posted is not None and posted != str(membership.team_id):
-        messages.error(request, "You switched teams in another tab; check the team and try again.")
-        return True
-    return False
-
-
 @login_required
 @require_GET
 def team_page(request: HttpRequest) -> HttpResponse:
@@ -113,7 +105,7 @@ def team_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 def member_add_view(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
-    if _stale_team(request, membership):
+    if posted_for_other_team(request, membership):
         return redirect("team")
     form = MemberAddForm(request.POST)
     if not form.is_valid():
@@ -186,7 +178,7 @@ def member_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def team_settings_view(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
-    if _stale_team(request, membership):
+    if posted_for_other_team(request, membership):
         return redirect("team")
     form = CostRateForm(request.POST)
     if not form.is_valid():

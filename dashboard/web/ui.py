@@ -7,6 +7,9 @@
 - ``text|link_pages``: escaped text whose "Instances page" (and the like)
   becomes a link to that page.
 - ``{% job_progress job as p %}``: the segments of a job's progress bar.
+- ``{% team_field %}``: the hidden field that says which team a form was
+  rendered for (the session's, or the one given), checked on POST by
+  ``web.scope``.
 """
 
 from __future__ import annotations
@@ -168,3 +171,15 @@ def job_progress(job: Any) -> Progress:
     elif described:
         words += ": " + ", ".join(described)
     return Progress(state, job.progress_done, total, segments, words)
+
+
+# --- forms ------------------------------------------------------------------------------------
+
+
+@register.simple_tag(takes_context=True)
+def team_field(context: template.Context, team: Any = None) -> str:
+    """``<input type="hidden" name="team">`` with the team the form acts for."""
+    team = team if team is not None else context.get("current_team")
+    if team is None:
+        return ""
+    return format_html('<input type="hidden" name="team" value="{}">', team.pk)

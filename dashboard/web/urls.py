@@ -40,10 +40,10 @@ urlpatterns = [
     path("credentials/<int:pk>/delete", credentials.credential_delete, name="credential_delete"),
     path("credentials/<int:pk>/edit", credentials.credential_edit, name="credential_edit"),
     path("credentials/<int:pk>/test", credentials.credential_test_view, name="credential_test"),
-    path("credentials/<int:pk>/models", instances.model_catalog, name="model_catalog"),
+    path("credentials/<int:pk>/models", credentials.model_catalog, name="model_catalog"),
     path(
         "credentials/<int:pk>/models/refresh",
-        instances.model_catalog_refresh,
+        credentials.model_catalog_refresh,
         name="model_catalog_refresh",
     ),
     # jobs and their history
@@ -52,7 +52,7 @@ urlpatterns = [
     path("jobs/export.jsonl", history.job_export_jsonl, name="job_export_jsonl"),
     path("jobs/new", jobs.job_new, name="job_new"),
     path("jobs/new/models", jobs.job_new_models, name="job_new_models"),
-    path("jobs/estimate", usage.job_estimate, name="job_estimate"),
+    path("jobs/estimate", jobs.job_estimate, name="job_estimate"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/live", jobs.job_live, name="job_live"),
     path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),
@@ -63,7 +63,7 @@ urlpatterns = [
         jobs.job_items_export,
         name="job_items_export",
     ),
-    path("jobs/<int:pk>/rate", compare.job_rate, name="job_rate"),
+    path("jobs/<int:pk>/rate", jobs.job_rate, name="job_rate"),
     # datasets and comparisons
     path("datasets/", datasets.dataset_list, name="dataset_list"),
     path("datasets/preview", datasets.dataset_template_preview, name="dataset_template_preview"),

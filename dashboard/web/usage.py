@@ -1,6 +1,6 @@
 """The usage page (charts of the last 30 days, the month's spend against the
-budget, by provider), its chart images, the team's prices and budget (team
-admins), and the new-job form's live estimate."""
+budget, by provider), its chart images, and the team's prices and budget
+(team admins)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,12 @@ from dashboard.accounts.prices import (
     price_set,
     team_set_budget,
 )
-from dashboard.core.params import int_param
-from dashboard.datasets.services import inputs_from_dataset
-from dashboard.datasets.template import TemplateError
 from dashboard.jobs import cost, usage
-from dashboard.jobs.forms import split_prompts
-from dashboard.models import Credential, Dataset, Membership, Price, Role, Team
-from providers import PROVIDER_CHOICES, get_provider_class
+from dashboard.models import Membership, Price, Role, Team
+from providers import PROVIDER_CHOICES
 
 from . import charts
+from .scope import posted_for_other_team
 
 #: The chart images may use their own inline styles (pygal's), nothing else.
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
@@ -129,6 +126,8 @@ def usage_chart(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def price_save(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if posted_for_other_team(request, membership):
+        return redirect("usage")
     form = PriceForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, price_form=form, status=400)
@@ -169,6 +168,8 @@ def price_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def budget_save(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if posted_for_other_team(request, membership):
+        return redirect("usage")
     form = BudgetForm(request.POST)
     if not form.is_valid():
         return _page(request, membership, budget_form=form, status=400)
@@ -186,67 +187,3 @@ def budget_save(request: HttpRequest) -> HttpResponse:
         else f"Monthly budget set to {cost.money(value)}.",
     )
     return redirect("usage")
-
-
-# --- the new-job form's estimate ------------------------------------------------------------
-
-
-@login_required
-@require_POST
-def job_estimate(request: HttpRequest) -> HttpResponse:
-    """The estimate of what the new-job form holds now (htmx, as the user
-    types): items, tokens, cost at the team's price and the budget left."""
-    team = require_membership(request, Role.MEMBER).team
-    return render(
-        request, "dashboard/_job_new_estimate.html#body", estimate_context(team, request.POST)
-    )
-
-
-def _prompts_of(team: Team, data: Any) -> list[str]:
-    """The prompts the form would run: a dataset's rows through its template
-    (the same rendering the job will get), else the pasted text, split."""
-    dataset_id = int_param(data.get("dataset"), minimum=1)
-    template = (data.get("prompt_template") or "").replace("\x00", "")
-    if dataset_id is not None and template.strip():
-        dataset = Dataset.objects.filter(team=team, pk=dataset_id).first()
-        if dataset is not None:
-            return inputs_from_dataset(dataset, template).prompts
-    return split_prompts(data.get("prompts") or "", data.get("split") or "single")
-
-
-def estimate_context(team: Team, data: Any) -> dict[str, Any]:
-    credentials = Credential.objects.filter(team=team).order_by("name")
-    chosen = int_param(data.get("credential"), minimum=1)
-    credential = (credentials.filter(pk=chosen).first() if chosen else None) or credentials.first()
-    # NUL: PostgreSQL refuses it in a query's text.
-    model = (data.get("model") or "").replace("\x00", "").strip()[:200]
-    try:
-        prompts = _prompts_of(team, data)
-    except TemplateError as exc:
-        return {"estimate": None, "wants": f"a template that fits the dataset ({exc})"}
-    if credential is None or not prompts or not model:
-        return {"estimate": None, "wants": "a credential, a model and prompts"}
-    supported = get_provider_class(credential.provider).supported_fields
-    per_item = "\n".join(
-        str(data.get(name) or "")
-        for name in ("system_prompt", "question")
-        if name in supported and data.get(name)
-    )
-    max_tokens = (
-        int_param(data.get("max_tokens"), minimum=1, maximum=1_000_000)
-        if "max_tokens" in supported
-        else None
-    )
-    estimate = cost.estimate_of(
-        team, credential.provider, model, prompts, max_tokens, per_item=per_item
-    )
-    budget = cost.budget_status(team)
-    after = budget.spent + (estimate.cost or 0)
-    return {
-        "estimate": estimate,
-        "credential": credential,
-        "model": model,
-        "budget": budget,
-        "over_budget": budget.budget is not None and after > budget.budget,
-        "left_after": None if budget.budget is None else budget.budget - after,
-    }

@@ -24,6 +24,8 @@ from dashboard.models import Role, Webhook, WebhookDelivery
 from dashboard.notify import webhooks
 from dashboard.notify.webhooks import EVENTS, WebhookError
 
+from .scope import posted_for_other_team
+
 DELIVERIES_PER_PAGE = 25
 EVENT_HELP = {
     "job.completed": "a job completed (some rows may have failed)",
@@ -68,6 +70,8 @@ def _deliveries() -> Any:
 @require_http_methods(["GET", "POST"])
 def webhook_list(request: HttpRequest) -> HttpResponse:
     membership = require_membership(request, Role.ADMIN)
+    if request.method == "POST" and posted_for_other_team(request, membership):
+        return redirect("webhook_list")
     team = membership.team
     form = WebhookForm(request.POST) if request.method == "POST" else WebhookForm()
     created: tuple[Webhook, str] | None = None
