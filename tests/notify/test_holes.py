@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core import mail
 
 from dashboard.jobs.services import job_transition
-from dashboard.models import WebhookDelivery
-from dashboard.notify import outbox, webhooks
+from dashboard.models import EmailNotification, Membership, WebhookDelivery
+from dashboard.notify import emails, outbox, webhooks
 from tests.conftest import finish_items, make_credential, make_job
 from tests.notify.conftest import WallClock
 
@@ -105,3 +106,52 @@ def test_a_trickling_receiver_holds_a_delivery_no_longer_than_its_deadline(
     [attempt] = delivery.log.all()
     assert attempt.error == delivery.last_error
     assert 9_000 <= attempt.duration_ms <= 11_500
+
+
+def end_job(team: Any, user: User, **spec: Any) -> Any:
+    job = make_job(make_credential(team), ["hello"], user=user, **spec)
+    finish_items(job, ["hi"])
+    assert job_transition(job.pk, "completed")
+    return job
+
+
+def test_a_model_name_with_a_newline_still_gets_a_one_line_subject(team: Any, alice: User) -> None:
+    emails.email_opt_in(alice, on=True, address="alice@example.com")
+    job = end_job(team, alice, model="evil\r\nBcc: mallory@example.com\n  model")
+    note = EmailNotification.objects.get()
+
+    assert emails.email_send(note.pk) == "succeeded"
+    [message] = mail.outbox
+    assert (
+        message.subject == f"Job #{job.pk} completed: Together evil Bcc: mallory@example.com model"
+    )
+    assert message.to == ["alice@example.com"] and message.bcc == []
+
+
+def test_a_mail_that_cannot_be_made_is_recorded_readably(
+    team: Any, alice: User, scheduled: list[Any]
+) -> None:
+    emails.email_opt_in(alice, on=True, address="alice@example.com")
+    end_job(team, alice)
+    User.objects.filter(pk=alice.pk).update(email="alice@example.com\nBcc: mallory@example.com")
+    note = EmailNotification.objects.get()
+
+    assert emails.email_send(note.pk) == "failed"  # it would fail the same way again
+    note.refresh_from_db()
+    assert note.last_error != outbox.STOPPED_MID_ATTEMPT
+    assert note.last_error.startswith("The e-mail could not be made:")
+    assert mail.outbox == [] and scheduled == []
+
+
+def test_a_user_who_left_the_team_gets_no_more_e_mail(team: Any, alice: User) -> None:
+    emails.email_opt_in(alice, on=True, address="alice@example.com")
+    end_job(team, alice)  # written while she is a member...
+    note = EmailNotification.objects.get()
+    Membership.objects.filter(team=team, user=alice).delete()  # ...sent after she left
+    end_job(team, alice)  # and none for jobs that end after
+
+    assert emails.email_send(note.pk) == "failed"
+    note.refresh_from_db()
+    assert "no longer a member" in note.last_error
+    assert mail.outbox == []
+    assert EmailNotification.objects.count() == 1
