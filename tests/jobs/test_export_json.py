@@ -12,6 +12,9 @@ import pytest
 from django.contrib.auth.models import User
 from openpyxl import load_workbook
 
+from dashboard.compare import export as compare_export
+from dashboard.compare.services import Target, comparison_create
+from dashboard.datasets.services import Inputs
 from dashboard.jobs import export, results
 from dashboard.jobs.services import job_create, job_transition
 from providers import JobSpec
@@ -84,3 +87,27 @@ def test_a_job_over_nested_values_exports_as_csv_with_json_not_reprs(
     rows = [row[:6] for row in csv.reader(io.StringIO(text))]
     assert rows == EXPECTED
     assert "{'" not in text  # no Python repr anywhere
+
+
+def test_a_comparison_over_nested_values_exports_as_xlsx_and_csv(team: Any, alice: User) -> None:
+    inputs = Inputs(prompts=["one", "two"], input_fields=FIELDS, columns=["doc", "tags"])
+    comparison = comparison_create(
+        team=team,
+        name="nested",
+        user=alice,
+        inputs=inputs,
+        targets=[
+            Target(make_credential(team), JobSpec(model=f"m{i}", prompts=inputs.prompts))
+            for i in range(2)
+        ],
+    )
+    targets = list(comparison.jobs.order_by("id"))
+    finish_items(targets[0], [{"a": [1]}, ["x", {"y": None}]])
+
+    book = load_workbook(compare_export.grid_xlsx(comparison, targets), read_only=True)
+    sheet = [list(row[:5]) for row in book.worksheets[0].iter_rows(values_only=True)]
+    assert sheet[1] == [0, compact(FIELDS[0]["doc"]), '["x","y"]', "one", '{"a":[1]}']
+    assert sheet[2][4] == '["x",{"y":null}]'
+    text = "".join(compare_export.grid_csv(comparison, targets))
+    assert next(csv.reader(io.StringIO(text.splitlines()[1])))[1] == compact(FIELDS[0]["doc"])
+    assert "{'" not in text
