@@ -14,6 +14,7 @@ from dashboard.accounts.prices import PriceError, price_set, team_set_budget
 from dashboard.jobs import cost, usage
 from dashboard.models import Membership, Price, Role
 
+from .auth import ADMIN_WRITES
 from .errors import FieldErrors, invalid
 from .schemas import MAX_ID, BudgetIn, BudgetOut, Error, PriceIn, PriceOut, UsageOut
 from .scope import membership_for_create
@@ -65,7 +66,10 @@ def get_usage(
 
 
 @router.put(
-    "/budget", response={200: BudgetOut, (400, 401, 403, 413): Error}, url_name="api_budget"
+    "/budget",
+    response={200: BudgetOut, (400, 401, 403, 413): Error},
+    url_name="api_budget",
+    auth=ADMIN_WRITES,
 )
 def put_budget(request: HttpRequest, payload: BudgetIn) -> Any:
     """Set the team's monthly budget in USD, or null for none (team admins).
@@ -98,6 +102,7 @@ def list_prices(
     "/prices",
     response={201: PriceOut, (400, 401, 403, 413): Error},
     url_name="api_prices",
+    auth=ADMIN_WRITES,
 )
 def create_price(request: HttpRequest, payload: PriceIn) -> Any:
     """Set a model's price (team admins): USD per million input and output

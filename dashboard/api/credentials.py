@@ -20,6 +20,7 @@ from dashboard.accounts.credentials import (
 )
 from dashboard.models import Credential, Role
 
+from .auth import ADMIN_WRITES
 from .errors import ApiError, FieldErrors, invalid
 from .schemas import (
     MAX_ID,
@@ -68,6 +69,7 @@ def list_credentials(
     "",
     response={201: CredentialOut, (400, 401, 403, 409, 413): Error},
     url_name="api_credentials",
+    auth=ADMIN_WRITES,
 )
 def create_credential(request: HttpRequest, payload: CredentialIn) -> Any:
     """Add a credential (team admins). The secret is stored encrypted and never returned."""

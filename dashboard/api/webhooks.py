@@ -14,6 +14,7 @@ from dashboard.core import keyset
 from dashboard.models import Membership, Role, Webhook
 from dashboard.notify import webhooks
 
+from .auth import ADMIN_WRITES
 from .credentials import no_content
 from .errors import FieldErrors, invalid
 from .jobs import MAX_PAGE_SIZE, PAGE_SIZE
@@ -30,6 +31,7 @@ DELIVERY_PARAMS = ("limit", "cursor")
     "",
     response={201: WebhookCreated, (400, 401, 403, 413): Error},
     url_name="api_webhooks",
+    auth=ADMIN_WRITES,
 )
 def create_webhook(request: HttpRequest, payload: WebhookIn) -> Any:
     """Add a webhook (team admins). Deliveries are signed per the Standard

@@ -12,6 +12,7 @@ fails on its last line leaves nothing behind.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,15 @@ from openpyxl import load_workbook
 MAX_COLUMN_NAME = 200
 #: An XLSX is a zip: what its parts may expand to, as a multiple of the byte limit.
 XLSX_EXPANSION = 5
+#: A part may inflate to at most this many times its compressed size once it
+#: passes XLSX_RATIO_GRACE bytes (Apache POI's default: sheets a spreadsheet
+#: writes compress 5 to 25 times; a thousandfold is a bomb, not data).
+XLSX_MAX_RATIO = 100
+XLSX_RATIO_GRACE = 1024 * 1024
+#: A line (one row of CSV or JSONL) may be this many bytes per character of
+#: the longest value: room for one value at the limit written as JSON escapes,
+#: and for the row's other, shorter values.
+LINE_BYTES_PER_CHAR = 8
 #: Deeper JSON values in a JSONL row are refused (they would only be rendered as text).
 MAX_DEPTH = 32
 FORMATS = ("csv", "tsv", "jsonl", "xlsx")
@@ -61,6 +71,11 @@ class Limits:
             columns=settings.MAX_DATASET_COLUMNS,
             cell_chars=settings.MAX_PROMPT_CHARS,
         )
+
+    @property
+    def line_bytes(self) -> int:
+        """The longest line read: a longer one is refused before it is all read."""
+        return self.cell_chars * LINE_BYTES_PER_CHAR
 
 
 class Rows:
@@ -212,6 +227,9 @@ def read_pasted(text: str, limits: Limits) -> Rows:
             too_large=True,
         )
     lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        if len(line) > limits.line_bytes:
+            raise _line_too_long(number, limits)
     first = next((line for line in lines if line.strip()), "")
     delimiter = "\t" if "\t" in first else ","
     return read_csv(enumerate(lines, start=1), limits, delimiter=delimiter, source="paste")
@@ -236,9 +254,17 @@ def read_records(records: Iterable[Any], limits: Limits) -> Rows:
 def _lines(stream: IO[bytes], limits: Limits) -> Iterator[tuple[int, str]]:
     """The file's lines as text, numbered, decoded one by one so an encoding
     error names its line (a UTF-8 sequence never holds a newline byte); the
-    bytes counted as they come, whatever the upload said its size was."""
+    bytes counted as they come, whatever the upload said its size was. Each
+    read is bounded: a line longer than the limit (a file with no newline at
+    all) is refused once that much of it is read, never gathered whole."""
     total = 0
-    for number, raw in enumerate(stream, start=1):
+    longest = limits.line_bytes
+    for number in itertools.count(1):
+        raw = stream.readline(longest + 1)
+        if not raw:
+            return
+        if len(raw) > longest and not raw.endswith(b"\n"):
+            raise _line_too_long(number, limits)
         total += len(raw)
         if total > limits.bytes:
             raise DatasetError(
@@ -257,6 +283,15 @@ def _lines(stream: IO[bytes], limits: Limits) -> Iterator[tuple[int, str]]:
                 "save the file as UTF-8",
                 where=f"line {number}",
             ) from None
+
+
+def _line_too_long(number: int, limits: Limits) -> DatasetError:
+    return DatasetError(
+        f"the line is longer than {limits.line_bytes:,} bytes; a line holds one row, whose "
+        f"values are at most {limits.cell_chars:,} characters each",
+        where=f"line {number}",
+        too_large=True,
+    )
 
 
 def read_csv(
@@ -389,6 +424,7 @@ def read_xlsx(stream: IO[bytes], limits: Limits) -> Rows:
             sheet.reset_dimensions()  # the stored size may be wrong: read what is there
             header: list[str] | None = None
             cells = sheet.iter_rows(values_only=True, max_col=limits.columns + 1)
+            size = 0
             for number, values in enumerate(_safely(cells), start=1):
                 where = f"row {number} of sheet “{sheet.title}”"
                 values = list(values)
@@ -396,6 +432,16 @@ def read_xlsx(stream: IO[bytes], limits: Limits) -> Rows:
                     values.pop()
                 if not values:
                     continue
+                # Shared strings let a small sheet repeat a long value in
+                # every cell: what is read counts, not what was stored.
+                size += sum(len(v) if isinstance(v, str) else 8 for v in values)
+                if size > limits.bytes:
+                    raise DatasetError(
+                        f"the sheet's values pass {limits.bytes:,} bytes; at most "
+                        f"{limits.bytes:,} bytes per dataset",
+                        where=where,
+                        too_large=True,
+                    )
                 if header is None:
                     header = ["" if v is None else str(_cell(v)).strip() for v in values]
                     rows.header(header, where)
@@ -428,15 +474,26 @@ def _safely(cells: Iterator[Any]) -> Iterator[Any]:
 
 
 def _check_zip(stream: IO[bytes], limits: Limits) -> None:
-    """A zip that would expand past the limit (a "zip bomb") is refused before
-    any of it is read; the sizes its directory declares bound what is read."""
+    """A zip that would expand past the limit, in all or in a part that
+    inflates far more than data does (a "zip bomb"), is refused before any of
+    it is read; the sizes its directory declares bound what is read (zipfile
+    stops a part at its declared size)."""
     try:
         with zipfile.ZipFile(stream) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
+            parts = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise DatasetError("not a readable XLSX workbook (not a zip file)") from None
     finally:
         stream.seek(0)
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > XLSX_RATIO_GRACE and ratio > XLSX_MAX_RATIO:
+            raise DatasetError(
+                f"the workbook's part {part.filename} expands to {part.file_size:,} bytes, "
+                f"{ratio:,.0f} times its compressed size; at most {XLSX_MAX_RATIO} times",
+                too_large=True,
+            )
+    expanded = sum(part.file_size for part in parts)
     if expanded > limits.bytes * XLSX_EXPANSION:
         raise DatasetError(
             f"the workbook expands to {expanded:,} bytes; at most "

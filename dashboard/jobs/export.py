@@ -5,7 +5,9 @@
   dataset row's fields) first, then the output (structured fields as their own
   columns), status, error, validity, latency and tokens.
 
-Cells that a spreadsheet would run as a formula are defused.
+A nested value (an object or a list, in a structured output or a dataset
+row's fields) is a cell of compact JSON text; cells that a spreadsheet would
+run as a formula are defused.
 """
 
 from __future__ import annotations
@@ -119,12 +121,26 @@ def job_record(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def json_text(value: Any) -> str:
+    """Compact JSON, keys sorted: how an export writes a nested value."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def text_of(output: Any) -> str:
     if output is None:
         return ""
     if isinstance(output, str):
         return output
-    return json.dumps(output, ensure_ascii=False, sort_keys=True)
+    return json_text(output)
+
+
+def cell_text(value: Any) -> str:
+    """A CSV cell: None empty, an object or a list as JSON, anything else as str."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json_text(value)
+    return str(value)
 
 
 def job_csv_row(row: dict[str, Any]) -> list[Any]:
@@ -275,7 +291,7 @@ def csv_lines(header: list[str], rows: Iterable[list[Any]], per_chunk: int) -> I
     writer = csv.writer(buffer)
     writer.writerow([csv_safe(name) for name in header])
     for n, row in enumerate(rows, start=1):
-        writer.writerow([csv_safe("" if cell is None else str(cell)) for cell in row])
+        writer.writerow([csv_safe(cell_text(cell)) for cell in row])
         if n % per_chunk == 0:
             yield _drain(buffer)
     yield _drain(buffer)
@@ -307,6 +323,8 @@ def xlsx_file(title: str, header: list[str], rows: Iterable[list[Any]]) -> IO[by
 
 
 def _xlsx_cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        value = json_text(value)  # openpyxl takes scalars only
     if isinstance(value, str):
         # openpyxl refuses control characters; a formula start is defused as in CSV.
         cleaned = "".join(ch for ch in value if ch in "\t\n\r" or ord(ch) >= 32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from dashboard.models import Job, JobEvent
@@ -13,6 +14,10 @@ from . import cost, results
 
 #: A job's ``outputs`` are given up to this many items; above, page the items.
 OUTPUTS_MAX = 1000
+#: A job's ``log`` is at most its last this many characters (the answer stays
+#: bounded whatever the provider printed).
+LOG_MAX_CHARS = 64 * 1024
+LOG_CUT = "[The log is cut: its last {kept:,} characters follow.]\n"
 
 
 def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
@@ -47,18 +52,41 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
 
 
 def job_log(job: Job) -> str:
-    """The provider's log or streamed output where there is one, else the timeline."""
+    """The provider's log or streamed output where there is one, else the
+    timeline: its last LOG_MAX_CHARS characters, after a marker when it is
+    longer (only about that much of it is read)."""
     output_kinds = (JobEvent.Kind.LOG, JobEvent.Kind.STREAM)
-    chunks = job.events.filter(kind__in=output_kinds).order_by("unit", "id")
-    by_unit: dict[int | None, list[str]] = {}
-    for unit, message in chunks.values_list("unit", "message"):
-        by_unit.setdefault(unit, []).append(message)
-    if by_unit:
+    chunks = job.events.filter(kind__in=output_kinds)
+    newest, cut = _newest(chunks.order_by("-unit", "-id").values_list("unit", "message"))
+    if newest:
         # Prompts run side by side: each prompt's text stays in one piece.
-        return "\n".join("".join(parts) for parts in by_unit.values())
+        by_unit: dict[int | None, list[str]] = {}
+        for unit, message in reversed(newest):
+            by_unit.setdefault(unit, []).append(message)
+        return _tail("\n".join("".join(parts) for parts in by_unit.values()), cut)
     # Reviewers' notes are comments on the job, not part of its own timeline.
-    timeline = job.events.exclude(kind__in=(*output_kinds, JobEvent.Kind.NOTE)).order_by("id")
-    return "\n".join(
-        f"{timezone.localtime(event.created_at):%H:%M:%S} {event.message}"
-        for event in timeline.only("message", "created_at")
+    timeline = job.events.exclude(kind__in=(*output_kinds, JobEvent.Kind.NOTE))
+    events, cut = _newest(timeline.order_by("-id").values_list("created_at", "message"))
+    text = "\n".join(
+        f"{timezone.localtime(at):%H:%M:%S} {message}" for at, message in reversed(events)
     )
+    return _tail(text, cut)
+
+
+def _newest(rows: QuerySet[Any, tuple[Any, str]]) -> tuple[list[tuple[Any, str]], bool]:
+    """Rows (whatever, message) newest first, until they hold more than
+    LOG_MAX_CHARS characters; and whether older ones were left unread."""
+    kept: list[tuple[Any, str]] = []
+    size = 0
+    for row in rows.iterator(chunk_size=500):
+        if size > LOG_MAX_CHARS:
+            return kept, True
+        kept.append(row)
+        size += len(row[1]) + 1
+    return kept, False
+
+
+def _tail(text: str, cut: bool) -> str:
+    if not cut and len(text) <= LOG_MAX_CHARS:
+        return text
+    return LOG_CUT.format(kept=LOG_MAX_CHARS) + text[-LOG_MAX_CHARS:]

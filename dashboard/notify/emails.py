@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 
 from dashboard.core import clock
@@ -18,7 +19,7 @@ from dashboard.core import queue as tasks_queue
 from dashboard.core.logs import redact
 from dashboard.jobs.cost import money
 from dashboard.jobs.services import summary
-from dashboard.models import EmailNotification, Job, NotificationPreference
+from dashboard.models import EmailNotification, Job, Membership, NotificationPreference
 
 from . import outbox
 
@@ -40,8 +41,9 @@ def email_opt_in(user: Any, *, on: bool, address: str | None = None) -> Notifica
 
 
 def emails_create(job_ids: list[int], status: str) -> list[EmailNotification]:
-    """One e-mail per ended job whose submitter opted in and has an address;
-    each nudged once the transaction commits."""
+    """One e-mail per ended job whose submitter opted in, has an address and
+    is still a member of the job's team; each nudged once the transaction
+    commits."""
     wanted = set(
         NotificationPreference.objects.filter(email_on_job_end=True, user__jobs__pk__in=job_ids)
         .exclude(user__email="")
@@ -49,9 +51,9 @@ def emails_create(job_ids: list[int], status: str) -> list[EmailNotification]:
     )
     if not wanted:
         return []
-    jobs = Job.objects.filter(pk__in=job_ids, created_by_id__in=wanted).values_list(
-        "pk", "created_by_id"
-    )
+    jobs = Job.objects.filter(
+        pk__in=job_ids, created_by_id__in=wanted, team__memberships__user_id=F("created_by_id")
+    ).values_list("pk", "created_by_id")
     rows = EmailNotification.objects.bulk_create(
         [
             EmailNotification(
@@ -74,32 +76,51 @@ def email_send(notification_id: int) -> str:
     if claim is None:
         return "not due"
     note = EmailNotification.objects.select_related("user", "job").get(pk=notification_id)
-    error = ""
-    if not note.user.email:
-        error = "The user has no e-mail address any more."
-    else:
-        subject, body = message_for(note.job)
-        message = EmailMessage(subject, body, settings.DEFAULT_FROM_EMAIL, [note.user.email])
-        try:
-            message.send()
-        except (smtplib.SMTPException, OSError) as exc:
-            error = redact(f"{type(exc).__name__}: {exc}")[:1000]
+    error, final = _refusal(note), True
+    if not error:
+        error, final = _send(note)
     status, due = outbox.settle(
-        EmailNotification,
-        claim,
-        ok=not error,
-        error=error,
-        schedule=RETRY_WAITS,
-        final=not note.user.email,
+        EmailNotification, claim, ok=not error, error=error, schedule=RETRY_WAITS, final=final
     )
     if due is not None:
         tasks_queue.nudge_email_at(notification_id, due)
     return status
 
 
+def _refusal(note: EmailNotification) -> str:
+    """Why the e-mail may not go out at all ("" when it may)."""
+    if not note.user.email:
+        return "The user has no e-mail address any more."
+    if not Membership.objects.filter(team_id=note.job.team_id, user_id=note.user_id).exists():
+        return "The user is no longer a member of the job's team."
+    return ""
+
+
+def _send(note: EmailNotification) -> tuple[str, bool]:
+    """Send it: ("", _) when sent, else (the error, whether it is final: a
+    message that cannot be made would fail the same way again)."""
+    try:
+        subject, body = message_for(note.job)
+        message = EmailMessage(subject, body, settings.DEFAULT_FROM_EMAIL, [note.user.email])
+        message.message()
+    except ValueError as exc:  # BadHeaderError, a malformed address
+        return redact(f"The e-mail could not be made: {exc}")[:1000], True
+    try:
+        message.send()
+    except (smtplib.SMTPException, OSError) as exc:
+        return redact(f"{type(exc).__name__}: {exc}")[:1000], False
+    return "", False
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (CR and LF included) as one space:
+    a header never breaks, whatever a model or credential is called."""
+    return " ".join(text.split())
+
+
 def message_for(job: Job) -> tuple[str, str]:
     """The subject and plain-text body of a job's e-mail."""
-    subject = f"Job #{job.pk} {job.outcome}: {job.get_provider_display()} {job.model}"
+    subject = one_line(f"Job #{job.pk} {job.outcome}: {job.get_provider_display()} {job.model}")
     cost = job.cost_so_far
     lines = [
         f"Job #{job.pk} on {job.get_provider_display()} ({job.credential_name}), "

@@ -26,8 +26,10 @@ PENDING = Outbox.Status.PENDING
 SUCCEEDED = Outbox.Status.SUCCEEDED
 FAILED = Outbox.Status.FAILED
 
-#: Seconds an attempt holds its row: above any attempt's own timeouts (10 s),
-#: well below django-q2's task timeout.
+#: Seconds an attempt holds its row: six times a webhook POST's total deadline
+#: (10 s, held on the socket however the receiver paces its answer), so no
+#: second worker takes an attempt still under way; well below django-q2's
+#: task timeout.
 LEASE_SECONDS = 60
 #: Jitter: each wait is this share of its base or more, never more than the
 #: base, so the first retry stays within its minute and receivers that failed

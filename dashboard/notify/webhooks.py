@@ -39,6 +39,7 @@ from dashboard.jobs.serialize import job_json
 from dashboard.models import Job, ModelInstance, Team, Webhook, WebhookAttempt, WebhookDelivery
 
 from . import outbox
+from .deadline import DeadlineBackend
 
 JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled")
 INSTANCE_EVENTS = ("instance.running", "instance.expired", "instance.failed")
@@ -318,8 +319,11 @@ def post(
             message_id, at.astimezone(UTC), body
         ),
     }
+    # The total deadline lives on the socket: httpx's timeouts are per read,
+    # and a receiver that trickles its headers would never trip them.
+    deadline = DeadlineBackend(TIMEOUT_SECONDS)
     client = httpx.Client(
-        transport=transport or netguard.guarded_transport(),
+        transport=transport or netguard.guarded_transport(backend=deadline),
         timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
         follow_redirects=False,
         headers={"user-agent": USER_AGENT},
