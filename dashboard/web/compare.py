@@ -87,12 +87,16 @@ def comparison_new(request: HttpRequest) -> HttpResponse:
 
 
 def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Comparison | None:
-    if not (form.is_valid() and targets.is_valid()) or form.inputs is None:
+    inputs = form.inputs if form.is_valid() else None
+    valid = targets.is_valid()
+    # Every target's spec is checked, so all its errors show at once.
+    specs = [
+        target.spec_for(inputs.prompts if inputs else None) if target.is_valid() else None
+        for target in targets.forms
+    ]
+    if inputs is None or not valid or any(spec is None for spec in specs):
         return None
     team = form.team
-    specs = [target.spec_for(form.inputs.prompts) for target in targets.forms]
-    if any(spec is None for spec in specs):
-        return None
     chosen = [
         Target(target.cleaned_data["credential"], spec)
         for target, spec in zip(targets.forms, specs, strict=True)
@@ -103,7 +107,7 @@ def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Compari
                 team=team,
                 name=form.cleaned_data["name"],
                 user=request.user,
-                inputs=form.inputs,
+                inputs=inputs,
                 targets=chosen,
             )
             audit(request.user, team, "comparison.created", comparison, targets=len(chosen))
