@@ -78,9 +78,6 @@ class _Errors:
     def add(self, field: str, message: str) -> None:
         self.fields.setdefault(field, []).append(message)
 
-    def has(self, field: str) -> bool:
-        return field in self.fields
-
 
 def build_spec(credential: Credential, values: Mapping[str, Any]) -> JobSpec:
     """The JobSpec of ``values`` on ``credential``'s provider, or SpecError

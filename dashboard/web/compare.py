@@ -142,6 +142,7 @@ def _initial(request: HttpRequest) -> tuple[dict[str, Any], list[dict[str, Any]]
         initial.update(from_job=job.pk, name=f"Job {job.pk} compared")
         first = {"credential": job.credential_id, "model": job.model}
         first.update({k: job.spec.get(k) for k in SPEC_FIELDS if job.spec.get(k) not in (None, "")})
+        first["options"] = job.spec.get("options") or None
         targets.append(first)
     dataset_id = int_param(request.GET.get("dataset"), minimum=1)
     if dataset_id is not None:

@@ -15,7 +15,7 @@ from django.urls import reverse
 from dashboard.jobs.spec import MAX_DEADLINE, NUL_MESSAGE, SpecError, build_spec
 from dashboard.models import Comparison, Credential, Job
 from tests.api.conftest import Api, api_for
-from tests.conftest import make_credential
+from tests.conftest import make_credential, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -350,3 +350,17 @@ def test_a_comparison_target_on_the_page_takes_options_and_a_question(
     }
     assert (first.deadline_at - first.created_at).total_seconds() == 900
     assert second.spec["question"] == ""
+
+
+def test_comparing_from_a_job_starts_its_target_with_the_jobs_question_and_options(
+    client: Client, bob: Any, team: Any
+) -> None:
+    credential = make_credential(team, "mymagic")
+    job = make_job(credential, model="llama3_70b", question="Summarise", options={"region": "eu"})
+    client.force_login(bob)
+    response = client.get(reverse("comparison_new"), {"from_job": job.pk})
+    first = response.context["targets"].forms[0]
+    assert first.initial["question"] == "Summarise"
+    assert first.initial["options"] == {"region": "eu"}
+    page = html.unescape(response.content.decode())
+    assert "Summarise" in page and '"region": "eu"' in page
