@@ -66,7 +66,12 @@ def test_a_good_spec_is_built_as_the_provider_takes_it(team: Any) -> None:
         ("mymagic", {}, "question", "a question is required"),
         ("mymagic", {"question": "q\x00"}, "question", NUL_MESSAGE),
         ("lamini", {"output_schema": {"a": "complex"}}, "output_schema", "not one of str"),
-        ("openai", {"output_schema": {"type": "strng"}}, "output_schema", "Not a valid JSON"),
+        (
+            "openai",
+            {"output_schema": {"type": "strng"}},
+            "output_schema",
+            "not a valid JSON Schema",
+        ),
         ("openai", {"output_schema": [1]}, "output_schema", "Must be a JSON object"),
         ("together", {"options": {"deadline_seconds": "soon"}}, "options", "deadline_seconds"),
         ("together", {"options": {"deadline_seconds": 1e300}}, "options", "deadline_seconds"),
