@@ -10,6 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from ninja import Query, Router, Status
 
+from dashboard.accounts import access
 from dashboard.accounts.audit import audit
 from dashboard.compare import grid, reviews
 from dashboard.compare.services import (
@@ -19,7 +20,10 @@ from dashboard.compare.services import (
     comparison_status,
     targets_of,
 )
-from dashboard.models import Comparison, Credential, Role
+from dashboard.core import keyset
+from dashboard.jobs.spec import SpecError, prompts_error
+from dashboard.models import Comparison, Credential, Job, Role
+from dashboard.status import JOB_ACTIVE
 
 from .errors import ApiError, FieldErrors, invalid
 from .jobs import job_inputs, job_spec
@@ -28,6 +32,7 @@ from .schemas import (
     ComparisonCreated,
     ComparisonIn,
     ComparisonOut,
+    ComparisonPage,
     Error,
     RatingIn,
     RatingOut,
@@ -40,6 +45,9 @@ ViewedComparison = in_path(Comparison.objects.select_related("created_by"))
 MemberComparison = in_path(Comparison.objects.select_related("team"), Role.MEMBER)
 PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
+#: Comparisons per page of the list (rows of one comparison are PAGE_SIZE).
+LIST_SIZE = 50
+LIST_PARAMS = ("limit", "cursor")
 
 
 @router.post(
@@ -53,6 +61,9 @@ def create_comparison(request: HttpRequest, payload: ComparisonIn) -> Any:
     credentials = _credentials(request.auth, payload)
     team = credentials[0].team
     inputs = job_inputs(request.auth, payload, team.pk)
+    problem = prompts_error(inputs.prompts)
+    if problem:  # every target runs over them: said once, not once per target
+        raise invalid({"dataset" if inputs.dataset else "prompts": [problem]})
     errors = FieldErrors()
     targets = []
     for number, (target, credential) in enumerate(
@@ -62,7 +73,7 @@ def create_comparison(request: HttpRequest, payload: ComparisonIn) -> Any:
             target = target.model_copy(update={"output_schema": payload.output_schema})
         try:
             targets.append(Target(credential, job_spec(target, credential, inputs.prompts)))
-        except ApiError as exc:
+        except SpecError as exc:
             for field, messages in exc.fields.items():
                 errors.add("targets", *(f"Target {number}: {field}: {m}" for m in messages))
     errors.raise_if_any()
@@ -99,6 +110,76 @@ def _credentials(user: Any, payload: ComparisonIn) -> list[Credential]:
     if len({credential.team_id for credential in found}) > 1:
         raise invalid({"targets": ["Every target's credential must be of one team."]})
     return found
+
+
+@router.get("", response={200: ComparisonPage, (400, 401): Error}, url_name="api_comparisons")
+def list_comparisons(
+    request: HttpRequest,
+    limit: int = Query(LIST_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Comparisons per page."),
+    cursor: str | None = Query(None, description="From a `next` URL; follow it as is."),
+) -> Any:
+    """Your teams' comparisons, newest first, one page at a time: each with
+    its status and its targets (a job each)."""
+    errors = FieldErrors()
+    for name in request.GET:
+        if name not in LIST_PARAMS:
+            errors.add(name, f"Unknown parameter; expected one of {', '.join(LIST_PARAMS)}.")
+    position = keyset.cursor_decode(cursor) if cursor else None
+    if cursor and position is None:
+        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
+    errors.raise_if_any()
+    page = keyset.keyset_page(
+        access.visible(Comparison.objects.all(), request.auth), position=position, size=limit
+    )
+    targets = _targets_by_comparison([comparison.pk for comparison in page.items])
+    retrying = set(
+        Job.objects.filter(
+            retry_of__comparison_id__in=[c.pk for c in page.items], status__in=JOB_ACTIVE
+        ).values_list("retry_of__comparison_id", flat=True)
+    )
+    next_url = None
+    if page.has_more:
+        query = request.GET.copy()
+        query["cursor"] = page.next_cursor
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return {
+        "results": [
+            _summary_json(c, targets.get(c.pk, []), retrying=c.pk in retrying) for c in page.items
+        ],
+        "next": next_url,
+    }
+
+
+def _targets_by_comparison(ids: list[int]) -> dict[int, list[Job]]:
+    """Each comparison's targets in the order given, in one query for a page."""
+    found: dict[int, list[Job]] = {}
+    jobs = (
+        Job.objects.filter(comparison_id__in=ids)
+        .order_by("id")
+        .only("id", "comparison_id", "credential_id", "provider", "model", "status")
+    )
+    for job in jobs:
+        found.setdefault(job.comparison_id, []).append(job)
+    return found
+
+
+def _summary_json(comparison: Comparison, targets: list[Job], *, retrying: bool) -> dict[str, Any]:
+    return {
+        "id": comparison.pk,
+        "name": comparison.name,
+        "status": comparison_status(comparison, targets, retrying=retrying),
+        "targets": [
+            {
+                "job": job.pk,
+                "credential": job.credential_id,
+                "provider": job.provider,
+                "model": job.model,
+                "status": job.status,
+            }
+            for job in targets
+        ],
+        "created_at": comparison.created_at,
+    }
 
 
 @router.get(

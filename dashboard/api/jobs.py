@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -12,17 +11,16 @@ from ninja import Query, Router, Status
 
 from dashboard.accounts import access
 from dashboard.accounts.audit import audit
-from dashboard.compare.services import job_create_from
 from dashboard.core import keyset
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
 from dashboard.jobs import cost, results
-from dashboard.jobs.forms import SPEC_FIELDS, JobForm, check_job_spec, spec_from_data
 from dashboard.jobs.serialize import job_json
-from dashboard.jobs.services import job_cancel, job_retry
+from dashboard.jobs.services import job_cancel, job_create, job_retry
+from dashboard.jobs.spec import FIELDS, SpecError, build_spec
 from dashboard.models import Credential, Dataset, Item, Job, Role
 from dashboard.status import JobStatus
-from providers import PROVIDERS, JobSpec, get_provider_class
+from providers import PROVIDERS, JobSpec
 
 from .errors import ApiError, FieldErrors, invalid
 from .schemas import (
@@ -46,8 +44,9 @@ MemberJob = in_path(Job.objects.select_related("team", "credential"), Role.MEMBE
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-#: A job's own deadline (options.deadline_seconds) is at most a year.
-MAX_DEADLINE = 366 * 24 * 3600
+#: The body's fields that are the spec's (all but ``prompts``, which a
+#: dataset may give instead).
+SPEC_BODY_FIELDS = tuple(name for name in FIELDS if name != "prompts")
 LIST_PARAMS = ("status", "provider", "model", "created_by", "team", "limit", "cursor")
 
 
@@ -72,18 +71,23 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
     whose estimate would take the team past its monthly budget is a 409."""
     credential = credential_for(request.auth, payload.credential, payload.team)
     inputs = job_inputs(request.auth, payload, credential.team_id)
-    spec = job_spec(payload, credential, inputs.prompts)
+    try:
+        spec = job_spec(payload, credential, inputs.prompts)
+    except SpecError as exc:
+        raise invalid(exc.fields) from None
     if payload.dry_run:
         estimate = cost.spec_estimate(credential.team, credential.provider, spec)
         return Status(200, {"estimate": estimate.as_json()})
     try:
         with transaction.atomic():
-            job = job_create_from(
+            job = job_create(
                 team=credential.team,
                 credential=credential,
                 spec=spec,
                 user=request.auth,
-                inputs=inputs,
+                input_fields=inputs.input_fields,
+                input_columns=inputs.columns,
+                dataset=inputs.dataset,
             )
             audit(
                 request.auth,
@@ -99,44 +103,11 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
     return Status(201, {"id": job.pk, "status": job.status})
 
 
-def job_spec(payload: Any, credential: Credential, prompts: list[str] | None = None) -> JobSpec:
-    """The JobSpec of a valid body (a job's, or a comparison's target with the
-    ``prompts`` given) on this credential, or a 400 naming every field the
-    page's form or the provider would refuse."""
-    errors = FieldErrors()
-    prompts = list(payload.prompts or []) if prompts is None else prompts
-    values: dict[str, Any] = {
-        "model": form_clean("model", payload.model, errors),
-        "prompt_list": prompts,
-        "options": payload.options or {},
-        "stream": bool(payload.stream),
-    }
-    deadline = values["options"].get("deadline_seconds")
-    if deadline is not None and not (
-        isinstance(deadline, int)
-        and not isinstance(deadline, bool)
-        and 0 < deadline <= MAX_DEADLINE
-    ):
-        # job_create reads it with int(): a string or a huge number would be a 500.
-        errors.add("options", f"deadline_seconds must be a whole number from 1 to {MAX_DEADLINE}.")
-    blank = [i for i, prompt in enumerate(prompts) if not prompt.strip()]
-    if blank:
-        errors.add("prompts", f"Prompt {blank[0] + 1} is empty.")
-    for name in SPEC_FIELDS:
-        value = getattr(payload, name)
-        values[name] = value if name == "output_schema" else form_clean(name, value, errors)
-    cls = get_provider_class(credential.provider)
-    for name in SPEC_FIELDS:
-        if values.get(name) not in (None, "", {}) and name not in cls.supported_fields:
-            errors.add(name, f"{cls.label} does not use {name}; leave it out.")
-    if values["stream"] and not cls.supports_stream:
-        errors.add("stream", f"{cls.label} cannot stream output.")
-    errors.raise_if_any()
-    allowed = cls.supported_fields | ({"stream"} if cls.supports_stream else set())
-    spec = spec_from_data(values, allowed)
-    errors.merge(check_job_spec(credential, spec))
-    errors.raise_if_any()
-    return spec
+def job_spec(payload: Any, credential: Credential, prompts: list[str]) -> JobSpec:
+    """The JobSpec of a body (a job's, or a comparison's target) over
+    ``prompts`` on this credential; SpecError names every field it refuses."""
+    values = {name: getattr(payload, name) for name in SPEC_BODY_FIELDS}
+    return build_spec(credential, {**values, "prompts": prompts})
 
 
 def job_inputs(user: Any, payload: Any, team_id: int) -> Inputs:
@@ -169,18 +140,6 @@ def job_inputs(user: Any, payload: Any, team_id: int) -> Inputs:
         return inputs_from_dataset(dataset, payload.prompt_template)
     except TemplateError as exc:
         raise invalid({"prompt_template": [str(exc)]}) from None
-
-
-def form_clean(name: str, value: Any, errors: FieldErrors) -> Any:
-    """JobForm's own field for ``name`` (strips text, "" is required), so the
-    page and the API clean values the same way."""
-    if value is None:
-        return None
-    try:
-        return JobForm.base_fields[name].clean(value)
-    except ValidationError as exc:
-        errors.add(name, *exc.messages)
-        return None
 
 
 # --- read ------------------------------------------------------------------------------------------

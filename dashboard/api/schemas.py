@@ -3,10 +3,11 @@ OpenAPI document at /api/v1/openapi.json is generated from these, so it is
 the contract scripts generate clients from and schemathesis tests against.
 
 Bodies are strict JSON: no field the call does not know, no string for a
-number, no boolean for an integer, finite numbers only. The limits of a job's
-fields are JobForm's, so the page and the API refuse the same values; rules
-that need the database or the provider (a credential's team, the prompt
-limits in settings, what a provider supports) stay in the services.
+number, no boolean for an integer, finite numbers only. Every rule of a job's
+fields (ranges, lengths, what a provider supports) is
+``dashboard.jobs.spec.build_spec``'s, which the page calls too; the schema
+only shows the ranges. Rules that need the database (a credential's team)
+stay in the services.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from django import forms
 from ninja import Field, Schema
 from pydantic import ConfigDict, PlainSerializer, WithJsonSchema
 
-from dashboard.jobs.forms import JobForm
+from dashboard.jobs.spec import MAX_MODEL, NUMBERS
 from dashboard.status import InstanceStatus, JobStatus
 from providers import PROVIDERS
 
@@ -44,16 +44,16 @@ ProviderSlug = Literal[tuple(PROVIDERS)]  # type: ignore[valid-type]
 
 
 def job_field(name: str, kind: type, **extra: Any) -> Any:
-    """A strict JSON field with the limits of JobForm's field of that name."""
-    field = JobForm.base_fields[name]
-    limits: dict[str, Any] = {}
-    if isinstance(field, forms.IntegerField | forms.FloatField):
-        limits = {"ge": field.min_value, "le": field.max_value}
-    if isinstance(field, forms.CharField) and field.max_length:
-        limits["max_length"] = field.max_length
-    if kind is float:
-        limits["allow_inf_nan"] = False
-    return Annotated[kind, Field(strict=True, **limits, **extra)]
+    """A strict JSON field of a job spec. Its limits are build_spec's: shown
+    in the schema, checked there (so the page and the API refuse a value in
+    the same words), not here."""
+    if name == "model":
+        limits: dict[str, Any] = {"maxLength": MAX_MODEL}
+    else:
+        rule = NUMBERS[name]
+        limits = {"minimum": rule.minimum, "maximum": rule.maximum}
+    options = {"allow_inf_nan": False} if kind is float else {}
+    return Annotated[kind, Field(strict=True, json_schema_extra=limits, **options, **extra)]
 
 
 class Body(Schema):
@@ -350,6 +350,27 @@ class ComparisonIn(Body):
         None, description="For every target that gives none of its own."
     )
     team: Id | None = Field(None, description="Must be the credentials' team when given.")
+
+
+class ComparisonTarget(Schema):
+    job: int
+    credential: int | None
+    provider: str
+    model: str
+    status: JobStatus
+
+
+class ComparisonSummary(Schema):
+    id: int
+    name: str
+    status: JobStatus
+    targets: list[ComparisonTarget] = Field(description="One job per target, in the order given.")
+    created_at: Timestamp
+
+
+class ComparisonPage(Schema):
+    results: list[ComparisonSummary]
+    next: str | None = Field(description="The next (older) page; null on the last page.")
 
 
 class ComparisonCreated(Schema):

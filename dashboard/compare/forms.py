@@ -12,17 +12,10 @@ from django.conf import settings
 
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
-from dashboard.jobs.forms import (
-    PROMPT_SPLIT_CHOICES,
-    SPEC_FIELDS,
-    JobForm,
-    check_job_spec,
-    prompt_limits_error,
-    spec_from_data,
-    split_prompts,
-)
+from dashboard.jobs.forms import PROMPT_SPLIT_CHOICES, JobForm, add_spec_errors, split_prompts
+from dashboard.jobs.spec import SpecError, build_spec, prompts_error
 from dashboard.models import Credential, Dataset, Job, Team
-from providers import get_provider_class
+from providers import JobSpec
 
 from .services import MAX_NAME, MAX_TARGETS, MIN_TARGETS, inputs_of_job
 
@@ -139,14 +132,12 @@ class ComparisonForm(forms.Form):
                 self.add_error("prompts", "Either paste prompts or choose a dataset, not both.")
             self.inputs = dataset_inputs(self, dataset, data.get("prompt_template", ""))
         elif prompts:
-            if "\x00" in prompts:
-                self.add_error("prompts", "Prompts may not contain NUL characters.")
-            else:
-                self.inputs = Inputs(split_prompts(data["prompts"], data.get("split") or "lines"))
+            self.inputs = Inputs(split_prompts(data["prompts"], data.get("split") or "lines"))
         else:
             self.add_error("prompts", "Paste prompts, or choose a dataset and write a template.")
         if self.inputs is not None:
-            problem = prompt_limits_error(self.inputs.prompts)
+            # Every target runs over these: said once here, not once per target.
+            problem = prompts_error(self.inputs.prompts)
             if problem:
                 self.add_error("dataset" if self.inputs.dataset else "prompts", problem)
                 self.inputs = None
@@ -154,44 +145,56 @@ class ComparisonForm(forms.Form):
 
 
 class TargetForm(forms.Form):
-    """One target: a credential, a model and the job parameters (those the
-    provider does not use are refused by name, not silently dropped)."""
+    """One target: a credential, a model and the job parameters (build_spec
+    refuses by name those the provider does not use, not silently dropped)."""
 
-    PARAMS = ("system_prompt", "max_tokens", "temperature", "top_p", "output_schema")
+    PARAMS = (
+        "question",
+        "system_prompt",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "output_schema",
+        "options",
+    )
 
     credential = forms.ModelChoiceField(queryset=Credential.objects.none(), empty_label=None)
     model = copy.deepcopy(JobForm.base_fields["model"])
+    question = copy.deepcopy(JobForm.base_fields["question"])
     system_prompt = copy.deepcopy(JobForm.base_fields["system_prompt"])
     max_tokens = copy.deepcopy(JobForm.base_fields["max_tokens"])
     temperature = copy.deepcopy(JobForm.base_fields["temperature"])
     top_p = copy.deepcopy(JobForm.base_fields["top_p"])
     output_schema = copy.deepcopy(JobForm.base_fields["output_schema"])
+    options = copy.deepcopy(JobForm.base_fields["options"])
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["credential"].queryset = Credential.objects.filter(team=team).order_by("name")
         self.fields["model"].widget.attrs.pop("list", None)
-        self.fields["output_schema"].widget = forms.Textarea(
-            attrs={"rows": 2, "spellcheck": "false", "class": "mono"}
-        )
+        self.fields["question"].help_text = "MyMagic: applied to every prompt."
+        for name in ("output_schema", "options"):
+            self.fields[name].widget = forms.Textarea(
+                attrs={"rows": 2, "spellcheck": "false", "class": "mono"}
+            )
 
-    def spec_for(self, prompts: list[str]) -> Any:
-        """The target's JobSpec over ``prompts``, or None with the errors on the form."""
+    def spec_for(self, prompts: list[str] | None) -> JobSpec | None:
+        """The target's JobSpec over ``prompts``, or None with the errors on the
+        form (``prompts`` None: the comparison's inputs are wrong, and say so
+        themselves; the target's own fields are still checked)."""
         data = self.cleaned_data
-        credential: Credential = data["credential"]
-        cls = get_provider_class(credential.provider)
-        for name in self.PARAMS:
-            if data.get(name) not in (None, "", {}) and name not in cls.supported_fields:
-                self.add_error(name, f"{cls.label} does not use this; leave it empty.")
-        if self.errors:
+        credential: Credential | None = data.get("credential")
+        if credential is None:
             return None
-        values = {**{name: data.get(name) for name in SPEC_FIELDS}, "model": data["model"]}
-        spec = spec_from_data({**values, "prompt_list": prompts}, cls.supported_fields)
-        problems = check_job_spec(credential, spec)
-        for field, messages in problems.items():
-            for message in messages:
-                self.add_error(field if field in self.fields else None, message)
-        return None if problems else spec
+        values = {name: data.get(name) for name in ("model", *self.PARAMS)}
+        try:
+            spec = build_spec(credential, {**values, "prompts": prompts})
+        except SpecError as exc:
+            add_spec_errors(
+                self, exc, skip={*self.errors, "prompts"} if prompts is None else set(self.errors)
+            )
+            return None
+        return None if self.errors else spec
 
 
 class BaseTargetFormSet(forms.BaseFormSet):

@@ -1,9 +1,10 @@
 """Comparisons: create one sibling job per target over the same items (all in
-one transaction, so the workers start them together), a job made from a
-dataset, a comparison's status, and a retry of one target's failed cells.
+one transaction, so the workers start them together), a comparison's status,
+and a retry of one target's failed cells.
 
-Jobs are made by ``dashboard.jobs.services.job_create`` like every other job;
-this module only links them (``Job.comparison``, ``Job.dataset``)."""
+Jobs are made by ``dashboard.jobs.services.job_create`` like every other job
+(a target's spec checked by ``dashboard.jobs.spec.build_spec``, as every
+job's is); this module only groups them."""
 
 from __future__ import annotations
 
@@ -37,25 +38,6 @@ class Target:
     spec: JobSpec
 
 
-def job_create_from(
-    *, team: Team, credential: Credential, spec: JobSpec, user: Any, inputs: Inputs
-) -> Job:
-    """A job over ``inputs`` (a dataset's rendered rows keep their fields)."""
-    with transaction.atomic():
-        job = job_create(
-            team=team,
-            credential=credential,
-            spec=spec,
-            user=user,
-            input_fields=inputs.input_fields,
-            input_columns=inputs.columns,
-        )
-        if inputs.dataset is not None:
-            Job.objects.filter(pk=job.pk).update(dataset=inputs.dataset)
-            job.dataset = inputs.dataset
-    return job
-
-
 def comparison_create(
     *, team: Team, name: str, user: Any, inputs: Inputs, targets: list[Target]
 ) -> Comparison:
@@ -87,8 +69,9 @@ def comparison_create(
                 user=user,
                 input_fields=inputs.input_fields,
                 input_columns=inputs.columns,
+                dataset=inputs.dataset,
+                comparison=comparison,
             )
-            Job.objects.filter(pk=job.pk).update(comparison=comparison, dataset=inputs.dataset)
             event_add(job.pk, f"Target of comparison {comparison.pk} “{name}”.")
     return comparison
 
@@ -130,12 +113,17 @@ def retried_targets(targets: Iterable[Job]) -> set[int]:
     )
 
 
-def comparison_status(comparison: Comparison, targets: list[Job]) -> str:
+def comparison_status(
+    comparison: Comparison, targets: list[Job], *, retrying: bool | None = None
+) -> str:
     """Running while any target (or a retry of one) is active; then completed
-    when at least one target completed, cancelled when all were, else failed."""
+    when at least one target completed, cancelled when all were, else failed.
+    ``retrying``: whether a retry of a target is active, when the caller knows
+    (a list asks once for a whole page); else it is looked up."""
     if not targets:
         return JobStatus.FAILED
-    if any(job.status in JOB_ACTIVE for job in targets) or retries_active(targets):
+    active = any(job.status in JOB_ACTIVE for job in targets)
+    if active or (retries_active(targets) if retrying is None else retrying):
         pending = all(job.status == JobStatus.PENDING for job in targets)
         return JobStatus.PENDING if pending else JobStatus.RUNNING
     statuses = {job.status for job in targets}

@@ -1,22 +1,25 @@
-"""The job form, and the checks of a job spec that the form and the API share.
-
-Every field is validated with a message that says what is wrong; the provider
-adapter's own validation runs at submit too, so a job the provider cannot
-express is refused before it is saved."""
+"""The new-job form. Its fields turn the page's text into values (numbers,
+JSON); every rule of a job spec is :func:`dashboard.jobs.spec.build_spec`'s,
+whose messages it shows on its fields, so the page and the API refuse a job
+for the same reasons in the same words."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import Any
 
 from django import forms
-from django.conf import settings
+from django.core.validators import ProhibitNullCharactersValidator
 
-from dashboard.core import structured
 from dashboard.core.formfields import JSONObjectField
 from dashboard.instances.catalog import ModelChoices, model_choices
 from dashboard.models import Credential, Job, Team
-from providers import JobSpec, Provider, ProviderError, get_provider_class
+from providers import Provider, get_provider_class
+
+from .spec import MAX_MODEL, NUMBERS, OPTIONAL, SpecError, build_spec
+
+#: The optional spec fields, in the order the form shows them.
+SPEC_FIELDS = OPTIONAL
 
 PROMPT_SPLIT_CHOICES = [
     ("lines", "One prompt per line"),
@@ -37,26 +40,46 @@ def split_prompts(text: str, mode: str) -> list[str]:
     return [text.strip()] if text.strip() else []
 
 
+def spec_text(**kwargs: Any) -> forms.CharField:
+    """A text field whose rules (NUL, length) are build_spec's, so its words
+    are the ones shown; the form only hands the text on."""
+    field = forms.CharField(**kwargs)
+    field.validators = [
+        v for v in field.validators if not isinstance(v, ProhibitNullCharactersValidator)
+    ]
+    return field
+
+
+def spec_number(name: str) -> forms.Field:
+    """A number field: the form parses the text, build_spec checks the range
+    (the browser is told it too, as min and max)."""
+    rule = NUMBERS[name]
+    whole = rule.kind is int
+    attrs = {"min": rule.minimum, "max": rule.maximum, "step": 1 if whole else "any"}
+    field_class = forms.IntegerField if whole else forms.FloatField
+    return field_class(required=False, widget=forms.NumberInput(attrs=attrs))
+
+
 class JobForm(forms.Form):
     credential = forms.ModelChoiceField(queryset=Credential.objects.none(), empty_label=None)
-    model = forms.CharField(
-        max_length=200, widget=forms.TextInput(attrs={"list": "model-suggestions"})
+    model = spec_text(
+        widget=forms.TextInput(attrs={"list": "model-suggestions", "maxlength": MAX_MODEL})
     )
-    prompts = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), strip=False)
+    prompts = spec_text(widget=forms.Textarea(attrs={"rows": 6}), strip=False)
     split = forms.ChoiceField(
         choices=PROMPT_SPLIT_CHOICES, initial=PROMPT_SPLIT_DEFAULT, label="Several prompts?"
     )
-    question = forms.CharField(
+    question = spec_text(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Applied to every prompt (MyMagic's question; the prompts become its list_inputs).",
     )
-    system_prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    max_tokens = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
-    temperature = forms.FloatField(required=False, min_value=0, max_value=5)
-    top_p = forms.FloatField(required=False, min_value=0, max_value=1)
-    top_k = forms.IntegerField(required=False, min_value=0, max_value=100_000)
-    repetition_penalty = forms.FloatField(required=False, min_value=0, max_value=10)
+    system_prompt = spec_text(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    max_tokens = spec_number("max_tokens")
+    temperature = spec_number("temperature")
+    top_p = spec_number("top_p")
+    top_k = spec_number("top_k")
+    repetition_penalty = spec_number("repetition_penalty")
     output_schema = JSONObjectField(
         required=False,
         help_text='Structured output: a JSON Schema, or a type map like {"age": "int", "units": "str"}.',
@@ -98,13 +121,7 @@ class JobForm(forms.Form):
         credential = self.selected_credential()
         if credential is None:
             return []
-        cls = get_provider_class(credential.provider)
-        names = [
-            name for name in self.fields if name not in self.COMMON and name in cls.supported_fields
-        ]
-        if getattr(cls, "supports_stream", False):
-            names.append("stream")
-        return [self[name] for name in names]
+        return [self[name] for name in shown_fields(get_provider_class(credential.provider))]
 
     def model_choices(self) -> ModelChoices | None:
         """The models shown beside the field (catalog.model_choices), unfiltered."""
@@ -122,19 +139,44 @@ class JobForm(forms.Form):
         data = super().clean()
         if "prompts" in data:
             data["prompt_list"] = split_prompts(data["prompts"], data.get("split") or "single")
-            problem = prompt_limits_error(data["prompt_list"])
-            if problem:
-                self.add_error("prompts", problem)
-        if self.errors or "prompt_list" not in data:
+        credential: Credential | None = data.get("credential")
+        if credential is None:
             return data
-        credential: Credential = data["credential"]
-        allowed = get_provider_class(credential.provider).supported_fields | {"stream"}
-        spec = spec_from_data(data, allowed)
-        for field, messages in check_job_spec(credential, spec).items():
-            for message in messages:
-                self.add_error(field if field in self.fields else None, message)
-        data["spec"] = spec
+        # The page posts only the fields it shows for this credential's provider:
+        # a value of another provider's field is stale (a credential changed
+        # without a reload), not a request.
+        cls = get_provider_class(credential.provider)
+        values = {name: data.get(name) for name in shown_fields(cls)}
+        values.update(
+            model=data.get("model"), prompts=data.get("prompt_list"), options=data.get("options")
+        )
+        try:
+            data["spec"] = build_spec(credential, values)
+        except SpecError as exc:
+            # A field the form refused already says why; prompts not made yet
+            # (a dataset's template is wrong) have their own error.
+            known = set(self.errors) | ({"prompts"} if "prompt_list" not in data else set())
+            add_spec_errors(self, exc, skip=known)
         return data
+
+
+def shown_fields(cls: type[Provider]) -> list[str]:
+    """The spec fields the form shows (and reads) for a provider: those it uses."""
+    names = [name for name in OPTIONAL if name in cls.supported_fields]
+    return [*names, "stream"] if cls.supports_stream else names
+
+
+def add_spec_errors(form: forms.Form, exc: SpecError, *, skip: Collection[str] = ()) -> None:
+    """build_spec's messages on the form's fields (those it has no field for,
+    above the form, named)."""
+    for field, messages in exc.fields.items():
+        if field in skip:
+            continue
+        for message in messages:
+            if field in form.fields:
+                form.add_error(field, message)
+            else:
+                form.add_error(None, message if field == "__all__" else f"{field}: {message}")
 
 
 def credential_for_new_job(*, team: Team, user: Any) -> Credential | None:
@@ -175,67 +217,3 @@ def model_for_new_job(
         .first()
     )
     return last or (choices or model_choices(credential)).first
-
-
-def check_job_spec(credential: Credential, spec: JobSpec) -> dict[str, list[str]]:
-    """Field errors for a job spec on this credential: the per-job prompt limits,
-    an output schema the worker could not run safely, then the provider
-    adapter's own validation. Empty when the job can run.
-
-    Shared by every way a job is submitted, so a page and a script are refused
-    for the same reasons with the same words."""
-    problem = prompt_limits_error(spec.prompts)
-    if problem:
-        return {"prompts": [problem]}
-    problem = structured.schema_problem(spec.output_schema)
-    if problem:
-        return {"output_schema": [problem]}
-    cls = get_provider_class(credential.provider)
-    adapter: Provider = cls(secret="-", base_url=credential.base_url, options=credential.options)
-    with adapter:
-        try:
-            adapter.validate(spec)
-        except ProviderError as exc:
-            field = getattr(exc, "field_name", None) or "__all__"
-            return {field: [exc.message]}
-    return {}
-
-
-def prompt_limits_error(prompts: Sequence[str]) -> str | None:
-    """JobForm's per-job limits (settings.MAX_PROMPTS_PER_JOB, MAX_PROMPT_CHARS)."""
-    if not prompts:
-        return "Enter at least one prompt."
-    if len(prompts) > settings.MAX_PROMPTS_PER_JOB:
-        return f"{len(prompts):,} prompts: at most {settings.MAX_PROMPTS_PER_JOB:,} per job."
-    if max(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS:
-        return f"A prompt is too long: at most {settings.MAX_PROMPT_CHARS:,} characters each."
-    if sum(len(p) for p in prompts) > settings.MAX_PROMPT_CHARS * 10:
-        return f"The prompts are too long: at most {settings.MAX_PROMPT_CHARS * 10:,} characters in all."
-    return None
-
-
-SPEC_FIELDS = (
-    "question",
-    "system_prompt",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "output_schema",
-)
-
-
-def spec_from_data(data: dict[str, Any], allowed: frozenset[str] | set[str]) -> JobSpec:
-    """A JobSpec from cleaned form data, keeping only fields the provider uses."""
-    values: dict[str, Any] = {
-        "model": data["model"].strip(),
-        "prompts": data["prompt_list"],
-        "options": data.get("options") or {},
-        "stream": bool(data.get("stream")) and "stream" in allowed,
-    }
-    for name in SPEC_FIELDS:
-        value = data.get(name)
-        if name in allowed and value not in (None, ""):
-            values[name] = value
-    return JobSpec(**values)

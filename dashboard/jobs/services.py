@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, CharField, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat
@@ -26,7 +25,7 @@ from dashboard.core import events as events_module
 from dashboard.core import queue as tasks_queue
 from dashboard.core.audit import audit, via_details
 from dashboard.core.returning import update_returning
-from dashboard.models import Credential, Item, Job, JobEvent, Team
+from dashboard.models import Comparison, Credential, Dataset, Item, Job, JobEvent, Team
 from dashboard.status import (
     JOB_ACTIVE,
     JOB_TERMINAL,
@@ -40,6 +39,7 @@ from providers import JobSpec
 
 from . import cost, results
 from .items import items_create, items_end_active
+from .spec import deadline_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -303,17 +303,22 @@ def job_create(
     input_fields: Sequence[dict[str, Any] | None] | None = None,
     input_columns: Sequence[str] = (),
     output_columns: Sequence[str] | None = None,
+    dataset: Dataset | None = None,
+    comparison: Comparison | None = None,
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
+    ``spec`` is checked already (``spec.build_spec`` for what a user asks,
+    or a spec read back from a saved job): nothing here validates it again.
     Raises ``cost.BudgetExceeded`` (nothing saved) when the job's estimate
     would take the team past its monthly budget. The job keeps the team's
     price for the model as it is now, and its estimated cost. The dataset's
     column names and the output schema's field names are kept in order
     (``output_columns`` is given by a retry, whose spec was read back from the
-    database; otherwise the spec's schema gives them)."""
+    database; otherwise the spec's schema gives them); ``dataset`` is the one
+    whose rows the items are, ``comparison`` the one the job is a target of."""
     now = clock.now()
-    deadline = int(spec.options.get("deadline_seconds") or settings.JOB_DEADLINE_SECONDS)
+    deadline = deadline_seconds(spec)
     data = spec.to_dict()
     prompts = list(data.pop("prompts"))
     estimate = cost.spec_estimate(team, credential.provider, spec)
@@ -333,6 +338,8 @@ def job_create(
             deadline_at=now + timedelta(seconds=deadline),
             next_check_at=now,
             retry_of=retry_of,
+            dataset=dataset,
+            comparison=comparison,
             input_columns=list(input_columns),
             output_columns=list(
                 structured.columns(spec.output_schema) if output_columns is None else output_columns

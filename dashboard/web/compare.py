@@ -90,12 +90,16 @@ def comparison_new(request: HttpRequest) -> HttpResponse:
 
 
 def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Comparison | None:
-    if not (form.is_valid() and targets.is_valid()) or form.inputs is None:
+    inputs = form.inputs if form.is_valid() else None
+    valid = targets.is_valid()
+    # Every target's spec is checked, so all its errors show at once.
+    specs = [
+        target.spec_for(inputs.prompts if inputs else None) if target.is_valid() else None
+        for target in targets.forms
+    ]
+    if inputs is None or not valid or any(spec is None for spec in specs):
         return None
     team = form.team
-    specs = [target.spec_for(form.inputs.prompts) for target in targets.forms]
-    if any(spec is None for spec in specs):
-        return None
     chosen = [
         Target(target.cleaned_data["credential"], spec)
         for target, spec in zip(targets.forms, specs, strict=True)
@@ -106,7 +110,7 @@ def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Compari
                 team=team,
                 name=form.cleaned_data["name"],
                 user=request.user,
-                inputs=form.inputs,
+                inputs=inputs,
                 targets=chosen,
             )
             audit(request.user, team, "comparison.created", comparison, targets=len(chosen))
@@ -141,6 +145,7 @@ def _initial(request: HttpRequest) -> tuple[dict[str, Any], list[dict[str, Any]]
         initial.update(from_job=job.pk, name=f"Job {job.pk} compared")
         first = {"credential": job.credential_id, "model": job.model}
         first.update({k: job.spec.get(k) for k in SPEC_FIELDS if job.spec.get(k) not in (None, "")})
+        first["options"] = job.spec.get("options") or None
         targets.append(first)
     dataset_id = int_param(request.GET.get("dataset"), minimum=1)
     if dataset_id is not None:

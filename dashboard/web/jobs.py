@@ -26,7 +26,6 @@ from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
 from dashboard.compare import grid, reviews
 from dashboard.compare.forms import DatasetJobForm
-from dashboard.compare.services import job_create_from
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
 from dashboard.core.params import int_param, micros, micros_param
@@ -42,7 +41,7 @@ from dashboard.jobs.forms import (
     model_for_new_job,
     split_prompts,
 )
-from dashboard.jobs.services import job_cancel, job_retry
+from dashboard.jobs.services import job_cancel, job_create, job_retry
 from dashboard.models import Credential, Dataset, Job, JobEvent, Role, Team
 from dashboard.status import ItemStatus
 from providers import get_provider_class
@@ -62,13 +61,16 @@ def job_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = DatasetJobForm(request.POST, team=team)
         if form.is_valid():
+            inputs = form.inputs()
             try:
-                job = job_create_from(
+                job = job_create(
                     team=team,
                     credential=form.cleaned_data["credential"],
                     spec=form.cleaned_data["spec"],
                     user=request.user,
-                    inputs=form.inputs(),
+                    input_fields=inputs.input_fields,
+                    input_columns=inputs.columns,
+                    dataset=inputs.dataset,
                 )
             except BudgetExceeded as exc:
                 form.add_error(None, str(exc))  # the form again, nothing saved

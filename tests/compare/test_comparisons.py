@@ -317,10 +317,10 @@ def test_exports_keep_the_datasets_column_order(team: Any, alice: Any) -> None:
     PostgreSQL too, where a row's fields are a jsonb object whose keys come back
     shortest first: a job, its retry, a comparison, a comparison started from
     the job, and all of them after the dataset is deleted."""
-    from dashboard.compare.services import inputs_of_job, job_create_from
+    from dashboard.compare.services import inputs_of_job
     from dashboard.jobs import export as job_export
     from dashboard.jobs import results
-    from dashboard.jobs.services import job_retry
+    from dashboard.jobs.services import job_create, job_retry
 
     order = ["question", "context", "id"]  # longest first: jsonb would reverse it
     schema = {"reasoning": "str", "n": "int"}
@@ -333,12 +333,14 @@ def test_exports_keep_the_datasets_column_order(team: Any, alice: Any) -> None:
     assert dataset.columns == order
     inputs = inputs_from_dataset(dataset, "{question} ({context})")
     credential = make_credential(team)
-    job = job_create_from(
+    job = job_create(
         team=team,
         credential=credential,
         spec=JobSpec(model="m", prompts=inputs.prompts, output_schema=schema),
         user=alice,
-        inputs=inputs,
+        input_fields=inputs.input_fields,
+        input_columns=inputs.columns,
+        dataset=inputs.dataset,
     )
     finish_items(job, [{"reasoning": "r", "n": 1}, None, {"reasoning": "s", "n": 2}], {1: "boom"})
     Job.objects.filter(pk=job.pk).update(status="completed")
