@@ -314,3 +314,42 @@ def test_a_form_rendered_for_one_team_never_acts_for_the_team_switched_to(
     price = {"provider": "together", "model": "m", "input_per_mtok": 1, "output_per_mtok": 2}
     client.post(reverse("price_save"), {**price, "team": other.pk})
     assert list(Price.objects.values_list("team__name", flat=True)) == ["Gamma"]
+
+
+# --- creating: a job, a comparison, a dataset ----------------------------------------------------
+
+
+def test_submitting_a_job_is_audited_once_by_the_service_via_each_surface(
+    client: Any, bob: Any, team: Any
+) -> None:
+    credential = make_credential(team)
+    client.force_login(bob)
+    form = {"credential": credential.pk, "model": "m", "prompts": "Say hi", "split": "single"}
+    response = client.post(reverse("job_new"), form)
+    assert response.status_code == 302, response.content[:500]
+    api = api_for(client, bob)
+    assert (
+        api.post("jobs", {"credential": credential.pk, "model": "m", "prompts": ["a"]}).status_code
+        == 201
+    )
+    assert _events("job.submitted") == [("web", bob), ("api", bob)]
+
+
+def test_a_comparison_and_a_dataset_are_audited_once_by_their_services(
+    client: Any, bob: Any, team: Any
+) -> None:
+    one, two = make_credential(team), make_credential(team)
+    api = api_for(client, bob)
+    created = api.post("datasets", {"name": "d", "rows": [{"q": "a"}, {"q": "b"}]})
+    assert created.status_code == 201
+    comparison = api.post(
+        "comparisons",
+        {
+            "name": "c",
+            "prompts": ["a", "b"],
+            "targets": [{"credential": one.pk, "model": "m"}, {"credential": two.pk, "model": "n"}],
+        },
+    )
+    assert comparison.status_code == 201, comparison.content
+    assert _events("dataset.created") == [("api", bob)]
+    assert _events("comparison.created") == [("api", bob)]

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from dashboard.accounts import access
-from dashboard.accounts.audit import audit
 from dashboard.compare import grid, reviews
 from dashboard.compare.services import (
     ComparisonError,
@@ -78,18 +76,14 @@ def create_comparison(request: HttpRequest, payload: ComparisonIn) -> Any:
                 errors.add("targets", *(f"Target {number}: {field}: {m}" for m in messages))
     errors.raise_if_any()
     try:
-        with transaction.atomic():
-            comparison = comparison_create(
-                team=team, name=payload.name, user=request.auth, inputs=inputs, targets=targets
-            )
-            audit(
-                request.auth,
-                team,
-                "comparison.created",
-                comparison,
-                targets=len(targets),
-                via="api",
-            )
+        comparison = comparison_create(
+            team=team,
+            name=payload.name,
+            user=request.auth,
+            inputs=inputs,
+            targets=targets,
+            via="api",
+        )
     except ComparisonError as exc:
         raise invalid({"name" if "name" in str(exc) else "targets": [str(exc)]}) from None
     return Status(201, {"id": comparison.pk, "jobs": [job.pk for job in targets_of(comparison)]})

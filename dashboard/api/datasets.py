@@ -15,7 +15,6 @@ from ninja.errors import ValidationError
 from pydantic import ValidationError as PydanticError
 
 from dashboard.accounts import access
-from dashboard.accounts.audit import audit
 from dashboard.core import keyset
 from dashboard.core.uploads import limit_uploads, too_large_message
 from dashboard.datasets.parsing import DatasetError, Limits, read_file, read_records
@@ -135,13 +134,10 @@ def create_dataset(request: HttpRequest) -> Any:
             else read_records(payload.rows, limits)
         )
         dataset = dataset_create(
-            team=membership.team, name=name, rows=rows, user=request.auth, **source
+            team=membership.team, name=name, rows=rows, user=request.auth, via="api", **source
         )
     except DatasetError as exc:
         raise ApiError(413 if exc.too_large else 400, str(exc), {field: [str(exc)]}) from None
-    audit(
-        request.auth, membership.team, "dataset.created", dataset, rows=dataset.row_count, via="api"
-    )
     dataset.created_by = request.auth
     return Status(201, dataset_json(dataset))
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from dashboard.accounts import access
-from dashboard.accounts.audit import audit
 from dashboard.core import keyset
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
 from dashboard.jobs import cost, results
 from dashboard.jobs.serialize import job_json
-from dashboard.jobs.services import job_cancel, job_create, job_retry
+from dashboard.jobs.services import job_cancel, job_retry, job_submit
 from dashboard.jobs.spec import FIELDS, SpecError, build_spec
 from dashboard.models import Credential, Dataset, Item, Job, Role
 from dashboard.status import JobStatus
@@ -79,25 +77,16 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
         estimate = cost.spec_estimate(credential.team, credential.provider, spec)
         return Status(200, {"estimate": estimate.as_json()})
     try:
-        with transaction.atomic():
-            job = job_create(
-                team=credential.team,
-                credential=credential,
-                spec=spec,
-                user=request.auth,
-                input_fields=inputs.input_fields,
-                input_columns=inputs.columns,
-                dataset=inputs.dataset,
-            )
-            audit(
-                request.auth,
-                credential.team,
-                "job.submitted",
-                job,
-                provider=job.provider,
-                model=job.model,
-                via="api",
-            )
+        job = job_submit(
+            via="api",
+            team=credential.team,
+            credential=credential,
+            spec=spec,
+            user=request.auth,
+            input_fields=inputs.input_fields,
+            input_columns=inputs.columns,
+            dataset=inputs.dataset,
+        )
     except cost.BudgetExceeded as exc:
         raise ApiError(409, str(exc)) from None
     return Status(201, {"id": job.pk, "status": job.status})

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
+from dashboard.core.audit import audit, via_details
 from dashboard.datasets.services import Inputs
 from dashboard.jobs import results
 from dashboard.jobs.services import event_add, job_create
@@ -39,10 +40,11 @@ class Target:
 
 
 def comparison_create(
-    *, team: Team, name: str, user: Any, inputs: Inputs, targets: list[Target]
+    *, team: Team, name: str, user: Any, inputs: Inputs, targets: list[Target], via: str = ""
 ) -> Comparison:
     """The comparison and one job per target, in one transaction: every job is
-    saved (and nudged on commit) or none is."""
+    saved (and nudged on commit) or none is; audited (``via``: the surface
+    that asked)."""
     name = clean_name(name)
     if not MIN_TARGETS <= len(targets) <= MAX_TARGETS:
         raise ComparisonError(
@@ -73,6 +75,9 @@ def comparison_create(
                 comparison=comparison,
             )
             event_add(job.pk, f"Target of comparison {comparison.pk} “{name}”.")
+        audit(
+            user, team, "comparison.created", comparison, targets=len(targets), **via_details(via)
+        )
     return comparison
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from dashboard.core.audit import audit, via_details
 from dashboard.models import Dataset, DatasetRow, Team
 
 from .parsing import DatasetError, Rows
@@ -43,10 +44,12 @@ def dataset_create(
     user: Any = None,
     file_name: str = "",
     size_bytes: int = 0,
+    via: str = "",
 ) -> Dataset:
     """Save a dataset and its rows as the reader gives them, ``BATCH`` rows per
-    INSERT. Any problem in the rows (raised while reading) rolls everything
-    back: a dataset is saved whole or not at all."""
+    INSERT, and audit it (``via``: the surface that asked). Any problem in the
+    rows (raised while reading) rolls everything back: a dataset is saved
+    whole or not at all."""
     with transaction.atomic():
         dataset = Dataset.objects.create(
             team=team,
@@ -65,7 +68,8 @@ def dataset_create(
         if batch:
             DatasetRow.objects.bulk_create(batch)
         Dataset.objects.filter(pk=dataset.pk).update(columns=rows.columns, row_count=rows.count)
-    dataset.columns, dataset.row_count = rows.columns, rows.count
+        dataset.columns, dataset.row_count = rows.columns, rows.count
+        audit(user, team, "dataset.created", dataset, rows=rows.count, **via_details(via))
     return dataset
 
 

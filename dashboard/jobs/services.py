@@ -357,6 +357,24 @@ def job_create(
     return job
 
 
+def job_submit(*, via: str = "", **values: Any) -> Job:
+    """A job a user submits (the new-job page, the API): ``job_create`` and
+    its audit event, in one transaction. Retries and comparison targets are
+    audited as what they are, by their own services."""
+    with transaction.atomic():
+        job = job_create(**values)
+        audit(
+            values.get("user"),
+            job.team,
+            "job.submitted",
+            job,
+            provider=job.provider,
+            model=job.model,
+            **via_details(via),
+        )
+    return job
+
+
 def job_cancel(job: Job, *, user: Any = None, via: str = "") -> bool:
     """Cancel a job that is not terminal; its unfinished items are cancelled
     and the cancel is audited (``via``: the surface that asked). Remote jobs

@@ -9,7 +9,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import (
     FileResponse,
     HttpRequest,
@@ -105,15 +104,14 @@ def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Compari
         for target, spec in zip(targets.forms, specs, strict=True)
     ]
     try:
-        with transaction.atomic():
-            comparison = comparison_create(
-                team=team,
-                name=form.cleaned_data["name"],
-                user=request.user,
-                inputs=inputs,
-                targets=chosen,
-            )
-            audit(request.user, team, "comparison.created", comparison, targets=len(chosen))
+        comparison = comparison_create(
+            team=team,
+            name=form.cleaned_data["name"],
+            user=request.user,
+            inputs=inputs,
+            targets=chosen,
+            via="web",
+        )
     except ComparisonError as exc:
         form.add_error(None, str(exc))
         return None

@@ -60,7 +60,6 @@ def _dataset_list(request: HttpRequest) -> HttpResponse:
             upload = DatasetUploadForm(request.POST, request.FILES)
             dataset = _save_upload(request, upload)
         if dataset is not None:
-            audit(request.user, team, "dataset.created", dataset, rows=dataset.row_count)
             messages.success(
                 request,
                 f"Dataset “{dataset.name}” saved: {dataset.row_count:,} row(s), "
@@ -105,6 +104,7 @@ def _save_upload(request: HttpRequest, form: DatasetUploadForm) -> Dataset | Non
             user=request.user,
             file_name=upload.name,
             size_bytes=upload.size,
+            via="web",
         )
     except DatasetError as exc:
         form.add_error("file", str(exc))
@@ -122,6 +122,7 @@ def _save_pasted(request: HttpRequest, form: DatasetPasteForm) -> Dataset | None
             rows=read_pasted(text, Limits.from_settings()),
             user=request.user,
             size_bytes=len(text.encode()),
+            via="web",
         )
     except DatasetError as exc:
         form.add_error("text", str(exc))

@@ -41,7 +41,7 @@ from dashboard.jobs.forms import (
     model_for_new_job,
     split_prompts,
 )
-from dashboard.jobs.services import job_cancel, job_create, job_retry
+from dashboard.jobs.services import job_cancel, job_retry, job_submit
 from dashboard.models import Credential, Dataset, Job, JobEvent, Role, Team
 from dashboard.status import ItemStatus
 from providers import get_provider_class
@@ -63,7 +63,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             inputs = form.inputs()
             try:
-                job = job_create(
+                job = job_submit(
+                    via="web",
                     team=team,
                     credential=form.cleaned_data["credential"],
                     spec=form.cleaned_data["spec"],
@@ -76,9 +77,6 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))  # the form again, nothing saved
                 status = 409
             else:
-                audit(
-                    request.user, team, "job.submitted", job, provider=job.provider, model=job.model
-                )
                 return redirect(job)
     else:
         form, model_auto = _new_job_form(request, team)
