@@ -695,9 +695,10 @@ class OpenAIProvider(BatchAPI, Provider):
         except ProviderError as exc:
             if exc.status_code != 404:
                 raise
+            said = f": {exc.detail}" if exc.detail else ""
             raise ProviderError(
                 f"{self.label} server at {self.base_url} has no batch API "
-                f"({method} {full} answered 404 Not Found); run the job online instead.",
+                f"({method} {full} answered 404 Not Found{said}); run the job online instead.",
                 kind=ErrorKind.NOT_FOUND,
                 status_code=404,
                 detail=exc.detail,
