@@ -35,14 +35,26 @@ What this adapter relies on from the protocol:
   429s may be retried a bounded number of times.
 * Connection check: ``GET /v1/models``, free (``connection_check_billed`` is
   False); ``lists_models`` is True.
+* Batch API (``openai-batch.md``; :class:`providers.batch.BatchAPI`): the
+  requests go as a JSONL file to ``POST /v1/files`` (``purpose=batch``), then
+  ``POST /v1/batches`` (``metadata`` carries the dashboard's job and chunk, so
+  ``GET /v1/batches`` finds a batch whose create was never recorded);
+  ``GET /v1/batches/{id}`` and ``.../cancel`` report it, and the output and
+  error files (``GET /v1/files/{id}/content``) are streamed a line at a time,
+  each line at most ``max_response_bytes``. A line's body is exactly what the
+  online call sends, without ``stream``. The same ``/v1`` rule as the chat path
+  applies. Many OpenAI-compatible servers have no batch API: a 404 on
+  ``/v1/files`` or ``/v1/batches`` says so (NOT_FOUND), and
+  :meth:`OpenAIProvider.batch_available` asks first.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -58,6 +70,15 @@ from .base import (
     TokenUsage,
     redacted,
     shorten,
+)
+from .batch import (
+    BatchAPI,
+    BatchLimits,
+    BatchPhase,
+    BatchResult,
+    BatchState,
+    ResultKind,
+    jsonl_lines,
 )
 
 LABEL = "OpenAI-compatible"
@@ -80,10 +101,15 @@ DONE = "[DONE]"
 # -- pure translation -----------------------------------------------------------
 
 
+def api_path(base_url: str, path: str) -> str:
+    """``/v1`` + ``path`` relative to ``base_url``, never doubling a trailing ``/v1``."""
+    base = urlsplit(base_url).path.rstrip("/")
+    return path if base.endswith("/v1") else f"/v1{path}"
+
+
 def chat_path(base_url: str) -> str:
     """The chat path relative to ``base_url``, never doubling a trailing ``/v1``."""
-    path = urlsplit(base_url).path.rstrip("/")
-    return "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return api_path(base_url, "/chat/completions")
 
 
 def is_json_schema(schema: dict[str, Any]) -> bool:
@@ -335,10 +361,135 @@ def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
     ]
 
 
+# -- batch translation ----------------------------------------------------------
+
+#: The endpoint every request line and every batch names.
+BATCH_ENDPOINT = "/v1/chat/completions"
+BATCH_LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024)
+#: ``GET /v1/batches`` pages (of 100) a lookup by metadata reads at most, newest first.
+FIND_PAGES = 10
+
+BATCH_PHASES = {
+    "validating": BatchPhase.VALIDATING,
+    "in_progress": BatchPhase.RUNNING,
+    "finalizing": BatchPhase.RUNNING,
+    "cancelling": BatchPhase.RUNNING,
+    "completed": BatchPhase.ENDED,
+    "expired": BatchPhase.ENDED,
+    "cancelled": BatchPhase.ENDED,
+    "failed": BatchPhase.FAILED,
+}
+#: A request's ``error.code`` -> what became of it (any other code: ERRORED).
+RESULT_KINDS = {"batch_expired": ResultKind.EXPIRED, "batch_cancelled": ResultKind.CANCELLED}
+
+
+def build_batch_line(custom_id: str, spec: JobSpec, prompt: str) -> dict[str, Any]:
+    """One request of a batch input file: the online call's body, without ``stream``."""
+    body = build_request(spec, prompt)
+    body.pop("stream", None)
+    return {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
+
+
+def _batch_protocol(why: str) -> ProviderError:
+    return ProviderError(f"{LABEL} server sent a batch {why}", kind=ErrorKind.PROTOCOL)
+
+
+def _count_of(counts: dict[str, Any], name: str) -> int | None:
+    value = counts.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _file_id(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def batch_errors(errors: Any) -> list[str]:
+    """``errors.data`` as "line N: code: message" strings."""
+    data = errors.get("data") if isinstance(errors, dict) else None
+    found = []
+    for entry in data if isinstance(data, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        parts = [str(entry[key]) for key in ("code", "message") if entry.get(key)]
+        line = entry.get("line")
+        prefix = f"line {line}: " if isinstance(line, int) and not isinstance(line, bool) else ""
+        found.append(prefix + (": ".join(parts) or "invalid"))
+    return found
+
+
+def parse_batch(body: dict[str, Any]) -> BatchState:
+    """A batch object as a :class:`BatchState`."""
+    remote_id, status = body.get("id"), body.get("status")
+    if not isinstance(remote_id, str) or not remote_id:
+        raise _batch_protocol("object without an 'id'")
+    phase = BATCH_PHASES.get(status) if isinstance(status, str) else None
+    if phase is None:
+        raise _batch_protocol(f"object with an unknown status: {shorten(str(status), 60)!r}")
+    counts = body.get("request_counts")
+    counts = counts if isinstance(counts, dict) else {}
+    metadata = body.get("metadata")
+    return BatchState(
+        remote_id=remote_id,
+        phase=phase,
+        provider_status=status,
+        total=_count_of(counts, "total"),
+        completed=_count_of(counts, "completed"),
+        failed=_count_of(counts, "failed"),
+        counts_live=True,
+        input_file_id=_file_id(body.get("input_file_id")),
+        output_file_id=_file_id(body.get("output_file_id")),
+        error_file_id=_file_id(body.get("error_file_id")),
+        errors=tuple(batch_errors(body.get("errors"))),
+        ended_as=status if phase is BatchPhase.ENDED else "",
+        metadata={
+            str(k): str(v) for k, v in (metadata.items() if isinstance(metadata, dict) else ())
+        },
+    )
+
+
+def parse_result_line(line: dict[str, Any]) -> BatchResult:
+    """One line of an output or error file (its message not yet redacted)."""
+    custom = line.get("custom_id")
+    if not isinstance(custom, str) or not custom:
+        raise _batch_protocol("result line without a 'custom_id'")
+    response, error = line.get("response"), line.get("error")
+    if isinstance(response, dict):
+        status, body = response.get("status_code"), response.get("body")
+        body = body if isinstance(body, dict) else {}
+        if status == 200:
+            try:
+                text = parse_response(body)
+            except ProviderError as exc:
+                return BatchResult(
+                    custom, ResultKind.ERRORED, code=exc.kind.value, message=exc.message
+                )
+            usage = parse_usage(body)
+            result = ItemResult(
+                text,
+                tokens_in=usage.tokens_in if usage else None,
+                tokens_out=usage.tokens_out if usage else None,
+            )
+            return BatchResult(custom, ResultKind.SUCCEEDED, result=result)
+        if isinstance(status, int) and not isinstance(status, bool):
+            detail = body.get("error")
+            code = (detail.get("code") or detail.get("type")) if isinstance(detail, dict) else None
+            message = _error_message(detail) if detail else f"HTTP {status}"
+            return BatchResult(
+                custom, ResultKind.ERRORED, code=str(code or status), message=message
+            )
+    if isinstance(error, dict):
+        code = str(error.get("code") or "")
+        kind = RESULT_KINDS.get(code, ResultKind.ERRORED)
+        return BatchResult(custom, kind, code=code, message=_error_message(error))
+    return BatchResult(
+        custom, ResultKind.ERRORED, code="protocol", message="The result line has no response."
+    )
+
+
 # -- the adapter ----------------------------------------------------------------
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(BatchAPI, Provider):
     slug = "openai"
     label = LABEL
     default_base_url = "https://api.openai.com"
@@ -421,3 +572,198 @@ class OpenAIProvider(Provider):
 
     def probe_connection(self, model: str) -> str:
         return f"The server listed {len(self.list_models())} models."
+
+    # -- batch API ----------------------------------------------------------------
+
+    def batch_limits(self) -> BatchLimits:
+        return BATCH_LIMITS
+
+    def batch_line(self, custom_id: str, prompt: str, spec: JobSpec) -> bytes:
+        line = build_batch_line(custom_id, spec, prompt)
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @redacted
+    def batch_upload(self, lines: Sequence[bytes]) -> str:
+        if not lines:
+            raise ProviderError("A batch needs at least one request.", kind=ErrorKind.INVALID_SPEC)
+        content = b"".join(line + b"\n" for line in lines)
+        if len(content) > BATCH_LIMITS.max_bytes:
+            raise ProviderError(
+                f"A batch input file is at most {BATCH_LIMITS.max_bytes // (1024 * 1024)} MB.",
+                kind=ErrorKind.INVALID_SPEC,
+            )
+        answer = self._batch_json(
+            "POST",
+            "/files",
+            data={"purpose": "batch"},
+            files={"file": ("batch.jsonl", content, "application/jsonl")},
+        )
+        file_id = answer.get("id")
+        if not isinstance(file_id, str) or not file_id:
+            raise _batch_protocol("file object without an 'id'")
+        return file_id
+
+    @redacted
+    def batch_create(
+        self, lines: Sequence[bytes], input_file_id: str | None, metadata: dict[str, str]
+    ) -> BatchState:
+        if not input_file_id:
+            raise ProviderError(
+                "An OpenAI batch is created from an uploaded file.", kind=ErrorKind.INVALID_SPEC
+            )
+        body = {
+            "input_file_id": input_file_id,
+            "endpoint": BATCH_ENDPOINT,
+            "completion_window": "24h",
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+        }
+        return self._state(self._batch_json("POST", "/batches", json=body))
+
+    @redacted
+    def batch_find(
+        self, metadata: dict[str, str], *, pages: int = FIND_PAGES, since: float | None = None
+    ) -> BatchState | None:
+        """The newest batch whose metadata holds every pair of ``metadata``,
+        among the newest ``pages`` pages of batches (and, with ``since``, those
+        created at that Unix time or later); None when there is none."""
+        wanted = {str(k): str(v) for k, v in metadata.items()}
+        if not wanted:  # would match any batch at all
+            raise ProviderError(
+                "A batch is looked up by its metadata.", kind=ErrorKind.INVALID_SPEC
+            )
+        after: str | None = None
+        for _ in range(pages):
+            params: dict[str, Any] = {"limit": 100, **({"after": after} if after else {})}
+            page = self._batch_json("GET", "/batches", params=params)
+            batches = page.get("data")
+            if not isinstance(batches, list):
+                raise _batch_protocol("list without 'data'")
+            for batch in batches:
+                if not isinstance(batch, dict):
+                    continue
+                created = batch.get("created_at")
+                if since is not None and isinstance(created, int | float) and created < since:
+                    return None  # newest first: every later one is older still
+                found = batch.get("metadata")
+                if isinstance(found, dict) and all(found.get(k) == v for k, v in wanted.items()):
+                    return self._state(batch)
+            last = batches[-1].get("id") if batches and isinstance(batches[-1], dict) else None
+            if not page.get("has_more") or not isinstance(last, str) or not last:
+                return None
+            after = last
+        return None
+
+    @redacted
+    def batch_get(self, remote_id: str) -> BatchState:
+        path = self.batch_path(f"/batches/{quote(remote_id, safe='')}")
+        return self._state(self.json(self.request("GET", path)))
+
+    @redacted
+    def batch_cancel(self, remote_id: str) -> BatchState:
+        path = self.batch_path(f"/batches/{quote(remote_id, safe='')}/cancel")
+        return self._state(self.json(self.request("POST", path)))
+
+    def batch_results(self, state: BatchState) -> Iterator[BatchResult]:
+        """Every line of the output file, then of the error file (either may be
+        absent), read as it arrives; a line longer than ``max_response_bytes``
+        stops the read with a PROTOCOL error."""
+        for file_id in (state.output_file_id, state.error_file_id):
+            if file_id:
+                yield from self._file_results(file_id)
+
+    @redacted
+    def batch_available(self) -> bool:
+        """Whether the server has a batch API: ``GET /v1/batches?limit=1``
+        answers (True) or is not found (False); anything else raises."""
+        try:
+            self.request("GET", self.batch_path("/batches"), params={"limit": 1})
+        except ProviderError as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        return True
+
+    def batch_path(self, path: str) -> str:
+        return api_path(self.base_url, path)
+
+    def _batch_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A call to a batch collection (``/files``, ``/batches``), where a 404
+        means the server has no batch API."""
+        full = self.batch_path(path)
+        try:
+            return self.json(self.request(method, full, **kwargs))
+        except ProviderError as exc:
+            if exc.status_code != 404:
+                raise
+            said = f": {exc.detail}" if exc.detail else ""
+            raise ProviderError(
+                f"{self.label} server at {self.base_url} has no batch API "
+                f"({method} {full} answered 404 Not Found{said}); run the job online instead.",
+                kind=ErrorKind.NOT_FOUND,
+                status_code=404,
+                detail=exc.detail,
+            ) from None
+
+    def _state(self, body: dict[str, Any]) -> BatchState:
+        state = parse_batch(body)
+        if not state.errors:
+            return state
+        return replace(state, errors=tuple(self.readable(error) for error in state.errors))
+
+    def _file_results(self, file_id: str) -> Iterator[BatchResult]:
+        path = self.batch_path(f"/files/{quote(file_id, safe='')}/content")
+        try:
+            with self.client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    self.read(response)
+                    self.raise_for_status(response)
+                for raw in jsonl_lines(self._bounded_lines(response.iter_bytes())):
+                    if len(raw) > self.max_response_bytes:
+                        raise self.line_too_large()
+                    yield self._result(raw)
+        except httpx.HTTPError as exc:
+            raise self.redact_error(self.transport_error(exc, "GET", path)) from None
+        except ProviderError as exc:
+            raise self.redact_error(exc) from None
+
+    def _bounded_lines(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """``chunks`` as they come, refused once the line they are adding to
+        (the bytes since the last newline, over many chunks) passes
+        ``max_response_bytes``, so no longer line is ever gathered. Lines
+        whole inside one chunk are checked as they come out."""
+        limit, open_line = self.max_response_bytes, 0
+        for chunk in chunks:
+            first = chunk.find(b"\n")
+            if first >= 0:
+                if open_line + first > limit:
+                    raise self.line_too_large()
+                open_line = len(chunk) - chunk.rfind(b"\n") - 1
+            else:
+                open_line += len(chunk)
+            if open_line > limit:
+                raise self.line_too_large()
+            yield chunk
+
+    def line_too_large(self) -> ProviderError:
+        limit = self.max_response_bytes / (1024 * 1024)
+        return ProviderError(
+            f"{self.label} sent a batch result line larger than {limit:g} MB; "
+            "the results were not read past it.",
+            kind=ErrorKind.PROTOCOL,
+        )
+
+    def _result(self, raw: bytes) -> BatchResult:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            raise _batch_protocol(
+                f"result line that is not JSON: {self.readable(raw[:200].decode(errors='replace'), 120)!r}"
+            ) from None
+        if not isinstance(line, dict):
+            raise _batch_protocol(f"result line of an unexpected shape ({type(line).__name__})")
+        result = parse_result_line(line)
+        if not result.message:
+            return result
+        return replace(
+            result, message=self.readable(result.message), code=self.readable(result.code)
+        )
