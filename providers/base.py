@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import inspect
 import json
 import ssl
 import threading
@@ -33,6 +34,7 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import httpx
 
+from .batch import BatchResult, BatchState
 from .data import (
     ConnectionCheck,
     ErrorKind,
@@ -112,6 +114,13 @@ ENTRY_POINTS = (
     "instance_status",
     "list_instances",
     "shutdown_model",
+    "batch_available",
+    "batch_upload",
+    "batch_create",
+    "batch_find",
+    "batch_get",
+    "batch_cancel",
+    "batch_results",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,6 +131,21 @@ def redacted(method: F) -> F:
     credential scrubbed from the provider's text (see :meth:`Provider.redact`).
     Translation functions raise ProviderErrors that quote the provider as it
     answered; this is where that text is cleaned, for every path at once."""
+
+    if inspect.isgeneratorfunction(method):
+        # A stream of results (a batch's result file): each one, and an error
+        # raised half way, are scrubbed as they leave.
+        @functools.wraps(method)
+        def stream(self: Provider, *args: Any, **kwargs: Any) -> Any:
+            try:
+                for result in method(self, *args, **kwargs):
+                    yield self.redact_result(result)
+            except ProviderError as exc:
+                self.redact_error(exc)
+                raise
+
+        stream.redacts = True  # type: ignore[attr-defined]
+        return cast(F, stream)
 
     @functools.wraps(method)
     def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
@@ -531,6 +555,10 @@ class Provider:
             return replace(value, error=self.redact(value.error), log=log)
         if isinstance(value, RemoteInstance):
             return replace(value, message=self.redact(value.message))
+        if isinstance(value, BatchResult):
+            return replace(value, code=self.redact(value.code), message=self.redact(value.message))
+        if isinstance(value, BatchState):
+            return replace(value, errors=tuple(self.redact(error) for error in value.errors))
         if isinstance(value, dict):
             return {key: self.redact_result(item) for key, item in value.items()}
         if isinstance(value, list) and any(

@@ -663,6 +663,7 @@ class OpenAIProvider(BatchAPI, Provider):
         path = self.batch_path(f"/batches/{quote(remote_id, safe='')}/cancel")
         return self._state(self.json(self.request("POST", path)))
 
+    @redacted
     def batch_results(self, state: BatchState) -> Iterator[BatchResult]:
         """Every line of the output file, then of the error file (either may be
         absent), read as it arrives; a line longer than ``max_response_bytes``
