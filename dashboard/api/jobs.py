@@ -21,6 +21,7 @@ from dashboard.status import JobStatus
 from providers import PROVIDERS, JobSpec
 
 from .errors import ApiError, FieldErrors, invalid
+from .paging import list_position
 from .schemas import (
     MAX_ID,
     Error,
@@ -163,9 +164,7 @@ def list_jobs(
         jobs = jobs.filter(created_by__username=created_by)
     if team is not None:
         jobs = jobs.filter(team_id=team)
-    position = keyset.cursor_decode(cursor) if cursor else None
-    if cursor and position is None:
-        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
+    position = list_position(request, cursor, errors)
     errors.raise_if_any()
     return page_of(request, jobs, position, limit)
 
