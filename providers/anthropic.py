@@ -382,9 +382,9 @@ def parse_result_line(line: bytes, redact: Callable[[str], str]) -> BatchResult:
     try:
         row = json.loads(line)
     except ValueError:
+        head = shorten(redact(line[:400].decode(errors="replace")), 120)
         raise ProviderError(
-            f"{LABEL} sent a result line that is not JSON: {shorten(redact(line.decode(errors='replace')), 120)!r}",
-            kind=ErrorKind.PROTOCOL,
+            f"{LABEL} sent a result line that is not JSON: {head!r}", kind=ErrorKind.PROTOCOL
         ) from None
     cid = row.get("custom_id") if isinstance(row, dict) else None
     if not isinstance(cid, str) or not cid:

@@ -315,6 +315,9 @@ def test_result_lines_of_every_kind() -> None:
     with pytest.raises(ProviderError) as caught:
         parse_result_line(b'{"result": {"type": "expired"}}', str)
     assert caught.value.kind is ErrorKind.PROTOCOL
+    with pytest.raises(ProviderError) as caught:
+        parse_result_line(b'{"custom_id": "a", sk-xyz', lambda t: t.replace("sk-xyz", REDACTED))
+    assert caught.value.kind is ErrorKind.PROTOCOL and "sk-xyz" not in caught.value.message
 
 
 def test_batch_line_is_a_messages_body_never_streamed() -> None:
