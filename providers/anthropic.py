@@ -571,6 +571,7 @@ class AnthropicProvider(BatchAPI, Provider):
         line = {"custom_id": custom_id, "params": params}
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
 
+    @redacted
     def batch_upload(self, lines: Sequence[bytes]) -> str | None:
         return None  # the requests go inline in the create call
 
@@ -589,6 +590,7 @@ class AnthropicProvider(BatchAPI, Provider):
         )
         return parse_batch(self.json(response))
 
+    @redacted
     def batch_find(self, metadata: dict[str, str]) -> BatchState | None:
         raise BatchLookupUnsupported(
             "Anthropic cannot find a batch by what was sent with it: a create that may "
@@ -604,9 +606,9 @@ class AnthropicProvider(BatchAPI, Provider):
         path = self._batch_path(remote_id) + "/cancel"
         return parse_batch(self.json(self.request("POST", path)))
 
+    @redacted
     def batch_results(self, state: BatchState) -> Iterator[BatchResult]:
-        """Every result line, read as it streams in (never the whole file). Errors
-        are redacted here, not by ``@redacted``: a generator raises them later."""
+        """Every result line, read as it streams in (never the whole file)."""
         target = self._results_target(state)
         try:
             with self.client.stream(
@@ -618,10 +620,7 @@ class AnthropicProvider(BatchAPI, Provider):
                 for line in jsonl_lines(self._line_capped(response.iter_bytes())):
                     yield parse_result_line(line, self.redact)
         except httpx.HTTPError as exc:
-            raise self.redact_error(self.transport_error(exc, "GET", "results")) from None
-        except ProviderError as exc:
-            self.redact_error(exc)
-            raise
+            raise self.transport_error(exc, "GET", "results") from None
 
     def _batch_path(self, remote_id: str) -> str:
         return self.path("/messages/batches/") + quote(remote_id, safe="")
