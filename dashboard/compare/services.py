@@ -7,7 +7,7 @@ this module only links them (``Job.comparison``, ``Job.dataset``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,13 @@ class Target:
 
 
 def job_create_from(
-    *, team: Team, credential: Credential, spec: JobSpec, user: Any, inputs: Inputs
+    *,
+    team: Team,
+    credential: Credential,
+    spec: JobSpec,
+    user: Any,
+    inputs: Inputs,
+    scorers: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """A job over ``inputs`` (a dataset's rendered rows keep their fields)."""
     with transaction.atomic():
@@ -49,6 +55,7 @@ def job_create_from(
             user=user,
             input_fields=inputs.input_fields,
             input_columns=inputs.columns,
+            scorers=scorers,
         )
         if inputs.dataset is not None:
             Job.objects.filter(pk=job.pk).update(dataset=inputs.dataset)

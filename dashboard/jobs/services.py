@@ -303,6 +303,7 @@ def job_create(
     input_fields: Sequence[dict[str, Any] | None] | None = None,
     input_columns: Sequence[str] = (),
     output_columns: Sequence[str] | None = None,
+    scorers: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
@@ -311,7 +312,8 @@ def job_create(
     price for the model as it is now, and its estimated cost. The dataset's
     column names and the output schema's field names are kept in order
     (``output_columns`` is given by a retry, whose spec was read back from the
-    database; otherwise the spec's schema gives them)."""
+    database; otherwise the spec's schema gives them). ``scorers`` are
+    normalized already (``dashboard.evals.scorers.normalize_scorers``)."""
     now = clock.now()
     deadline = int(spec.options.get("deadline_seconds") or settings.JOB_DEADLINE_SECONDS)
     data = spec.to_dict()
@@ -340,6 +342,7 @@ def job_create(
             price_input_per_mtok=price.input_per_mtok if price else None,
             price_output_per_mtok=price.output_per_mtok if price else None,
             cost_estimated=estimate.cost,
+            scorers=list(scorers),
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""
