@@ -57,7 +57,7 @@ def scores_summary(job: Job) -> list[dict[str, Any]]:
         for row in ItemScore.objects.filter(job_id=job.pk)
         .values("scorer")
         .annotate(
-            passed=Count("id", filter=Q(passed=True)), failed=Count("id", filter=Q(passed=False))
+            n_pass=Count("id", filter=Q(passed=True)), n_fail=Count("id", filter=Q(passed=False))
         )
         .order_by()
     }
@@ -65,7 +65,7 @@ def scores_summary(job: Job) -> list[dict[str, Any]]:
     summary = []
     for scorer in job.scorers:
         row = counts.get(scorer["name"], {})
-        passed, failed = row.get("passed", 0), row.get("failed", 0)
+        passed, failed = row.get("n_pass", 0), row.get("n_fail", 0)
         n = passed + failed
         interval = wilson(passed, n)
         summary.append(
