@@ -21,6 +21,6 @@ class DashboardConfig(AppConfig):
 
         # Scores are written as items complete, in the same way (jobs must
         # not import evals).
-        from .evals import receivers as evals_receivers
+        from .evals import receivers as evals_receivers  # connected once, when ready
 
         evals_receivers.connect()

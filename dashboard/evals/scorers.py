@@ -6,7 +6,8 @@ type by default). Its verdict on one item is ``(passed, score, reason)``:
 ``passed`` None means the row could not be scored (no output, a bad JSON
 path, no expected value, a regular expression over its time limit), and the
 reason says why. Scoring is plain Python over the item's output, its dataset
-row (``input_fields``) and its schema verdict: no database, no network.
+row (``input_fields``) and its schema verdict: no database (but the judge's
+credential check at submit), no network.
 
 The judge (an LLM answering ``{"pass", "score", "reason"}``) is checked and
 stored here; its calls are a job of their own, so it gets no verdict here.
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import regex
+
+from dashboard.models import Credential
 
 #: (passed, score, reason): passed None when the row could not be scored.
 Verdict = tuple[bool | None, float | None, str]
@@ -195,8 +198,6 @@ def _expected_problems(spec: dict[str, Any], columns: list[str] | None) -> list[
 
 
 def _judge_credentials(judges: list[dict[str, Any]], team: Any) -> list[str]:
-    from dashboard.models import Credential  # the one check that reads a row
-
     ids = {judge["credential"] for judge in judges}
     found = set(Credential.objects.filter(pk__in=ids, team=team).values_list("pk", flat=True))
     return [

@@ -168,3 +168,57 @@ def test_failed_items_count_as_unscored(team: Any) -> None:
     [row] = scores_summary(job)
     assert (row["passed"], row["failed"], row["unscored"]) == (1, 1, 1)
     assert Item.objects.filter(job=job, scores__isnull=True).count() == 1
+
+
+def test_exports_have_a_column_per_scorer(team: Any, alice: Any, client: Any) -> None:
+    import csv
+    import io
+    import json
+
+    from django.urls import reverse
+    from openpyxl import load_workbook
+
+    client.force_login(alice)
+    job = job_row(team, prompts=["a", "b", "c"], outputs=["yes", "no"], errors={2: "boom"})
+    job.scorers = [{"type": "equals", "value": "yes", "name": "=yes"}]
+    job.save(update_fields=["scorers"])
+    job_rescore(job.pk)
+    url = reverse("job_items_export", args=[job.pk, "csv"])
+    rows = list(csv.reader(io.StringIO(b"".join(client.get(url).streaming_content).decode())))
+    assert rows[0][-1] == "score:=yes"
+    assert [row[-1] for row in rows[1:]] == ["pass", "fail", ""]
+    url = reverse("job_items_export", args=[job.pk, "jsonl"])
+    lines = b"".join(client.get(url).streaming_content).splitlines()
+    assert [json.loads(line)["scores"] for line in lines] == [
+        {"=yes": "pass"},
+        {"=yes": "fail"},
+        {"=yes": ""},
+    ]
+    url = reverse("job_items_export", args=[job.pk, "xlsx"])
+    sheet = list(
+        load_workbook(io.BytesIO(b"".join(client.get(url).streaming_content))).active.iter_rows(
+            values_only=True
+        )
+    )
+    assert sheet[0][-1] == "score:=yes" and sheet[1][-1] == "pass"
+
+
+def test_the_job_page_shows_pass_rates_badges_and_filters(
+    team: Any, alice: Any, client: Any
+) -> None:
+    from django.urls import reverse
+
+    client.force_login(alice)
+    job = job_row(team, prompts=["a", "b", "c"], outputs=["yes", "no", "yes"])
+    job.scorers = [{"type": "equals", "value": "yes", "name": "<b>exact</b>"}]
+    job.save(update_fields=["scorers"])
+    job_rescore(job.pk)
+    page = client.get(reverse("job_detail", args=[job.pk])).content.decode()
+    assert 'id="job-scores"' in page and "67 %" in page  # 2 of 3
+    assert "<b>exact</b>" not in page and "&lt;b&gt;exact&lt;/b&gt;" in page  # escaped
+    assert page.count("&lt;b&gt;exact&lt;/b&gt;: pass</span>") == 2
+    failing = client.get(reverse("job_detail", args=[job.pk]), {"score": "<b>exact</b>:fail"})
+    body = failing.content.decode()
+    assert 'id="item-1"' in body and 'id="item-0"' not in body and 'id="item-2"' not in body
+    bad = client.get(reverse("job_detail", args=[job.pk]), {"score": "nobody:fail"})
+    assert bad.status_code == 200 and "No scorer" in bad.content.decode()
