@@ -222,3 +222,23 @@ def test_the_job_page_shows_pass_rates_badges_and_filters(
     assert 'id="item-1"' in body and 'id="item-0"' not in body and 'id="item-2"' not in body
     bad = client.get(reverse("job_detail", args=[job.pk]), {"score": "nobody:fail"})
     assert bad.status_code == 200 and "No scorer" in bad.content.decode()
+
+
+def test_the_new_job_form_takes_scorers_and_shows_their_refusal(
+    team: Any, bob: Any, client: Any
+) -> None:
+    from django.urls import reverse
+
+    client.force_login(bob)
+    credential = make_credential(team)
+    data = {"credential": credential.pk, "model": "m1", "prompts": "one", "split": "single"}
+    bad = client.post(
+        reverse("job_new"),
+        {**data, "scorers": '[{"type": "regex", "value": "(", "name": "<i>r</i>"}]'},
+    )
+    page = bad.content.decode()
+    assert bad.status_code == 200 and not Job.objects.exists()
+    assert "the regular expression does not compile" in page and "<i>r</i>" not in page
+    good = client.post(reverse("job_new"), {**data, "scorers": '[{"type": "length", "max": 5}]'})
+    assert good.status_code == 302
+    assert Job.objects.get().scorers == [{"type": "length", "max": 5, "name": "length"}]
