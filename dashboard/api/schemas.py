@@ -138,6 +138,11 @@ class JobIn(Body):
     options: JsonObject | None = Field(None, description="Provider-specific fields.")
     stream: Flag | None = Field(None, description="Stream the output (providers that can).")
     team: Id | None = Field(None, description="Must be the credential's team when given.")
+    scorers: list[Any] | None = Field(
+        None,
+        description="Checks on every item's output, each {type, name, ...}: equals, contains, "
+        "icontains, regex, json_field, numeric, length, valid, judge.",
+    )
     dry_run: Flag | None = Field(
         None,
         description="Save nothing: answer 200 with the estimate (items, tokens, cost at the "
@@ -193,6 +198,27 @@ class Cost(Schema):
     )
 
 
+class ScoreSummary(Schema):
+    name: str
+    type: str
+    passed: int
+    failed: int
+    unscored: int = Field(
+        description="Finished items with no verdict, or that could not be scored."
+    )
+    pass_rate: float | None = Field(description="passed / (passed + failed); null if none.")
+    ci95: list[float] | None = Field(description="The pass rate's 95 % Wilson interval.")
+
+
+class ScorersIn(Body):
+    scorers: list[Any] = Field(description="The scorers to add, as at submit.")
+
+
+class ScoresOut(Schema):
+    scores: list[ScoreSummary]
+    rescoring: bool = Field(description="The job's finished items are being scored.")
+
+
 class JobSummary(Schema):
     id: int
     provider: str
@@ -222,6 +248,8 @@ class JobSummary(Schema):
     team: int
     retry_of: int | None
     spec: JsonObject
+    scorers: list[JsonObject] = Field(description="The job's scorers, normalized.")
+    scores: list[ScoreSummary] = Field(description="Per scorer: counts, pass rate, interval.")
 
 
 class JobOut(JobSummary):
@@ -248,6 +276,11 @@ class ItemOut(Schema):
     validation_error: str
     from_job: int | None = Field(
         None, description="With merged=true: the retry the row's answer came from."
+    )
+    scores: list[JsonObject] = Field(
+        default_factory=list,
+        description='One per scorer: {"scorer", "pass" (null: could not be scored), "score", '
+        '"reason"}.',
     )
 
 

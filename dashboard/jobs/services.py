@@ -305,6 +305,7 @@ def job_create(
     output_columns: Sequence[str] | None = None,
     dataset: Dataset | None = None,
     comparison: Comparison | None = None,
+    scorers: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
@@ -316,7 +317,8 @@ def job_create(
     column names and the output schema's field names are kept in order
     (``output_columns`` is given by a retry, whose spec was read back from the
     database; otherwise the spec's schema gives them); ``dataset`` is the one
-    whose rows the items are, ``comparison`` the one the job is a target of."""
+    whose rows the items are, ``comparison`` the one the job is a target of.
+    ``scorers`` are normalized already (``dashboard.evals.scorers.normalize_scorers``)."""
     now = clock.now()
     deadline = deadline_seconds(spec)
     data = spec.to_dict()
@@ -347,6 +349,7 @@ def job_create(
             price_input_per_mtok=price.input_per_mtok if price else None,
             price_output_per_mtok=price.output_per_mtok if price else None,
             cost_estimated=estimate.cost,
+            scorers=list(scorers),
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""
