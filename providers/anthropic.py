@@ -423,6 +423,9 @@ class AnthropicProvider(BatchAPI, Provider):
     slug = "anthropic"
     label = LABEL
     default_base_url = "https://api.anthropic.com"
+    #: Models of Anthropic's public documentation, so the new-job form starts
+    #: with one before the model list (``GET /v1/models``) was fetched.
+    documented_models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
     kind = "sync"
     supports_stream = True
     lists_models = True
