@@ -475,3 +475,57 @@ def test_the_api_retry_takes_a_mode(
     retried = api.post(f"jobs/{job.pk}/retry", {"failed_only": True})
     assert retried.json()["mode"] == "batch"
     assert_error(api.post(f"jobs/{job.pk}/retry", {"mode": "nope"}), 400, "mode")
+
+
+# --- Anthropic ---------------------------------------------------------------------------------
+
+CLAUDE = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def claude(team: Any, sims: Any, now: FakeClock, settings: Any) -> Any:
+    settings.BATCH_POLL_SECONDS = POLL
+    sim = use_clock(sims.get("anthropic"), now, step_seconds=10.0)
+    return make_credential(team, "anthropic", base_url=sim.base_url), sim
+
+
+def test_an_anthropic_batch_job_completes(claude: Any, now: FakeClock) -> None:
+    credential, sim = claude
+    prompts = ["one", "two", "three"]
+    job = batch_job(credential, prompts, model=CLAUDE, max_tokens=32)
+
+    job = drive(job, now)
+
+    assert job.status == "completed", job.error
+    assert outputs(job) == [completion_text(CLAUDE, p, 32).strip() for p in prompts]
+    assert job.items.filter(tokens_estimated=False).count() == 3
+    assert sim.count("POST /v1/messages/batches") == 1
+    assert sim.count("POST /v1/messages") == 0  # nothing went online
+
+
+def test_an_anthropic_crash_mid_create_is_unknown_not_resubmitted(
+    claude: Any, now: FakeClock
+) -> None:
+    credential, sim = claude
+    job = batch_job(credential, ["a", "b"], model=CLAUDE)
+    from dashboard.core.connect import build_provider
+
+    spec = batch.job_spec(job)
+    with build_provider(credential) as provider:
+        (chunk,) = batch.chunks_cut(job, provider, spec)
+        chunk = BatchChunk.objects.get(job=job)
+        lines = batch.chunk_lines(job, provider, spec, chunk)
+        provider.batch_create(lines, None, batch.metadata(chunk))
+    BatchChunk.objects.filter(pk=chunk.pk).update(
+        state="submitting", lease_expires_at=clock.now() - timedelta(seconds=5)
+    )
+
+    worker.advance_job(job.pk)
+
+    chunk.refresh_from_db()
+    job.refresh_from_db()
+    assert chunk.state == "unknown" and chunk.error == batch.UNKNOWN
+    assert job.status == "failed"
+    assert set(job.items.values_list("error", flat=True)) == {batch.UNKNOWN}
+    assert sim.count("POST /v1/messages/batches") == 1
+    assert job_json(job)["batches"][0]["status"] == "unknown"
