@@ -169,6 +169,10 @@ class CredentialSlot(models.Model):
 
 
 class Job(models.Model):
+    class Mode(models.TextChoices):
+        ONLINE = "online", "Online"
+        BATCH = "batch", "Batch"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="jobs")
     credential = models.ForeignKey(
         Credential, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
@@ -221,6 +225,12 @@ class Job(models.Model):
     cost_actual = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     #: Seeded by ``setup_demo`` as demo history, and shown as such.
     demo = models.BooleanField(default=False)
+    #: ``online``: one call per item; ``batch``: the items go to the
+    #: provider's own batch API as one or more remote batches (``chunks``).
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.ONLINE)
+    #: A batch job's cancel, asked of the provider: the job stays running until
+    #: every live chunk has ended and its results were read, then ends cancelled.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -602,6 +612,61 @@ class JobUnit(models.Model):
         return f"{self.job_id}/{self.index} {self.remote_id or self.state}"
 
 
+class BatchChunk(models.Model):
+    """One remote batch of a batch job: the contiguous item indexes
+    ``[start_index, end_index)``. ``state`` records the non-idempotent create
+    (``submitting`` before it), so a crash mid-create is looked up by the
+    metadata sent with it, never blindly created again."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # not created yet
+        SUBMITTING = "submitting", "Submitting"  # the create is under way
+        LIVE = "live", "Live"  # at the provider
+        ENDED = "ended", "Ended"  # results read
+        FAILED = "failed", "Failed"  # refused at validation, or could not be created
+        UNKNOWN = "unknown", "Outcome unknown"  # may have been created; cannot be looked up
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    #: 0-based.
+    number = models.PositiveIntegerField()
+    start_index = models.PositiveIntegerField()
+    end_index = models.PositiveIntegerField()
+    requests = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    remote_id = models.CharField(max_length=255, blank=True)
+    input_file_id = models.CharField(max_length=255, blank=True)
+    output_file_id = models.CharField(max_length=255, blank=True)
+    error_file_id = models.CharField(max_length=255, blank=True)
+    results_url = models.CharField(max_length=1000, blank=True)
+    #: The provider's own word: validating, in_progress, finalizing, ended, …
+    provider_status = models.CharField(max_length=40, blank=True)
+    #: total, completed, failed, processing as the provider reports them.
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    poll_failures = models.PositiveIntegerField(default=0)
+    #: Who creates the batch or reads its results now, until when.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    cancel_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="one_chunk_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.number} {self.remote_id or self.state}"
+
+    @property
+    def items(self) -> int:
+        return self.end_index - self.start_index
+
+
 class JobEvent(models.Model):
     """The job's append-only timeline and live log. The page reads events after
     a cursor, so each poll sends only what is new."""
@@ -773,6 +838,13 @@ class Price(models.Model):
     model = models.CharField(max_length=200)
     input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
     output_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    #: The batch API's prices; unset: half the online price.
+    batch_input_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    batch_output_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
