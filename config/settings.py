@@ -280,6 +280,10 @@ MAX_DATASET_ROWS = envint("DASHBOARD_MAX_DATASET_ROWS", 50_000)  # a job's limit
 MAX_DATASET_BYTES = envint("DASHBOARD_MAX_DATASET_BYTES", 64 * 1024 * 1024)
 MAX_DATASET_COLUMNS = envint("DASHBOARD_MAX_DATASET_COLUMNS", 100)
 JOB_DEADLINE_SECONDS = envint("DASHBOARD_JOB_DEADLINE", 6 * 3600)
+#: Seconds between two status checks of one remote batch (batch mode).
+BATCH_POLL_SECONDS = envint("DASHBOARD_BATCH_POLL_SECONDS", 30)
+if BATCH_POLL_SECONDS < 1:
+    raise ImproperlyConfigured("DASHBOARD_BATCH_POLL_SECONDS must be at least 1.")
 
 # --- notifications ---------------------------------------------------------------------
 

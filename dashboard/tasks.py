@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dashboard.instances import catalog, poller, services
 from dashboard.instances import sweep as instances_sweep_module
+from dashboard.jobs import batch as job_batch
 from dashboard.jobs import poller as job_poller
 from dashboard.jobs import sweep as job_sweep
 from dashboard.jobs import worker
@@ -24,6 +25,14 @@ def advance_job(job_id: int) -> str:
 
 def poll_credential(credential_id: int) -> int:
     return job_poller.poll_credential(credential_id)
+
+
+def batch_poll(chunk_id: int) -> str:
+    return job_batch.batch_poll(chunk_id)
+
+
+def batch_cancel(job_id: int) -> int:
+    return job_batch.batch_cancel(job_id)
 
 
 def sweep() -> dict[str, int]:

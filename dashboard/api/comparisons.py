@@ -19,7 +19,7 @@ from dashboard.compare.services import (
     targets_of,
 )
 from dashboard.core import keyset
-from dashboard.jobs.spec import SpecError, prompts_error
+from dashboard.jobs.spec import SpecError, mode_problem, prompts_error
 from dashboard.models import Comparison, Credential, Job, Role
 from dashboard.status import JOB_ACTIVE
 
@@ -69,8 +69,12 @@ def create_comparison(request: HttpRequest, payload: ComparisonIn) -> Any:
     ):
         if target.output_schema is None and payload.output_schema is not None:
             target = target.model_copy(update={"output_schema": payload.output_schema})
+        problem = mode_problem(credential, target.mode)
+        if problem:
+            errors.add("targets", f"Target {number}: mode: {problem}")
         try:
-            targets.append(Target(credential, job_spec(target, credential, inputs.prompts)))
+            spec = job_spec(target, credential, inputs.prompts)
+            targets.append(Target(credential, spec, mode=target.mode or Job.Mode.ONLINE))
         except SpecError as exc:
             for field, messages in exc.fields.items():
                 errors.add("targets", *(f"Target {number}: {field}: {m}" for m in messages))

@@ -15,7 +15,7 @@ from dashboard.datasets.template import TemplateError
 from dashboard.jobs import cost, results
 from dashboard.jobs.serialize import job_json
 from dashboard.jobs.services import job_cancel, job_retry, job_submit
-from dashboard.jobs.spec import FIELDS, SpecError, build_spec
+from dashboard.jobs.spec import FIELDS, SpecError, build_spec, mode_problem
 from dashboard.models import Credential, Dataset, Item, Job, Role
 from dashboard.status import JobStatus
 from providers import PROVIDERS, JobSpec
@@ -69,12 +69,18 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
     whose estimate would take the team past its monthly budget is a 409."""
     credential = credential_for(request.auth, payload.credential, payload.team)
     inputs = job_inputs(request.auth, payload, credential.team_id)
+    mode = payload.mode or Job.Mode.ONLINE
     try:
         spec = job_spec(payload, credential, inputs.prompts)
     except SpecError as exc:
-        raise invalid(exc.fields) from None
+        fields = exc.fields
+        problem = mode_problem(credential, mode)
+        raise invalid({**fields, "mode": [problem]} if problem else fields) from None
+    problem = mode_problem(credential, mode)
+    if problem:
+        raise invalid({"mode": [problem]})
     if payload.dry_run:
-        estimate = cost.spec_estimate(credential.team, credential.provider, spec)
+        estimate = cost.spec_estimate(credential.team, credential.provider, spec, mode)
         return Status(200, {"estimate": estimate.as_json()})
     try:
         job = job_submit(
@@ -86,6 +92,7 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
             input_fields=inputs.input_fields,
             input_columns=inputs.columns,
             dataset=inputs.dataset,
+            mode=mode,
         )
     except cost.BudgetExceeded as exc:
         raise ApiError(409, str(exc)) from None
@@ -95,7 +102,7 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
 def job_spec(payload: Any, credential: Credential, prompts: list[str]) -> JobSpec:
     """The JobSpec of a body (a job's, or a comparison's target) over
     ``prompts`` on this credential; SpecError names every field it refuses."""
-    values = {name: getattr(payload, name) for name in SPEC_BODY_FIELDS}
+    values = {name: getattr(payload, name) for name in SPEC_BODY_FIELDS}  # not ``mode``
     return build_spec(credential, {**values, "prompts": prompts})
 
 
@@ -236,8 +243,13 @@ def retry_job(request: HttpRequest, job: MemberJob, payload: RetryIn | None = No
             "Retry either the failed rows or the invalid ones.",
             {"invalid_only": ["Not together with failed_only."]},
         )
+    mode = payload.mode if payload else None
+    if mode and job.credential is not None:
+        problem = mode_problem(job.credential, mode)
+        if problem:
+            raise ApiError(400, problem, {"mode": [problem]})
     try:
-        new = job_retry(job, user=request.auth, via="api", **which)
+        new = job_retry(job, user=request.auth, via="api", mode=mode, **which)
     except ValueError as exc:
         raise ApiError(409, str(exc)) from None
     return Status(201, job_answer(new.pk))

@@ -137,6 +137,11 @@ class JobIn(Body):
     )
     options: JsonObject | None = Field(None, description="Provider-specific fields.")
     stream: Flag | None = Field(None, description="Stream the output (providers that can).")
+    mode: Text | None = Field(
+        None,
+        description='"online" (default: one call per item) or "batch": the provider\'s own '
+        "batch API (OpenAI, Anthropic), within 24 hours at the batch price.",
+    )
     team: Id | None = Field(None, description="Must be the credential's team when given.")
     dry_run: Flag | None = Field(
         None,
@@ -156,6 +161,9 @@ class RetryIn(Body):
         None,
         description="With invalid_only: send each row again with its validation error "
         "and the schema appended to its prompt.",
+    )
+    mode: Text | None = Field(
+        None, description='"online" or "batch" (default: the job\'s own mode).'
     )
 
 
@@ -193,6 +201,15 @@ class Cost(Schema):
     )
 
 
+class BatchOut(Schema):
+    id: int
+    remote_id: str = Field(description="The provider's batch id (empty until created).")
+    status: Literal["pending", "submitting", "live", "ended", "failed", "unknown"]
+    provider_status: str = Field(description="The provider's own word.")
+    counts: dict[str, int] = Field(description="total, completed, failed, processing as reported.")
+    items: int = Field(description="The rows it holds.")
+
+
 class JobSummary(Schema):
     id: int
     provider: str
@@ -222,6 +239,10 @@ class JobSummary(Schema):
     team: int
     retry_of: int | None
     spec: JsonObject
+    mode: Literal["online", "batch"]
+    batches: list[BatchOut] = Field(
+        description="A batch job's remote batches (empty for an online job)."
+    )
 
 
 class JobOut(JobSummary):
@@ -336,6 +357,11 @@ class TargetIn(Body):
     output_schema: JsonObject | None = Field(None, description="Overrides the comparison's.")
     options: JsonObject | None = None
     stream: Flag | None = None
+    mode: Text | None = Field(
+        None,
+        description='"online" (default: one call per item) or "batch": the provider\'s own '
+        "batch API (OpenAI, Anthropic), within 24 hours at the batch price.",
+    )
 
 
 class ComparisonIn(Body):

@@ -37,6 +37,8 @@ class Target:
 
     credential: Credential
     spec: JobSpec
+    #: online, or batch (checked by ``jobs.spec.mode_problem``).
+    mode: str = "online"
 
 
 def comparison_create(
@@ -73,6 +75,7 @@ def comparison_create(
                 input_columns=inputs.columns,
                 dataset=inputs.dataset,
                 comparison=comparison,
+                mode=target.mode,
             )
             event_add(job.pk, f"Target of comparison {comparison.pk} “{name}”.")
         audit(

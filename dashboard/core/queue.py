@@ -65,6 +65,20 @@ def nudge_poller(credential_id: int) -> None:
     enqueue("dashboard.tasks.poll_credential", credential_id)
 
 
+def nudge_batch_poll(chunk_id: int) -> None:
+    enqueue("dashboard.tasks.batch_poll", chunk_id)
+
+
+def nudge_batch_poll_at(chunk_id: int, at: datetime) -> None:
+    """The next status check of a remote batch, when it is due: no worker
+    waits for it meanwhile (the sweep nudges it too, should this be lost)."""
+    enqueue_at("dashboard.tasks.batch_poll", chunk_id, at=at)
+
+
+def nudge_batch_cancel(job_id: int) -> None:
+    enqueue("dashboard.tasks.batch_cancel", job_id)
+
+
 def nudge_instances(credential_id: int) -> None:
     enqueue("dashboard.tasks.instances_poll", credential_id)
 

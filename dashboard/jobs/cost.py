@@ -20,7 +20,7 @@ modes side by side, and its ``cost`` is the asked mode's.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -193,11 +193,41 @@ def estimate(
     return estimate_of(team, provider, model, prompts, max_tokens, mode=mode).as_json()
 
 
-def spec_estimate(team: Team | int, provider: str, spec: JobSpec) -> Estimate:
+def spec_estimate(team: Team | int, provider: str, spec: JobSpec, mode: str = "online") -> Estimate:
     """The estimate of a job spec: its prompts, with the system prompt and the
-    question counted on every one."""
+    question counted on every one; in ``mode="batch"`` at the batch price
+    (``price`` is then the batch one, which a batch job keeps)."""
     per_item = "\n".join(part for part in (spec.system_prompt, spec.question) if part)
-    return estimate_of(team, provider, spec.model, spec.prompts, spec.max_tokens, per_item=per_item)
+    found = estimate_of(
+        team, provider, spec.model, spec.prompts, spec.max_tokens, per_item=per_item
+    )
+    if mode != "batch" or found.price is None:
+        return found
+    price = batch_price(found.price)
+    return replace(
+        found,
+        price=price,
+        cost=tokens_cost(
+            found.tokens_in, found.tokens_out_max, price.input_per_mtok, price.output_per_mtok
+        ),
+    )
+
+
+def batch_price(price: Price) -> Price:
+    """The price of a batch item, as an unsaved Price: the batch prices where
+    set, else half the online ones."""
+    half = Decimal("0.5")
+    return Price(
+        team_id=price.team_id,
+        provider=price.provider,
+        model=price.model,
+        input_per_mtok=price.batch_input_per_mtok
+        if price.batch_input_per_mtok is not None
+        else price.input_per_mtok * half,
+        output_per_mtok=price.batch_output_per_mtok
+        if price.batch_output_per_mtok is not None
+        else price.output_per_mtok * half,
+    )
 
 
 def job_cost(job: Job) -> dict[str, float | None]:

@@ -45,10 +45,29 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
         "team": job.team_id,
         "retry_of": job.retry_of_id,
         "spec": job.spec,
+        "mode": job.mode,
+        "batches": job_batches(job),
     }
     if with_log:
         data["log"] = job_log(job)
     return data
+
+
+def job_batches(job: Job) -> list[dict[str, Any]]:
+    """A batch job's remote batches (none for an online job)."""
+    if job.mode != Job.Mode.BATCH:
+        return []
+    return [
+        {
+            "id": chunk.pk,
+            "remote_id": chunk.remote_id,
+            "status": chunk.state,
+            "provider_status": chunk.provider_status,
+            "counts": chunk.counts,
+            "items": chunk.items,
+        }
+        for chunk in job.chunks.order_by("number")
+    ]
 
 
 def job_log(job: Job) -> str:

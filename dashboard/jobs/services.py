@@ -25,7 +25,16 @@ from dashboard.core import events as events_module
 from dashboard.core import queue as tasks_queue
 from dashboard.core.audit import audit, via_details
 from dashboard.core.returning import update_returning
-from dashboard.models import Comparison, Credential, Dataset, Item, Job, JobEvent, Team
+from dashboard.models import (
+    BatchChunk,
+    Comparison,
+    Credential,
+    Dataset,
+    Item,
+    Job,
+    JobEvent,
+    Team,
+)
 from dashboard.status import (
     JOB_ACTIVE,
     JOB_TERMINAL,
@@ -39,7 +48,7 @@ from providers import JobSpec
 
 from . import cost, results
 from .items import items_create, items_end_active
-from .spec import deadline_seconds
+from .spec import deadline_seconds, mode_problem
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +314,7 @@ def job_create(
     output_columns: Sequence[str] | None = None,
     dataset: Dataset | None = None,
     comparison: Comparison | None = None,
+    mode: str = Job.Mode.ONLINE,
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
@@ -316,12 +326,14 @@ def job_create(
     column names and the output schema's field names are kept in order
     (``output_columns`` is given by a retry, whose spec was read back from the
     database; otherwise the spec's schema gives them); ``dataset`` is the one
-    whose rows the items are, ``comparison`` the one the job is a target of."""
+    whose rows the items are, ``comparison`` the one the job is a target of.
+    ``mode`` is checked already (``spec.mode_problem``); a batch job keeps the
+    batch price and estimate."""
     now = clock.now()
-    deadline = deadline_seconds(spec)
+    deadline = deadline_seconds(spec, mode)
     data = spec.to_dict()
     prompts = list(data.pop("prompts"))
-    estimate = cost.spec_estimate(team, credential.provider, spec)
+    estimate = cost.spec_estimate(team, credential.provider, spec, mode)
     price = estimate.price
     with transaction.atomic():
         cost.budget_check(team, estimate.cost)
@@ -347,11 +359,13 @@ def job_create(
             price_input_per_mtok=price.input_per_mtok if price else None,
             price_output_per_mtok=price.output_per_mtok if price else None,
             cost_estimated=estimate.cost,
+            mode=mode,
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""
         origin = f" (retry of job {retry_of.pk})" if retry_of is not None else ""
-        event_add(job.pk, f"Saved{who}{origin}: {len(prompts)} prompt(s) for {spec.model}")
+        batch = " as a batch" if mode == Job.Mode.BATCH else ""
+        event_add(job.pk, f"Saved{who}{origin}: {len(prompts)} prompt(s) for {spec.model}{batch}")
         Credential.objects.filter(pk=credential.pk).update(last_used_at=now)
     tasks_queue.nudge_job_on_commit(job.pk)
     return job
@@ -381,6 +395,12 @@ def job_cancel(job: Job, *, user: Any = None, via: str = "") -> bool:
     stop being polled; the provider may still finish them (no provider
     documents a cancel). False, and nothing audited, when it had ended."""
     who = f" by {user.get_username()}" if user is not None else ""
+    if job.mode == Job.Mode.BATCH:
+        asked = _batch_cancel_ask(job, who)
+        if asked is not None:
+            if asked:
+                audit(user, job.team, "job.cancelled", job, **via_details(via))
+            return asked
     remote = job.units.exclude(remote_id="").exists()
     note = (
         " Remote jobs are no longer polled; the provider may still finish them." if remote else ""
@@ -392,6 +412,41 @@ def job_cancel(job: Job, *, user: Any = None, via: str = "") -> bool:
         if cancelled:
             audit(user, job.team, "job.cancelled", job, **via_details(via))
     return cancelled
+
+
+def _batch_cancel_ask(job: Job, who: str) -> bool | None:
+    """A batch job with batches at the provider (or being created) is not
+    ended at once: the cancel is asked of the provider (a task calls its
+    cancel for each live batch) and the job ends ``cancelled`` once they have
+    ended and their results were read, so rows that finished keep their
+    outputs. A batch not created yet never will be. None: no batch is at the
+    provider, the job is cancelled as any other. False: it had ended, or its
+    cancel was asked already."""
+    remote = [BatchChunk.State.LIVE, BatchChunk.State.SUBMITTING]
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().filter(pk=job.pk, status__in=list(JOB_ACTIVE))
+        if not locked.exists():
+            return False
+        chunks = BatchChunk.objects.filter(job_id=job.pk)
+        if not chunks.filter(state__in=remote).exists():
+            return None
+        if not locked.filter(cancel_requested_at__isnull=True).update(
+            cancel_requested_at=clock.now()
+        ):
+            return False
+        chunks.filter(state__in=remote).update(cancel_requested=True)
+        chunks.filter(state=BatchChunk.State.PENDING).update(
+            state=BatchChunk.State.FAILED,
+            error="Cancelled before it was created.",
+            ended_at=clock.now(),
+        )
+        event_add(
+            job.pk,
+            f"Cancel asked{who}: the provider is asked to cancel its batches; rows that "
+            "finished keep their outputs, the job ends once the batches have ended.",
+        )
+        tasks_queue.on_commit("dashboard.tasks.batch_cancel", job.pk)
+    return True
 
 
 #: What a retry redoes.
@@ -408,14 +463,21 @@ def job_retry(
     failed_only: bool = False,
     invalid_only: bool = False,
     repair: bool = False,
+    mode: str | None = None,
 ) -> Job:
     """A new job linked to the first one (``retry_of``) with the same spec, over
     all its rows, only those that did not complete, or only the invalid ones;
     each new item keeps ``source_index``, the row it redoes. With ``repair``
     an invalid row is sent again with its validation error and the schema.
-    The retry is audited on the first job (``via``: the surface that asked)."""
+    The retry is audited on the first job (``via``: the surface that asked).
+    ``mode``: online or batch (default: the job's own); ValueError when the
+    credential cannot run it."""
     if job.credential is None:
         raise ValueError("The credential of this job was deleted; clone it to pick another.")
+    mode = mode or job.mode
+    problem = mode_problem(job.credential, mode)
+    if problem:
+        raise ValueError(problem)
     if failed_only and invalid_only:
         raise ValueError("Retry either the failed rows or the invalid ones, not both at once.")
     if repair and not invalid_only:
@@ -467,6 +529,7 @@ def job_retry(
             input_fields=[row["input_fields"] for row in items],
             input_columns=job.input_columns,
             output_columns=results.structured_columns(job),
+            mode=mode,
         )
         event_add(job.pk, f"Retried as job {new.pk}{what}: {len(items)} row(s)")
         audit(
@@ -476,6 +539,7 @@ def job_retry(
             job,
             new_job=new.pk,
             **{name: True for name, on in flags.items() if on},
+            **({"mode": mode} if mode != job.mode else {}),
             **via_details(via),
         )
     return new

@@ -25,6 +25,7 @@ from django.conf import settings
 from dashboard.core import structured
 from dashboard.models import Credential
 from providers import JobSpec, Provider, ProviderError, get_provider_class
+from providers.batch import supports_batch
 
 #: The words the API's body parser uses for a NUL anywhere in a body, so a NUL
 #: is refused in the same words whichever check sees it first.
@@ -34,7 +35,10 @@ MAX_MODEL = 200
 #: A job's own deadline (``options.deadline_seconds``) is at most a week.
 MAX_DEADLINE = 7 * 24 * 3600
 #: Options every provider takes; the others are the provider's ``option_names``.
-COMMON_OPTIONS = ("deadline_seconds",)
+COMMON_OPTIONS = ("deadline_seconds", "batch_max_requests")
+#: A batch job's default deadline: the providers' 24 h window, and time to read the results.
+BATCH_DEADLINE = 26 * 3600
+MODES = ("online", "batch")
 
 
 @dataclass(frozen=True)
@@ -114,10 +118,27 @@ def build_spec(credential: Credential, values: Mapping[str, Any]) -> JobSpec:
     return built
 
 
-def deadline_seconds(spec: JobSpec) -> int:
+def deadline_seconds(spec: JobSpec, mode: str = "online") -> int:
     """How long a job may take: its own ``deadline_seconds`` (checked by
-    :func:`build_spec`), else the site's default."""
-    return int(spec.options.get("deadline_seconds") or settings.JOB_DEADLINE_SECONDS)
+    :func:`build_spec`), else the site's default; a batch job's default covers
+    the provider's 24 h window (BATCH_DEADLINE) when the site's is shorter."""
+    default = settings.JOB_DEADLINE_SECONDS
+    if mode == "batch":
+        default = max(default, BATCH_DEADLINE)
+    return int(spec.options.get("deadline_seconds") or default)
+
+
+def mode_problem(credential: Credential, mode: str | None) -> str | None:
+    """Why a job on ``credential`` cannot run in ``mode`` (None: it can).
+    Batch mode needs an adapter with a native batch API."""
+    if mode in (None, "", "online"):
+        return None
+    if mode not in MODES:
+        return "Choose online or batch."
+    cls = get_provider_class(credential.provider)
+    if not supports_batch(cls):
+        return f"Batch mode needs an OpenAI or Anthropic credential; {cls.label} has no batch API."
+    return None
 
 
 def prompt_limits_error(prompts: Sequence[str]) -> str | None:
@@ -254,9 +275,15 @@ def _options(cls: type[Provider], value: Any, errors: _Errors) -> dict[str, Any]
             f"deadline_seconds must be a whole number of seconds from 1 to {MAX_DEADLINE:,} "
             "(7 days).",
         )
+    if "batch_max_requests" in value and not _is_positive_int(value["batch_max_requests"]):
+        errors.add("options", "batch_max_requests must be a whole number of requests, at least 1.")
     if _has_nul(value):
         errors.add("options", NUL_MESSAGE)
     return dict(value)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _is_deadline(value: Any) -> bool:

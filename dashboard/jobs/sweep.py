@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
-from dashboard.models import Credential, Job, JobUnit
+from dashboard.models import BatchChunk, Credential, Job, JobUnit
 from dashboard.status import JOB_ACTIVE
 
 from .services import job_fail
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def sweep() -> dict[str, int]:
     """Run by the scheduler every minute: what is due or orphaned gets a nudge."""
     now = clock.now()
-    counts = {"deadline": 0, "jobs": 0, "pollers": 0, "unknown": 0}
+    counts = {"deadline": 0, "jobs": 0, "pollers": 0, "unknown": 0, "batches": 0}
     for job_id in Job.objects.filter(status__in=JOB_ACTIVE, deadline_at__lt=now).values_list(
         "pk", flat=True
     ):
@@ -52,7 +52,17 @@ def sweep() -> dict[str, int]:
     )
     # Sync jobs (no units) and async jobs with a unit still to submit; the rest
     # are past submit and belong to the poller.
-    due = due.filter(Q(units__isnull=True) | Q(units__state=JobUnit.State.PENDING))
+    online = Q(mode=Job.Mode.ONLINE) & (
+        Q(units__isnull=True) | Q(units__state=JobUnit.State.PENDING)
+    )
+    # Batch jobs: not cut yet, a chunk to create, or one a dead worker left
+    # mid-create; their live chunks are polled by tasks of their own (below).
+    batch = Q(mode=Job.Mode.BATCH) & (
+        Q(chunks__isnull=True)
+        | Q(chunks__state=BatchChunk.State.PENDING)
+        | Q(chunks__state=BatchChunk.State.SUBMITTING, chunks__lease_expires_at__lt=now)
+    )
+    due = due.filter(online | batch)
     for job_id in due.values_list("pk", flat=True).distinct()[:500]:
         tasks_queue.nudge_job(job_id)
         counts["jobs"] += 1
@@ -68,4 +78,12 @@ def sweep() -> dict[str, int]:
     ):
         tasks_queue.nudge_poller(credential_id)
         counts["pollers"] += 1
+    for chunk_id in (
+        BatchChunk.objects.filter(state=BatchChunk.State.LIVE, job__status__in=JOB_ACTIVE)
+        .filter(Q(next_poll_at__lte=now) | Q(next_poll_at__isnull=True))
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now))
+        .values_list("pk", flat=True)[:500]
+    ):
+        tasks_queue.nudge_batch_poll(chunk_id)
+        counts["batches"] += 1
     return counts

@@ -1,6 +1,7 @@
 """One step of a job, as a task runs it: take the job's lease, check what may
 stop it (takeovers, deadline, a deleted credential, the Bytez instance gate),
-then hand it to the sync runner or the async submitter."""
+then hand it to the sync runner, the async submitter or, for a batch job,
+the batch engine (``jobs/batch.py``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dashboard.status import JobStatus
 from providers import ErrorKind, Provider, ProviderError
 
 from . import limits
+from .batch import advance_batch_job
 from .leases import (
     lease_job,
     release_job,
@@ -87,6 +89,8 @@ SHORT_PAUSE = 3.0
 def _work(job: Job, provider: Provider, deadline: float, owner: str) -> str:
     while True:
         try:
+            if job.mode == Job.Mode.BATCH:
+                return advance_batch_job(job, provider, owner)
             if provider.has_instances and job.status != JobStatus.RUNNING:
                 _instance_gate(job)
             if provider.kind == "sync":
@@ -129,6 +133,7 @@ def nudge_waiting_jobs(credential_id: int, *, exclude: int | None = None) -> Non
             lease_owner="",
             next_check_at__gt=clock.now(),
             units__isnull=True,
+            mode=Job.Mode.ONLINE,
         )
         .exclude(pk=exclude)
         .order_by("created_at")
