@@ -96,16 +96,15 @@ class Estimate:
     mode: str = ONLINE
     cost_online: Decimal | None = None
     cost_batch: Decimal | None = None
+    #: Each mode's USD per million input and output tokens (None unpriced).
+    online_rates: tuple[Decimal, Decimal] | None = None
+    batch_rates: tuple[Decimal, Decimal] | None = None
 
     @property
     def rates(self) -> tuple[Decimal, Decimal] | None:
         """The asked mode's USD per million input and output tokens: the
         price the job keeps (None without a price)."""
-        return mode_rates(self.price, self.mode)
-
-    @property
-    def batch_rates(self) -> tuple[Decimal, Decimal] | None:
-        return mode_rates(self.price, BATCH)
+        return self.batch_rates if self.mode == BATCH else self.online_rates
 
     @property
     def batch_saving(self) -> Decimal | None:
@@ -158,23 +157,25 @@ def estimate_of(
     per_item_out = max_tokens if max_tokens else DEFAULT_MAX_TOKENS
     tokens_out_max = items * per_item_out
     price = price_for(team, provider, model)
+    rates = {each: mode_rates(price, each) for each in MODES}
     costs = {
-        each: tokens_cost(tokens_in, tokens_out_max, *rates)
-        if (rates := mode_rates(price, each)) is not None
-        else None
+        each: None if rates[each] is None else tokens_cost(tokens_in, tokens_out_max, *rates[each])
         for each in MODES
     }
+    mode = BATCH if mode == BATCH else ONLINE
     return Estimate(
         items=items,
         tokens_in=tokens_in,
         tokens_out_max=tokens_out_max,
-        cost=costs[BATCH if mode == BATCH else ONLINE],
+        cost=costs[mode],
         price=price,
         max_tokens=per_item_out,
         max_tokens_assumed=not max_tokens,
-        mode=BATCH if mode == BATCH else ONLINE,
+        mode=mode,
         cost_online=costs[ONLINE],
         cost_batch=costs[BATCH],
+        online_rates=rates[ONLINE],
+        batch_rates=rates[BATCH],
     )
 
 
@@ -193,40 +194,30 @@ def estimate(
     return estimate_of(team, provider, model, prompts, max_tokens, mode=mode).as_json()
 
 
-def spec_estimate(team: Team | int, provider: str, spec: JobSpec, mode: str = "online") -> Estimate:
+def spec_estimate(team: Team | int, provider: str, spec: JobSpec, mode: str = ONLINE) -> Estimate:
     """The estimate of a job spec: its prompts, with the system prompt and the
-    question counted on every one; in ``mode="batch"`` at the batch price
-    (``price`` is then the batch one, which a batch job keeps)."""
+    question counted on every one, in both modes; ``cost`` is ``mode``'s, and
+    in ``mode="batch"`` ``price`` is the batch one, which a batch job keeps."""
     per_item = "\n".join(part for part in (spec.system_prompt, spec.question) if part)
     found = estimate_of(
-        team, provider, spec.model, spec.prompts, spec.max_tokens, per_item=per_item
+        team, provider, spec.model, spec.prompts, spec.max_tokens, per_item=per_item, mode=mode
     )
-    if mode != "batch" or found.price is None:
+    if found.mode != BATCH or found.price is None:
         return found
-    price = batch_price(found.price)
-    return replace(
-        found,
-        price=price,
-        cost=tokens_cost(
-            found.tokens_in, found.tokens_out_max, price.input_per_mtok, price.output_per_mtok
-        ),
-    )
+    return replace(found, price=batch_price(found.price))
 
 
 def batch_price(price: Price) -> Price:
     """The price of a batch item, as an unsaved Price: the batch prices where
-    set, else half the online ones."""
-    half = Decimal("0.5")
+    set, else half the online ones (:func:`mode_rates`)."""
+    rates = mode_rates(price, BATCH)
+    assert rates is not None
     return Price(
         team_id=price.team_id,
         provider=price.provider,
         model=price.model,
-        input_per_mtok=price.batch_input_per_mtok
-        if price.batch_input_per_mtok is not None
-        else price.input_per_mtok * half,
-        output_per_mtok=price.batch_output_per_mtok
-        if price.batch_output_per_mtok is not None
-        else price.output_per_mtok * half,
+        input_per_mtok=rates[0],
+        output_per_mtok=rates[1],
     )
 
 

@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
     FileResponse,
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
@@ -33,6 +34,7 @@ from dashboard.datasets.services import inputs_from_dataset
 from dashboard.datasets.template import TemplateError
 from dashboard.instances.catalog import model_choices, model_warning
 from dashboard.jobs import cost, export, results
+from dashboard.jobs.batch import chunk_resubmit
 from dashboard.jobs.cost import BudgetExceeded
 from dashboard.jobs.forms import (
     SPEC_FIELDS,
@@ -402,6 +404,26 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
         return _back_to(request, job)
     messages.success(request, f"Job {job.pk} retried as job {new.pk}.")
+    return _back_to(request, new)
+
+
+@login_required
+@require_POST
+def job_chunk_resubmit(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """Send again the rows of a batch whose outcome is unknown (team members):
+    a new batch job over its rows that did not complete."""
+    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    chunk = job.chunks.filter(number=number).first()
+    if chunk is None:
+        raise Http404("No such batch.")
+    try:
+        new = chunk_resubmit(chunk, request.user, via="web")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return _back_to(request, job)
+    messages.success(
+        request, f"Batch {chunk.number + 1} of job {job.pk} resubmitted as job {new.pk}."
+    )
     return _back_to(request, new)
 
 

@@ -6,6 +6,7 @@ one aggregate query)."""
 from __future__ import annotations
 
 from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
