@@ -48,6 +48,7 @@ FIGURES = (
     Figure(7, "bench.b7_memory", ("sqlite-orm",), 540),
     Figure(8, "bench.b8_load", ("pg-redis",), 240),
     Figure(9, "bench.b9_items", ("sqlite-orm", "pg-redis"), 900),
+    Figure(11, "bench.b11_scores", ("sqlite-orm",), 600),
 )
 
 

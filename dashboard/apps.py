@@ -18,3 +18,9 @@ class DashboardConfig(AppConfig):
         from .notify import receivers  # connected once, when the app is ready
 
         receivers.connect()
+
+        # Scores are written as items complete, in the same way (jobs must
+        # not import evals).
+        from .evals import receivers as evals_receivers  # connected once, when ready
+
+        evals_receivers.connect()

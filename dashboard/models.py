@@ -261,6 +261,9 @@ class Job(models.Model):
     #: The output schema's field names in the order they were given, for the
     #: same reason: the schema in ``spec`` is a JSON object.
     output_columns = models.JSONField(default=list, blank=True)
+    #: The job's scorers, normalized (``dashboard.evals.scorers``), in order:
+    #: each a dict with its ``type`` and ``name``. Their verdicts are ItemScore rows.
+    scorers = models.JSONField(default=list, blank=True)
 
     # What is due next, and who is on it.
     attempts = models.PositiveIntegerField(default=0)
@@ -426,6 +429,30 @@ class Item(models.Model):
     @property
     def ended(self) -> bool:
         return self.status in (ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED)
+
+
+class ItemScore(models.Model):
+    """One scorer's verdict on one item, written as the item completes (or
+    when scorers are added to a finished job). ``passed`` None: the row could
+    not be scored, and ``reason`` says why. ``job`` and ``index`` are copies
+    of the item's, so a job's pass rates are one aggregate over this table."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="scores")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="item_scores")
+    index = models.PositiveIntegerField()
+    scorer = models.CharField(max_length=100)
+    passed = models.BooleanField(null=True, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "scorer"], name="one_score_per_scorer")
+        ]
+        indexes = [models.Index(fields=["job", "scorer", "passed"], name="item_score_rate")]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} {self.scorer}: {self.passed}"
 
 
 class Dataset(models.Model):

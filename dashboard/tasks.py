@@ -9,6 +9,7 @@ in the database again.
 
 from __future__ import annotations
 
+from dashboard.evals import scores as evals_scores
 from dashboard.instances import catalog, poller, services
 from dashboard.instances import sweep as instances_sweep_module
 from dashboard.jobs import batch as job_batch
@@ -69,3 +70,7 @@ def webhook_deliver(delivery_id: int) -> str:
 
 def email_send(notification_id: int) -> str:
     return emails.email_send(notification_id)
+
+
+def job_rescore(job_id: int, names: list[str] | None = None) -> int:
+    return evals_scores.job_rescore(job_id, names)

@@ -34,6 +34,7 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
     "lamini": ("providers.lamini", "LaminiProvider", "Lamini"),
     "gridrepublic": ("providers.gridrepublic", "GridRepublicProvider", "GridRepublic"),
     "openai": ("providers.openai_compat", "OpenAIProvider", "OpenAI-compatible"),
+    "anthropic": ("providers.anthropic", "AnthropicProvider", "Anthropic"),
 }
 
 PROVIDER_CHOICES = [(slug, label) for slug, (_, _, label) in PROVIDERS.items()]

@@ -97,6 +97,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "api_job": "job",
     "api_job_cancel": "job",
     "api_job_retry": "job",
+    "api_job_scorers": "job",
     "api_job_items": "job",
     "api_instance": "instance",
     "api_dataset": "dataset",

@@ -25,6 +25,7 @@ from dashboard.status import JOB_ACTIVE
 
 from .errors import ApiError, FieldErrors, invalid
 from .jobs import job_inputs, job_spec
+from .paging import list_position
 from .schemas import (
     MAX_ID,
     ComparisonCreated,
@@ -119,12 +120,7 @@ def list_comparisons(
     """Your teams' comparisons, newest first, one page at a time: each with
     its status and its targets (a job each)."""
     errors = FieldErrors()
-    for name in request.GET:
-        if name not in LIST_PARAMS:
-            errors.add(name, f"Unknown parameter; expected one of {', '.join(LIST_PARAMS)}.")
-    position = keyset.cursor_decode(cursor) if cursor else None
-    if cursor and position is None:
-        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
+    position = list_position(request, cursor, errors, known=LIST_PARAMS)
     errors.raise_if_any()
     page = keyset.keyset_page(
         access.visible(Comparison.objects.all(), request.auth), position=position, size=limit

@@ -27,6 +27,7 @@ from dashboard.datasets.services import (
 from dashboard.models import Dataset, Role
 
 from .errors import ApiError, FieldErrors
+from .paging import list_position
 from .schemas import (
     MAX_ID,
     DatasetDetail,
@@ -170,11 +171,9 @@ def list_datasets(
     cursor: str | None = Query(None, description="From a `next` URL; follow it as is."),
 ) -> Any:
     """Your teams' datasets, newest first."""
-    position = keyset.cursor_decode(cursor) if cursor else None
-    if cursor and position is None:
-        raise ApiError(
-            400, "Not a cursor from this API.", {"cursor": ["Follow the 'next' URL as it is."]}
-        )
+    errors = FieldErrors()
+    position = list_position(request, cursor, errors)
+    errors.raise_if_any()
     page = keyset.keyset_page(
         access.visible(Dataset.objects.select_related("created_by"), request.auth),
         position=position,

@@ -12,6 +12,9 @@ from dashboard.accounts import access
 from dashboard.core import keyset
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
+from dashboard.evals.scorers import ScorerError, normalize_scorers
+from dashboard.evals.scores import scores_summary
+from dashboard.evals.services import NotFinished, scorers_add
 from dashboard.jobs import cost, results
 from dashboard.jobs.serialize import job_json
 from dashboard.jobs.services import job_cancel, job_retry, job_submit
@@ -21,6 +24,7 @@ from dashboard.status import JobStatus
 from providers import PROVIDERS, JobSpec
 
 from .errors import ApiError, FieldErrors, invalid
+from .paging import list_position
 from .schemas import (
     MAX_ID,
     Error,
@@ -32,6 +36,8 @@ from .schemas import (
     JobPage,
     NoBody,
     RetryIn,
+    ScorersIn,
+    ScoresOut,
 )
 from .scope import credential_for, in_path
 
@@ -79,6 +85,7 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
     problem = mode_problem(credential, mode)
     if problem:
         raise invalid({"mode": [problem]})
+    scorers = job_scorers(payload.scorers, inputs, credential.team)
     if payload.dry_run:
         estimate = cost.spec_estimate(credential.team, credential.provider, spec, mode)
         return Status(200, {"estimate": estimate.as_json()})
@@ -93,6 +100,7 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
             input_columns=inputs.columns,
             dataset=inputs.dataset,
             mode=mode,
+            scorers=scorers,
         )
     except cost.BudgetExceeded as exc:
         raise ApiError(409, str(exc)) from None
@@ -104,6 +112,16 @@ def job_spec(payload: Any, credential: Credential, prompts: list[str]) -> JobSpe
     ``prompts`` on this credential; SpecError names every field it refuses."""
     values = {name: getattr(payload, name) for name in SPEC_BODY_FIELDS}  # not ``mode``
     return build_spec(credential, {**values, "prompts": prompts})
+
+
+def job_scorers(raw: Any, inputs: Inputs, team: Any) -> list[dict[str, Any]]:
+    """The body's scorers, normalized, or a 400 naming each refused scorer."""
+    try:
+        return normalize_scorers(
+            raw, columns=inputs.columns if inputs.dataset is not None else None, team=team
+        )
+    except ScorerError as exc:
+        raise invalid(exc.fields) from None
 
 
 def job_inputs(user: Any, payload: Any, team_id: int) -> Inputs:
@@ -170,9 +188,7 @@ def list_jobs(
         jobs = jobs.filter(created_by__username=created_by)
     if team is not None:
         jobs = jobs.filter(team_id=team)
-    position = keyset.cursor_decode(cursor) if cursor else None
-    if cursor and position is None:
-        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
+    position = list_position(request, cursor, errors)
     errors.raise_if_any()
     return page_of(request, jobs, position, limit)
 
@@ -255,9 +271,30 @@ def retry_job(request: HttpRequest, job: MemberJob, payload: RetryIn | None = No
     return Status(201, job_answer(new.pk))
 
 
+@router.post(
+    "/{objectid:pk}/scorers",
+    response={200: ScoresOut, (400, 401, 403, 404, 409, 413): Error},
+    url_name="api_job_scorers",
+)
+def add_scorers(request: HttpRequest, job: MemberJob, payload: ScorersIn) -> Any:
+    """Add scorers to a finished job (team members): its finished items are
+    scored by a task, without calling the model again; a job still running
+    is a 409. The answer's `scores` fill in as the task runs."""
+    if not payload.scorers:
+        raise invalid({"scorers": ["Give at least one scorer."]})
+    try:
+        scorers_add(job, payload.scorers, user=request.auth, via="api")
+    except ScorerError as exc:
+        raise invalid(exc.fields) from None
+    except NotFinished as exc:
+        raise ApiError(409, str(exc)) from None
+    job = Job.objects.get(pk=job.pk)
+    return {"scores": scores_summary(job), "rescoring": True}
+
+
 # --- items -----------------------------------------------------------------------------------------
 
-ITEM_PARAMS = ("status", "valid", "merged", "limit", "after")
+ITEM_PARAMS = ("status", "valid", "score", "merged", "limit", "after")
 
 
 @router.get(
@@ -270,6 +307,7 @@ def list_items(
     job: ViewedJob,
     status: str | None = Query(None, description="One of pending, running, completed, ..."),
     valid: bool | None = Query(None, description="true: valid rows; false: invalid ones."),
+    score: str | None = Query(None, description="<scorer>:pass or <scorer>:fail."),
     merged: bool = Query(False, description="Each row's latest completed attempt across retries."),
     limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Items per page."),
     after: int | None = Query(None, ge=-1, le=MAX_ID, description="From a `next` URL."),
@@ -280,21 +318,24 @@ def list_items(
         if name not in ITEM_PARAMS:
             errors.add(name, f"Unknown parameter; expected one of {', '.join(ITEM_PARAMS)}.")
     validity = "" if valid is None else ("valid" if valid else "invalid")
-    item_filter, problems = results.parse_filter(status, validity)
+    item_filter, problems = results.parse_filter(
+        status, validity, score, [scorer["name"] for scorer in job.scorers]
+    )
     for name, message in problems.items():
         errors.add(name, message)
     errors.raise_if_any()
     page = results.items_page(job, after=after, item_filter=item_filter, size=limit)
     items = results.merge_retries(job, page.items) if merged else page.items
+    scores = results.item_scores(items) if job.scorers else {}
     next_url = None
     if page.next_after is not None:
         query = request.GET.copy()
         query["after"] = str(page.next_after)
         next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-    return {"items": [item_json(item) for item in items], "next": next_url}
+    return {"items": [item_json(item, scores.get(item.pk, [])) for item in items], "next": next_url}
 
 
-def item_json(item: Item) -> dict[str, Any]:
+def item_json(item: Item, scores: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "index": item.index,
         "source_index": item.source_index,
@@ -311,4 +352,5 @@ def item_json(item: Item) -> dict[str, Any]:
         "valid": item.valid,
         "validation_error": item.validation_error,
         "from_job": getattr(item, "merged_from", None),
+        "scores": scores or [],
     }

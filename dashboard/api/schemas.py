@@ -143,6 +143,11 @@ class JobIn(Body):
         "batch API (OpenAI, Anthropic), within 24 hours at the batch price.",
     )
     team: Id | None = Field(None, description="Must be the credential's team when given.")
+    scorers: list[Any] | None = Field(
+        None,
+        description="Checks on every item's output, each {type, name, ...}: equals, contains, "
+        "icontains, regex, json_field, numeric, length, valid, judge.",
+    )
     dry_run: Flag | None = Field(
         None,
         description="Save nothing: answer 200 with the estimate (items, tokens, cost at the "
@@ -210,6 +215,27 @@ class BatchOut(Schema):
     items: int = Field(description="The rows it holds.")
 
 
+class ScoreSummary(Schema):
+    name: str
+    type: str
+    passed: int
+    failed: int
+    unscored: int = Field(
+        description="Finished items with no verdict, or that could not be scored."
+    )
+    pass_rate: float | None = Field(description="passed / (passed + failed); null if none.")
+    ci95: list[float] | None = Field(description="The pass rate's 95 % Wilson interval.")
+
+
+class ScorersIn(Body):
+    scorers: list[Any] = Field(description="The scorers to add, as at submit.")
+
+
+class ScoresOut(Schema):
+    scores: list[ScoreSummary]
+    rescoring: bool = Field(description="The job's finished items are being scored.")
+
+
 class JobSummary(Schema):
     id: int
     provider: str
@@ -243,6 +269,8 @@ class JobSummary(Schema):
     batches: list[BatchOut] = Field(
         description="A batch job's remote batches (empty for an online job)."
     )
+    scorers: list[JsonObject] = Field(description="The job's scorers, normalized.")
+    scores: list[ScoreSummary] = Field(description="Per scorer: counts, pass rate, interval.")
 
 
 class JobOut(JobSummary):
@@ -269,6 +297,11 @@ class ItemOut(Schema):
     validation_error: str
     from_job: int | None = Field(
         None, description="With merged=true: the retry the row's answer came from."
+    )
+    scores: list[JsonObject] = Field(
+        default_factory=list,
+        description='One per scorer: {"scorer", "pass" (null: could not be scored), "score", '
+        '"reason"}.',
     )
 
 

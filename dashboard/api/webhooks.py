@@ -18,6 +18,7 @@ from .auth import ADMIN_WRITES
 from .credentials import no_content
 from .errors import FieldErrors, invalid
 from .jobs import MAX_PAGE_SIZE, PAGE_SIZE
+from .paging import list_position
 from .schemas import MAX_ID, DeliveryPage, Error, WebhookCreated, WebhookIn, WebhookOut
 from .scope import in_path, membership_for_create
 
@@ -92,12 +93,7 @@ def list_deliveries(
     """The webhook's deliveries, newest first: attempts, status, the last
     answer's status code and the next attempt's time."""
     errors = FieldErrors()
-    for name in request.GET:
-        if name not in DELIVERY_PARAMS:
-            errors.add(name, f"Unknown parameter; expected one of {', '.join(DELIVERY_PARAMS)}.")
-    position = keyset.cursor_decode(cursor) if cursor else None
-    if cursor and position is None:
-        errors.add("cursor", "Not a cursor from this API; follow the 'next' URL as it is.")
+    position = list_position(request, cursor, errors, known=DELIVERY_PARAMS)
     errors.raise_if_any()
     page = keyset.keyset_page(hook.deliveries.all(), position=position, size=limit)
     next_url = None

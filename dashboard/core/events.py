@@ -17,6 +17,13 @@ from django.dispatch import Signal
 #: cancelled, the same for all of them).
 job_ended = Signal()
 
+#: Items of a job that has scorers just completed, sent in the transaction
+#: that writes their outputs (``dashboard.evals`` scores them there, so no
+#: second pass over the table). Keyword arguments: ``job_id``, ``scorers``
+#: (the job's normalized scorer dicts) and ``items`` (the Item objects, as
+#: written).
+items_completed = Signal()
+
 #: A model instance moved to another status. Keyword arguments:
 #: ``instance_id`` and ``status`` (the new one).
 instance_changed = Signal()

@@ -23,7 +23,7 @@ from typing import IO, Any, TypeVar
 from openpyxl import Workbook
 
 from dashboard.core.keyset import CHUNK as EXPORT_CHUNK
-from dashboard.models import Item, Job
+from dashboard.models import Item, ItemScore, Job
 
 from .cost import usd
 from .results import field_names, structured_columns
@@ -211,11 +211,17 @@ class ItemColumns:
     def __init__(self, job: Job, first: Item | None) -> None:
         self.fields = field_names(job, first.input_fields if first is not None else None)
         self.structured = structured_columns(job)
+        self.scorers = [scorer["name"] for scorer in job.scorers]
 
     @property
     def header(self) -> list[str]:
         outputs = [f"output.{name}" for name in self.structured] or ["output"]
-        return ["index", *self.fields, "input", *outputs, *self.STATE]
+        scores = [f"score:{name}" for name in self.scorers]
+        return ["index", *self.fields, "input", *outputs, *self.STATE, *scores]
+
+    def verdicts(self, item: Item) -> list[str]:
+        found = getattr(item, "export_scores", {})
+        return [VERDICT_TEXT[found.get(name)] for name in self.scorers]
 
     def record(self, item: Item) -> dict[str, Any]:
         data: dict[str, Any] = {"index": item.index}
@@ -228,6 +234,8 @@ class ItemColumns:
         data["output"] = item.output
         for name in self.STATE:
             data[name] = getattr(item, name)
+        if self.scorers:
+            data["scores"] = dict(zip(self.scorers, self.verdicts(item), strict=True))
         return data
 
     def cells(self, item: Item) -> list[Any]:
@@ -244,23 +252,48 @@ class ItemColumns:
             outputs = [text_of(output)]
         state = [getattr(item, name) for name in self.STATE]
         values = [item.index, *(row_fields.get(f) for f in self.fields), item.input, *outputs]
-        return [*values, *state]
+        return [*values, *state, *self.verdicts(item)]
+
+
+#: A verdict as an export's cell: passed, failed, or blank (not scored).
+VERDICT_TEXT: dict[bool | None, str] = {True: "pass", False: "fail", None: ""}
+
+
+def with_scores(job: Job, items: Iterator[Item]) -> Iterator[Item]:
+    """The items, each with ``export_scores`` ({scorer: passed}), read for
+    EXPORT_CHUNK items at a time in one query (none without scorers)."""
+    if not job.scorers:
+        yield from items
+        return
+    while True:
+        chunk = [item for _, item in zip(range(EXPORT_CHUNK), items, strict=False)]
+        if not chunk:
+            return
+        by_item: dict[int, dict[str, bool | None]] = {item.pk: {} for item in chunk}
+        rows = ItemScore.objects.filter(item_id__in=list(by_item)).values_list(
+            "item_id", "scorer", "passed"
+        )
+        for item_id, scorer, passed in rows:
+            by_item[item_id][scorer] = passed
+        for item in chunk:
+            item.export_scores = by_item[item.pk]  # type: ignore[attr-defined]
+        yield from chunk
 
 
 def items_csv(job: Job, items: Iterator[Item]) -> Iterator[str]:
-    first, rows = peek(items)
+    first, rows = peek(with_scores(job, items))
     columns = ItemColumns(job, first)
     return csv_lines(columns.header, (columns.cells(item) for item in rows), EXPORT_CHUNK)
 
 
 def items_jsonl(job: Job, items: Iterator[Item]) -> Iterator[str]:
-    first, rows = peek(items)
+    first, rows = peek(with_scores(job, items))
     columns = ItemColumns(job, first)
     return jsonl_lines((columns.record(item) for item in rows), EXPORT_CHUNK)
 
 
 def items_xlsx(job: Job, items: Iterator[Item]) -> IO[bytes]:
-    first, rows = peek(items)
+    first, rows = peek(with_scores(job, items))
     columns = ItemColumns(job, first)
     return xlsx_file(f"Job {job.pk}", columns.header, (columns.cells(item) for item in rows))
 

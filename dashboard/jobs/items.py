@@ -22,6 +22,7 @@ from django.db import connection, models, transaction
 from django.db.models import F
 
 from dashboard.core import clock, structured
+from dashboard.core.events import items_completed
 from dashboard.models import Item, Job
 from dashboard.status import (
     ITEM_ENDED,
@@ -254,9 +255,12 @@ def items_write(
     *,
     statuses: Iterable[str] = JOB_ACTIVE,
     job_fields: dict[str, Any] | None = None,
+    scorers: Sequence[dict[str, Any]] = (),
 ) -> bool:
     """Write the changed items and move the job's counters, in one transaction,
-    if the job is still in ``statuses``. False (nothing written) otherwise."""
+    if the job is still in ``statuses``. False (nothing written) otherwise.
+    With the job's ``scorers``, the items that completed are scored in the
+    same transaction (``completed_announce``)."""
     tally = changes.tally()
     updates = {**tally.job_updates(), **(job_fields or {})}
     with transaction.atomic():
@@ -270,8 +274,24 @@ def items_write(
         for item in changes.items.values():
             item.updated_at = now
         bulk_write(list(changes.items.values()))
+        completed_announce(job_id, scorers, changes)
     changes.clear()
     return True
+
+
+def completed_announce(job_id: int, scorers: Sequence[dict[str, Any]], changes: Changes) -> None:
+    """Send ``items_completed`` for the items of ``changes`` that have just
+    completed, when the job has scorers (nothing at all otherwise). Called in
+    the transaction that writes them, after the write."""
+    if not scorers:
+        return
+    done = [
+        item
+        for pk, item in changes.items.items()
+        if item.status == ItemStatus.COMPLETED and changes.before[pk] != ItemStatus.COMPLETED
+    ]
+    if done:
+        items_completed.send(sender=Item, job_id=job_id, scorers=list(scorers), items=done)
 
 
 def bulk_write(items: list[Item], fields: list[str] = ITEM_FIELDS) -> None:

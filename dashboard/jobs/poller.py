@@ -32,7 +32,7 @@ from providers import ErrorKind, Provider, ProviderError, RemoteState
 from providers.base import RemoteStatus
 
 from . import limits
-from .items import Changes, Tally, bulk_write, item_complete, item_fail
+from .items import Changes, Tally, bulk_write, completed_announce, item_complete, item_fail
 from .leases import lease_credential, lease_seconds, release_credential, worker_id
 from .retry import backoff
 from .runner import prompt_label
@@ -252,6 +252,8 @@ class _Round:
         for item in changed:
             item.updated_at = self.now
         bulk_write(changed)
+        for job_id, changes in self.changes.items():
+            completed_announce(job_id, self.jobs[job_id].scorers, changes)
         self._write_jobs(tallies, live)
         events += self._start(tallies)
         events = [event for event in events if event.job_id in self.jobs]
@@ -351,6 +353,7 @@ JOB_COLUMNS = (
     "id",
     "status",
     "spec",
+    "scorers",
     "provider_status",
     "progress_total",
     "progress_done",

@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 
 from dashboard.core import structured
-from dashboard.models import Item, Job
+from dashboard.models import Item, ItemScore, Job
 from dashboard.status import ItemStatus
 
 from .items import ITEM_FIELDS
@@ -31,25 +31,52 @@ VALIDITY = ("valid", "invalid")
 class ItemFilter:
     status: str = ""  # one of ItemStatus, or "" for all
     validity: str = ""  # "valid", "invalid" or ""
+    score: str = ""  # "<scorer>:pass" or "<scorer>:fail", or ""
 
     def apply(self, items: QuerySet[Item]) -> QuerySet[Item]:
         if self.status:
             items = items.filter(status=self.status)
         if self.validity:
             items = items.filter(valid=self.validity == "valid")
+        if self.score:
+            name, verdict = self.score.rsplit(":", 1)
+            items = items.filter(scores__scorer=name, scores__passed=verdict == "pass")
         return items
 
     def as_params(self) -> dict[str, str]:
         return {
             name: value
-            for name, value in (("status", self.status), ("valid", self.validity))
+            for name, value in (
+                ("status", self.status),
+                ("valid", self.validity),
+                ("score", self.score),
+            )
             if value
         }
 
 
-def parse_filter(status: str | None, valid: str | None) -> tuple[ItemFilter, dict[str, str]]:
-    """The filter from query values, and a message per value that is not one."""
+SCORE_VERDICTS = ("pass", "fail")
+
+
+def parse_filter(
+    status: str | None,
+    valid: str | None,
+    score: str | None = None,
+    scorers: list[str] | None = None,
+) -> tuple[ItemFilter, dict[str, str]]:
+    """The filter from query values, and a message per value that is not one
+    (``score`` is ``<scorer>:pass|fail``, the scorer one of ``scorers``)."""
     errors = {}
+    score = (score or "").strip()
+    if score:
+        name, _, verdict = score.rpartition(":")
+        if not name or verdict not in SCORE_VERDICTS:
+            errors["score"] = "Give <scorer>:pass or <scorer>:fail, e.g. exact:fail."
+            score = ""
+        elif scorers is not None and name not in scorers:
+            known = ", ".join(scorers) or "none"
+            errors["score"] = f"No scorer {name!r} on this job; its scorers: {known}."
+            score = ""
     status = (status or "").strip()
     if status and status not in ItemStatus.values:
         errors["status"] = f"Unknown status; one of {', '.join(ItemStatus.values)}."
@@ -59,7 +86,39 @@ def parse_filter(status: str | None, valid: str | None) -> tuple[ItemFilter, dic
     if validity and validity not in VALIDITY:
         errors["valid"] = "One of valid, invalid (or true, false)."
         validity = ""
-    return ItemFilter(status=status, validity=validity), errors
+    return ItemFilter(status=status, validity=validity, score=score), errors
+
+
+def item_scores(items: list[Item]) -> dict[int, list[dict[str, Any]]]:
+    """Each item's scores (by item id) as the API shows them, for a page of
+    items in one query, in the job's scorer order where it has one."""
+    by_item: dict[int, list[dict[str, Any]]] = {item.pk: [] for item in items}
+    if not items:
+        return by_item
+    rows = ItemScore.objects.filter(item_id__in=list(by_item)).values_list(
+        "item_id", "scorer", "passed", "score", "reason"
+    )
+    for item_id, scorer, passed, score, reason in rows.order_by("item_id", "id"):
+        by_item[item_id].append(
+            {"scorer": scorer, "pass": passed, "score": score, "reason": reason}
+        )
+    return by_item
+
+
+def with_scores(job: Job, items: list[Item]) -> list[Item]:
+    """The items of a page, each with ``score_list`` (its scores in the job's
+    scorer order; one query, none for a job without scorers)."""
+    if not job.scorers:
+        for item in items:
+            item.score_list = []  # type: ignore[attr-defined]
+        return items
+    order = {scorer["name"]: i for i, scorer in enumerate(job.scorers)}
+    scores = item_scores(items)
+    for item in items:
+        item.score_list = sorted(  # type: ignore[attr-defined]
+            scores.get(item.pk, []), key=lambda s: order.get(s["scorer"], len(order))
+        )
+    return items
 
 
 @dataclass(frozen=True)

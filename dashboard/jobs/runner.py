@@ -279,7 +279,11 @@ class SyncRun:
         if not self.changes and not running:
             return Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).exists()
         written = items_write(
-            self.job.pk, self.changes, statuses=[JobStatus.RUNNING], job_fields=running
+            self.job.pk,
+            self.changes,
+            statuses=[JobStatus.RUNNING],
+            job_fields=running,
+            scorers=self.job.scorers,
         )
         self.in_flight_written = in_flight
         return written

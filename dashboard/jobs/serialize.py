@@ -3,6 +3,7 @@ so a script reading either sees the same fields."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -18,6 +19,11 @@ OUTPUTS_MAX = 1000
 #: bounded whatever the provider printed).
 LOG_MAX_CHARS = 64 * 1024
 LOG_CUT = "[The log is cut: its last {kept:,} characters follow.]\n"
+
+#: Parts of the answer that rooms above jobs compute, by key: ``dashboard.evals``
+#: adds ``scores`` (its pass rates) when the app is ready. Jobs imports none of
+#: them (the layers in pyproject.toml); a key nobody registered stays empty.
+SECTIONS: dict[str, Callable[[Job], Any]] = {}
 
 
 def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
@@ -47,7 +53,11 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
         "spec": job.spec,
         "mode": job.mode,
         "batches": job_batches(job),
+        "scorers": job.scorers,
+        "scores": [],
     }
+    for name, section in SECTIONS.items():
+        data[name] = section(job)
     if with_log:
         data["log"] = job_log(job)
     return data

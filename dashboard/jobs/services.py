@@ -315,6 +315,7 @@ def job_create(
     dataset: Dataset | None = None,
     comparison: Comparison | None = None,
     mode: str = Job.Mode.ONLINE,
+    scorers: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
@@ -328,7 +329,7 @@ def job_create(
     database; otherwise the spec's schema gives them); ``dataset`` is the one
     whose rows the items are, ``comparison`` the one the job is a target of.
     ``mode`` is checked already (``spec.mode_problem``); a batch job keeps the
-    batch price and estimate."""
+    batch price and estimate. ``scorers`` are normalized already (``dashboard.evals.scorers.normalize_scorers``)."""
     now = clock.now()
     deadline = deadline_seconds(spec, mode)
     data = spec.to_dict()
@@ -360,6 +361,7 @@ def job_create(
             price_output_per_mtok=price.output_per_mtok if price else None,
             cost_estimated=estimate.cost,
             mode=mode,
+            scorers=list(scorers),
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""

@@ -32,6 +32,8 @@ from dashboard.core import queue as tasks_queue
 from dashboard.core.params import int_param, micros, micros_param
 from dashboard.datasets.services import inputs_from_dataset
 from dashboard.datasets.template import TemplateError
+from dashboard.evals.forms import add_scorers_field, scorers_clean
+from dashboard.evals.scores import scores_summary
 from dashboard.instances.catalog import model_choices, model_warning
 from dashboard.jobs import cost, export, results
 from dashboard.jobs.batch import chunk_resubmit
@@ -62,8 +64,8 @@ def job_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and posted_for_other_team(request, membership):
         return redirect("job_new")
     if request.method == "POST":
-        form = DatasetJobForm(request.POST, team=team)
-        if form.is_valid():
+        form = add_scorers_field(DatasetJobForm(request.POST, team=team))
+        if form.is_valid() and (scorers := scorers_clean(form, team)) is not None:
             inputs = form.inputs()
             try:
                 job = job_submit(
@@ -76,6 +78,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                     input_fields=inputs.input_fields,
                     input_columns=inputs.columns,
                     dataset=inputs.dataset,
+                    scorers=scorers,
                 )
             except BudgetExceeded as exc:
                 form.add_error(None, str(exc))  # the form again, nothing saved
@@ -109,7 +112,7 @@ def _new_job_form(request: HttpRequest, team: Any) -> tuple[DatasetJobForm, bool
     typed = (request.GET.get("model") or "").replace("\x00", "").strip()[:200]
     if typed and request.GET.get("model_auto") != "1":
         initial["model"] = typed
-    form = DatasetJobForm(initial=initial, team=team)
+    form = add_scorers_field(DatasetJobForm(initial=initial, team=team))
     credential = form.selected_credential()
     auto = not initial.get("model") and credential is not None
     if auto:
@@ -214,6 +217,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "job": job,
         "can_act": membership.allows(Role.MEMBER),
         "validity": results.validity_summary(job),
+        "scores": scores_summary(job),
+        "score_verdicts": results.SCORE_VERDICTS,
         "item_statuses": ItemStatus.choices,
         "has_retries": job.retries.exists(),
     }
@@ -240,6 +245,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
         if request.GET.get("merged") == "1":
             changed = results.merge_retries(job, changed)
         grid.attach_reviews(job, changed, request.user)
+        results.with_scores(job, changed)
     context = {
         **_events_context(job, after=after),
         **_batches_context(job),
@@ -262,13 +268,19 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
 def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     """One page of the job's items, as asked by the query string (keyset by
     index), and the links around it."""
-    item_filter, errors = results.parse_filter(request.GET.get("status"), request.GET.get("valid"))
+    item_filter, errors = results.parse_filter(
+        request.GET.get("status"),
+        request.GET.get("valid"),
+        request.GET.get("score"),
+        [scorer["name"] for scorer in job.scorers],
+    )
     after = int_param(request.GET.get("after"), minimum=-1)
     before = int_param(request.GET.get("before"))
     merged = request.GET.get("merged") == "1"
     page = results.items_page(job, after=after, before=before, item_filter=item_filter)
     items = results.merge_retries(job, page.items) if merged else page.items
     grid.attach_reviews(job, items, request.user)
+    results.with_scores(job, items)
     columns = results.structured_columns(job)
     for item in items:
         item.fields = results.fields_of(item, columns)

@@ -15,6 +15,7 @@ SIMULATORS: dict[str, tuple[str, str]] = {
     "lamini": ("providers.simulators.lamini", "LaminiSimulator"),
     "gridrepublic": ("providers.simulators.gridrepublic", "GridRepublicSimulator"),
     "openai": ("providers.simulators.openai_compat", "OpenAISimulator"),
+    "anthropic": ("providers.simulators.anthropic", "AnthropicSimulator"),
 }
 
 

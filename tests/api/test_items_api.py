@@ -43,6 +43,7 @@ def test_items_page_in_index_order_with_next(alice_api: Any, team: Any) -> None:
         "valid": None,
         "validation_error": "",
         "from_job": None,
+        "scores": [],
     }
     seen = [item["index"] for item in first["items"]]
     url = first["next"]

@@ -13,7 +13,7 @@ import pytest
 from providers import PROVIDERS, ConnectionCheck, Provider, get_provider_class
 from providers.simulators import DEFAULT_TOKEN, Simulator, get_simulator_class
 
-FREE = {"bytez", "openai"}
+FREE = {"bytez", "openai", "anthropic"}
 
 
 class Ticks:
@@ -33,6 +33,11 @@ def sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
     simulator.start()
     yield simulator
     simulator.stop()
+
+
+def sent_key(request: httpx.Request) -> str:
+    """The credential as sent: in Authorization, or Anthropic's x-api-key."""
+    return request.headers.get("authorization") or request.headers["x-api-key"]
 
 
 def against(sim: Simulator, secret: str) -> Provider:
@@ -137,7 +142,7 @@ def test_echoed_secret_is_redacted_from_the_detail() -> None:
     secret = "sk-live-0123456789"
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json={"error": f"bad key {request.headers['authorization']}"})
+        return httpx.Response(401, json={"error": f"bad key {sent_key(request)}"})
 
     for slug in PROVIDERS:
         provider = get_provider_class(slug)(

@@ -49,7 +49,11 @@ def test_only_mymagic_documents_a_whole_list() -> None:
 
 
 def test_providers_with_a_list_endpoint() -> None:
-    assert [s for s in PROVIDERS if get_provider_class(s).lists_models] == ["bytez", "openai"]
+    assert [s for s in PROVIDERS if get_provider_class(s).lists_models] == [
+        "bytez",
+        "openai",
+        "anthropic",
+    ]
     assert BytezProvider.lists_models and OpenAIProvider.lists_models
 
 

@@ -46,7 +46,7 @@ def sse_event(content: str | None = None, finish: str | None = None) -> str:
 
 
 def test_registered_last_in_both_registries() -> None:
-    assert list(PROVIDERS)[-1] == "openai" and PROVIDERS["openai"][2] == "OpenAI-compatible"
+    assert list(PROVIDERS).index("openai") == 5 and PROVIDERS["openai"][2] == "OpenAI-compatible"
     assert get_provider_class("openai") is OpenAIProvider
     assert get_simulator_class("openai") is OpenAISimulator
     assert OpenAIProvider.kind == "sync" and OpenAIProvider.supports_stream

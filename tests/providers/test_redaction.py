@@ -106,7 +106,7 @@ def assert_clean_status(status: RemoteStatus) -> None:
 def echo(request: httpx.Request) -> str:
     """What a careless provider says back: the header as sent, the secret in a
     URL and in base64, and the body it was given."""
-    header = request.headers["authorization"]
+    header = request.headers.get("authorization") or request.headers["x-api-key"]
     b64 = base64.b64encode(SECRET.encode()).decode()
     return (
         f"invalid credential {header!r} (Authorization: {header}); "
