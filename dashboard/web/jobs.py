@@ -337,6 +337,9 @@ def _batches_context(job: Job) -> dict[str, Any]:
         chunk.waiting = chunk.state in CHUNK_WAITING
     return {
         "chunks": chunks,
+        "provider_done": sum(
+            _count(chunk, "completed") + _count(chunk, "failed") for chunk in chunks
+        ),
         "chunks_waiting": sum(chunk.waiting for chunk in chunks),
         "chunks_unknown": sum(chunk.state == BatchChunk.State.UNKNOWN for chunk in chunks),
         "poll_seconds": BATCH_PAGE_POLL_SECONDS,
@@ -344,21 +347,23 @@ def _batches_context(job: Job) -> dict[str, Any]:
     }
 
 
+def _count(chunk: BatchChunk, name: str) -> int:
+    """One of the provider's counts of a chunk, 0 where it gave none (or junk)."""
+    counts = chunk.counts if isinstance(chunk.counts, dict) else {}
+    value = counts.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def chunk_counts_words(chunk: BatchChunk) -> str:
     """The provider's counts as the page says them: "950/1000 completed · 3
     failed" where it reports them as it goes (OpenAI), "processing 1000" while
     it reports only what is in flight (Anthropic), "" before it said any."""
-    counts = chunk.counts if isinstance(chunk.counts, dict) else {}
-
-    def number(name: str) -> int:
-        value = counts.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    total = number("total") or chunk.requests or chunk.items
-    completed, failed, processing = number("completed"), number("failed"), number("processing")
+    total = _count(chunk, "total") or chunk.requests or chunk.items
+    completed, failed = _count(chunk, "completed"), _count(chunk, "failed")
+    processing = _count(chunk, "processing")
     if processing and not completed and not failed:
         return f"processing {processing}"
-    if not counts:
+    if not chunk.counts or not isinstance(chunk.counts, dict):
         return ""
     words = f"{completed}/{total} completed"
     if failed:

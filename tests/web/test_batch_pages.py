@@ -71,9 +71,12 @@ def test_the_mode_is_offered_only_for_a_credential_with_a_batch_api(
 ) -> None:
     openai = make_credential(team, "openai", name="A OpenAI")
     together = make_credential(team, "together", name="B Together")
+    anthropic = make_credential(team, "anthropic", name="C Anthropic")
 
     offered = text(bob_client.get(reverse("job_new"), {"credential": openai.pk}))
     plain = text(bob_client.get(reverse("job_new"), {"credential": together.pk}))
+    claude = text(bob_client.get(reverse("job_new"), {"credential": anthropic.pk}))
+    assert 'name="mode" value="batch"' in claude
 
     assert 'name="mode" value="batch"' in offered and 'name="mode" value="online"' in offered
     assert "Batch: about half the price, results within 24 hours" in offered
@@ -245,7 +248,7 @@ def test_the_job_page_lists_the_chunks_with_states_counts_and_next_check(
     assert "processing 4" in rows[1] and "completed" not in rows[1].split("chunk-counts")[1][:40]
     assert "finalizing" in rows[2] and "every row ran" in rows[2] and "2/2 completed" in rows[2]
     assert "Outcome unknown" in rows[3] and "next check" not in rows[3]
-    assert "Waiting for OpenAI" in panel
+    assert "Waiting for OpenAI" in panel and "reports 5 of 10 rows run so far" in panel
     resubmit = reverse("job_chunk_resubmit", args=[job.pk, 3])
     assert f'action="{resubmit}"' in panel and "csrfmiddlewaretoken" in panel
     assert panel.count("Resubmit<") == 1  # only the unknown chunk offers it
@@ -386,6 +389,15 @@ def test_the_connection_check_says_whether_the_batch_api_answers(
     assert "Batch API: not available on this server." in credential.health_detail
     listed = text(bob_client.get(reverse("credential_list")))
     assert "Batch API: not available on this server." in listed
+
+
+def test_an_anthropic_check_says_batch_is_available(
+    bob_client: Client, team: Team, sims: Any
+) -> None:
+    sim = sims.get("anthropic")
+    credential = make_credential(team, "anthropic", base_url=sim.base_url)
+    message = flash(bob_client.post(reverse("credential_test", args=[credential.pk])))
+    assert message.startswith("Connection OK") and "Batch API: available." in message
 
 
 def test_a_provider_without_batch_says_nothing_of_it(
