@@ -185,6 +185,8 @@ def test_a_comparison_mixes_online_and_batch_targets(bob_client: Client, team: T
         ("openai", "batch"),
         ("together", "online"),
     ]
+    detail = text(bob_client.get(Comparison.objects.get().get_absolute_url()))
+    assert detail.count('<span class="badge mode-batch">batch</span>') == 1
 
 
 # --- the job page's batches -------------------------------------------------------------------
