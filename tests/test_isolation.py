@@ -71,6 +71,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_note": "job",
     "job_items_export": "job",
     "job_rate": "job",
+    "job_chunk_resubmit": lambda world: {"pk": world.job.pk, "number": 0},
     "dataset_detail": "dataset",
     "dataset_rename": "dataset",
     "dataset_delete": "dataset",

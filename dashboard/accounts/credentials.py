@@ -5,6 +5,7 @@ encrypted at rest and never shown again, not even to the admin replacing it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from providers import (
     ProviderError,
     get_provider_class,
 )
+from providers.batch import supports_batch
 
 from .audit import audit
 
@@ -376,4 +378,22 @@ def _check(credential: Credential, model: str | None, transport: Any) -> Connect
             auth_failed=exc.kind is ErrorKind.AUTH,
         )
     with provider:
-        return provider.check_connection(model)
+        check = provider.check_connection(model)
+        if check.ok and supports_batch(provider):
+            check = replace(check, detail=f"{check.detail} {batch_words(provider)}")
+        return check
+
+
+def batch_words(provider: Any) -> str:
+    """Whether the provider's batch API answers, for the connection check's
+    message (kept as the credential's health detail, shown on its page): an
+    OpenAI-compatible server may lack the files and batches endpoints;
+    where the adapter cannot ask (Anthropic's is always there) it is available."""
+    available = getattr(provider, "batch_available", None)
+    if available is None:
+        return "Batch API: available."
+    try:
+        found = available()
+    except ProviderError as exc:
+        return f"Batch API: could not be checked ({exc.message})."
+    return "Batch API: available." if found else "Batch API: not available on this server."

@@ -53,10 +53,13 @@ def price_set(
     output_per_mtok: Any,
     actor: Any,
     via: str = "",
+    batch_input_per_mtok: Any = None,
+    batch_output_per_mtok: Any = None,
 ) -> tuple[Price, bool]:
     """Set the team's price for a model (USD per million input and output
-    tokens); returns the price and whether it is new. Jobs keep the price
-    they were saved with."""
+    tokens, and optionally the batch API's: None leaves a batch price unset,
+    which is half the online one); returns the price and whether it is new.
+    Jobs keep the price they were saved with."""
     if provider not in PROVIDERS:
         raise PriceError(f"Unknown provider; one of {', '.join(PROVIDERS)}.", "provider")
     model = (model or "").strip()
@@ -67,6 +70,13 @@ def price_set(
     prices = {
         "input_per_mtok": amount(input_per_mtok, "input_per_mtok", maximum=MAX_PRICE, places=6),
         "output_per_mtok": amount(output_per_mtok, "output_per_mtok", maximum=MAX_PRICE, places=6),
+        **{
+            name: None if value is None else amount(value, name, maximum=MAX_PRICE, places=6)
+            for name, value in (
+                ("batch_input_per_mtok", batch_input_per_mtok),
+                ("batch_output_per_mtok", batch_output_per_mtok),
+            )
+        },
     }
     with transaction.atomic():
         price, created = Price.objects.update_or_create(
@@ -80,7 +90,7 @@ def price_set(
             team,
             "price.set",
             f"{provider} {model}",
-            **{name: str(value) for name, value in prices.items()},
+            **{name: None if value is None else str(value) for name, value in prices.items()},
             **_via(via),
         )
     return price, created

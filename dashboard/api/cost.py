@@ -40,6 +40,8 @@ def price_json(price: Price) -> dict[str, Any]:
         "model": price.model,
         "input_per_mtok": float(price.input_per_mtok),
         "output_per_mtok": float(price.output_per_mtok),
+        "batch_input_per_mtok": cost.usd(price.batch_input_per_mtok),
+        "batch_output_per_mtok": cost.usd(price.batch_output_per_mtok),
         "updated_at": price.updated_at,
     }
 
@@ -60,7 +62,11 @@ def get_usage(
         "budget": cost.usd(status.budget),
         "spent": float(status.spent),
         "by_provider": [
-            {**row, "cost": cost.usd(row["cost"])} for row in usage.month_usage(membership.team)
+            {
+                **row,
+                **{name: cost.usd(row[name]) for name in ("cost", "cost_online", "cost_batch")},
+            }
+            for row in usage.month_usage(membership.team)
         ],
     }
 
@@ -106,7 +112,9 @@ def list_prices(
 )
 def create_price(request: HttpRequest, payload: PriceIn) -> Any:
     """Set a model's price (team admins): USD per million input and output
-    tokens. Setting it again replaces it; jobs keep the price they were saved with."""
+    tokens, and optionally the batch API's (unset: half the online price).
+    Setting it again replaces it (batch prices left out are unset again);
+    jobs keep the price they were saved with."""
     membership = access.require_role(team_membership(request.auth, payload.team), Role.ADMIN)
     try:
         with transaction.atomic():
@@ -116,6 +124,8 @@ def create_price(request: HttpRequest, payload: PriceIn) -> Any:
                 model=payload.model,
                 input_per_mtok=payload.input_per_mtok,
                 output_per_mtok=payload.output_per_mtok,
+                batch_input_per_mtok=payload.batch_input_per_mtok,
+                batch_output_per_mtok=payload.batch_output_per_mtok,
                 actor=request.auth,
                 via="api",
             )

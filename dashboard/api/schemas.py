@@ -533,7 +533,14 @@ class Estimate(Schema):
     tokens_out_max: int = Field(
         description="max_tokens per item (512 when the job sets none) times the items."
     )
-    cost: float | None = Field(description="USD, at most; null when the model has no price.")
+    cost: float | None = Field(
+        description="USD, at most, in the asked mode; null when the model has no price."
+    )
+    cost_online: float | None = Field(description="USD, at most, if the job ran online.")
+    cost_batch: float | None = Field(
+        description="USD, at most, if the job ran in batch mode (the batch prices, or half "
+        "the online ones)."
+    )
 
 
 class EstimateOut(Schema):
@@ -549,6 +556,12 @@ class PriceIn(Body):
     output_per_mtok: Annotated[Usd, Field(le=100000)] = Field(
         description="USD per million output tokens (six decimals kept)."
     )
+    batch_input_per_mtok: Annotated[Usd, Field(le=100000)] | None = Field(
+        None, description="Batch mode's USD per million input tokens; unset: half the online one."
+    )
+    batch_output_per_mtok: Annotated[Usd, Field(le=100000)] | None = Field(
+        None, description="Batch mode's USD per million output tokens; unset: half the online one."
+    )
     team: Id | None = Field(None, description="Default: your first team by name.")
 
 
@@ -559,6 +572,8 @@ class PriceOut(Schema):
     model: str
     input_per_mtok: float
     output_per_mtok: float
+    batch_input_per_mtok: float | None = Field(description="Null: half the online price.")
+    batch_output_per_mtok: float | None = Field(description="Null: half the online price.")
     updated_at: Timestamp
 
 
@@ -579,6 +594,9 @@ class ProviderUsage(Schema):
     items: int
     failed: int
     cost: float | None = Field(description="USD, actual, of its priced jobs that ended.")
+    jobs_batch: int = Field(description="Of its jobs, those that ran in batch mode.")
+    cost_online: float | None = Field(description="USD, actual, of its online jobs.")
+    cost_batch: float | None = Field(description="USD, actual, of its batch jobs.")
     latency_ms_p50: int | None
     latency_ms_p95: int | None
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
 from dashboard.jobs.forms import PROMPT_SPLIT_CHOICES, JobForm, add_spec_errors, split_prompts
-from dashboard.jobs.spec import SpecError, build_spec, prompts_error
+from dashboard.jobs.spec import SpecError, build_spec, mode_problem, prompts_error
 from dashboard.models import Credential, Dataset, Job, Team
 from providers import JobSpec
 
@@ -145,8 +145,10 @@ class ComparisonForm(forms.Form):
 
 
 class TargetForm(forms.Form):
-    """One target: a credential, a model and the job parameters (build_spec
-    refuses by name those the provider does not use, not silently dropped)."""
+    """One target: a credential, a model, its mode (online, or batch where the
+    provider has a batch API: a comparison may mix them) and the job
+    parameters (build_spec refuses by name those the provider does not use,
+    not silently dropped)."""
 
     PARAMS = (
         "question",
@@ -167,6 +169,12 @@ class TargetForm(forms.Form):
     top_p = copy.deepcopy(JobForm.base_fields["top_p"])
     output_schema = copy.deepcopy(JobForm.base_fields["output_schema"])
     options = copy.deepcopy(JobForm.base_fields["options"])
+    mode = forms.ChoiceField(
+        choices=[(Job.Mode.ONLINE, "Online"), (Job.Mode.BATCH, "Batch (OpenAI, Anthropic)")],
+        initial=Job.Mode.ONLINE,
+        required=False,
+        help_text="Batch: about half the price, results within 24 hours.",
+    )
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -186,6 +194,10 @@ class TargetForm(forms.Form):
         credential: Credential | None = data.get("credential")
         if credential is None:
             return None
+        data["mode"] = data.get("mode") or Job.Mode.ONLINE
+        problem = mode_problem(credential, data["mode"])
+        if problem:
+            self.add_error("mode", problem)
         values = {name: data.get(name) for name in ("model", *self.PARAMS)}
         try:
             spec = build_spec(credential, {**values, "prompts": prompts})

@@ -10,6 +10,11 @@ marked as estimates wherever shown.
 Other code calls :func:`estimate` (any list of rendered prompts: pasted ones,
 a dataset's rows through its template, a comparison's target) and
 :func:`job_cost`; :func:`budget_check` runs inside ``job_create``.
+
+A job runs ``online`` (one call per item) or in ``batch`` mode (the
+provider's batch API): a price may set batch prices of its own, else a batch
+token costs half the online one (:func:`mode_rates`). An estimate gives both
+modes side by side, and its ``cost`` is the asked mode's.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db.models import Case, DecimalField, ExpressionWrapper, F, Q, Sum, Value, When
@@ -39,6 +44,14 @@ DEFAULT_MAX_TOKENS = 512
 #: The cost columns' type, for expressions the database computes.
 COST_FIELD = DecimalField(max_digits=20, decimal_places=6)
 
+#: The job modes (``Job.Mode``'s values), and the share of the online price a
+#: batch token costs when the price sets no batch price of its own.
+ONLINE, BATCH = "online", "batch"
+MODES = (ONLINE, BATCH)
+BATCH_SHARE = Decimal("0.5")
+#: The price columns' precision (six decimals).
+PRICE_QUANTUM = Decimal("0.000001")
+
 
 class BudgetExceeded(ValueError):
     """A job whose estimate would take its team past the monthly budget.
@@ -46,26 +59,70 @@ class BudgetExceeded(ValueError):
     a message on the page (retry, for one) do so for this too."""
 
 
+def mode_rates(price: Price | None, mode: str = ONLINE) -> tuple[Decimal, Decimal] | None:
+    """USD per million input and output tokens in ``mode`` at ``price``: the
+    online prices, or for a batch the price's batch prices, each one unset
+    being half its online price (six decimals, as the columns keep them).
+    None without a price. These are what a job keeps as its price."""
+    if price is None:
+        return None
+    if mode != BATCH:
+        return price.input_per_mtok, price.output_per_mtok
+    return (
+        _batch_rate(price.batch_input_per_mtok, price.input_per_mtok),
+        _batch_rate(price.batch_output_per_mtok, price.output_per_mtok),
+    )
+
+
+def _batch_rate(explicit: Decimal | None, online: Decimal) -> Decimal:
+    if explicit is not None:
+        return explicit
+    return (Decimal(online) * BATCH_SHARE).quantize(PRICE_QUANTUM, rounding=ROUND_HALF_UP)
+
+
 @dataclass(frozen=True)
 class Estimate:
     items: int
     tokens_in: int
     tokens_out_max: int
-    #: USD; None when the team has no price for the model.
+    #: USD in the asked mode; None when the team has no price for the model.
     cost: Decimal | None
     price: Price | None
     #: Output tokens per item counted in ``tokens_out_max``.
     max_tokens: int
     #: True when the job sets no max_tokens and DEFAULT_MAX_TOKENS was assumed.
     max_tokens_assumed: bool
+    #: The asked mode (``cost`` is its), and each mode's cost (None unpriced).
+    mode: str = ONLINE
+    cost_online: Decimal | None = None
+    cost_batch: Decimal | None = None
+    #: Each mode's USD per million input and output tokens (None unpriced).
+    online_rates: tuple[Decimal, Decimal] | None = None
+    batch_rates: tuple[Decimal, Decimal] | None = None
+
+    @property
+    def rates(self) -> tuple[Decimal, Decimal] | None:
+        """The asked mode's USD per million input and output tokens: the
+        price the job keeps (None without a price)."""
+        return self.batch_rates if self.mode == BATCH else self.online_rates
+
+    @property
+    def batch_saving(self) -> Decimal | None:
+        """What batch mode saves against online, in USD (None unpriced)."""
+        if self.cost_online is None or self.cost_batch is None:
+            return None
+        return self.cost_online - self.cost_batch
 
     def as_json(self) -> dict[str, Any]:
-        """DESIGN's ``{"items", "tokens_in", "tokens_out_max", "cost"}``."""
+        """DESIGN's ``{"items", "tokens_in", "tokens_out_max", "cost",
+        "cost_online", "cost_batch"}`` (``cost``: the asked mode's)."""
         return {
             "items": self.items,
             "tokens_in": self.tokens_in,
             "tokens_out_max": self.tokens_out_max,
             "cost": usd(self.cost),
+            "cost_online": usd(self.cost_online),
+            "cost_batch": usd(self.cost_batch),
         }
 
 
@@ -86,10 +143,12 @@ def estimate_of(
     max_tokens: int | None,
     *,
     per_item: str = "",
+    mode: str = ONLINE,
 ) -> Estimate:
     """The estimate for these rendered prompts: their tokens (plus ``per_item``,
     text sent with every prompt: a system prompt, MyMagic's question), up to
-    ``max_tokens`` out per item, at the team's price for the model."""
+    ``max_tokens`` out per item, at the team's price for the model, in both
+    modes (``cost`` is ``mode``'s)."""
     extra = estimate_tokens(per_item) if per_item else 0
     items = tokens_in = 0
     for prompt in prompts:
@@ -98,64 +157,67 @@ def estimate_of(
     per_item_out = max_tokens if max_tokens else DEFAULT_MAX_TOKENS
     tokens_out_max = items * per_item_out
     price = price_for(team, provider, model)
-    cost = (
-        tokens_cost(tokens_in, tokens_out_max, price.input_per_mtok, price.output_per_mtok)
-        if price is not None
-        else None
-    )
+    rates = {each: mode_rates(price, each) for each in MODES}
+    costs = {
+        each: None if rates[each] is None else tokens_cost(tokens_in, tokens_out_max, *rates[each])
+        for each in MODES
+    }
+    mode = BATCH if mode == BATCH else ONLINE
     return Estimate(
         items=items,
         tokens_in=tokens_in,
         tokens_out_max=tokens_out_max,
-        cost=cost,
+        cost=costs[mode],
         price=price,
         max_tokens=per_item_out,
         max_tokens_assumed=not max_tokens,
+        mode=mode,
+        cost_online=costs[ONLINE],
+        cost_batch=costs[BATCH],
+        online_rates=rates[ONLINE],
+        batch_rates=rates[BATCH],
     )
 
 
 def estimate(
-    team: Team | int, provider: str, model: str, prompts: Iterable[str], max_tokens: int | None
+    team: Team | int,
+    provider: str,
+    model: str,
+    prompts: Iterable[str],
+    max_tokens: int | None,
+    *,
+    mode: str = ONLINE,
 ) -> dict[str, Any]:
-    """``{"items", "tokens_in", "tokens_out_max", "cost"}`` for any list of
-    rendered prompts (cost: USD as a float, None without a price)."""
-    return estimate_of(team, provider, model, prompts, max_tokens).as_json()
+    """``{"items", "tokens_in", "tokens_out_max", "cost", "cost_online",
+    "cost_batch"}`` for any list of rendered prompts (costs: USD as floats,
+    None without a price; ``cost``: ``mode``'s)."""
+    return estimate_of(team, provider, model, prompts, max_tokens, mode=mode).as_json()
 
 
-def spec_estimate(team: Team | int, provider: str, spec: JobSpec, mode: str = "online") -> Estimate:
+def spec_estimate(team: Team | int, provider: str, spec: JobSpec, mode: str = ONLINE) -> Estimate:
     """The estimate of a job spec: its prompts, with the system prompt and the
-    question counted on every one; in ``mode="batch"`` at the batch price
-    (``price`` is then the batch one, which a batch job keeps)."""
+    question counted on every one, in both modes; ``cost`` is ``mode``'s, and
+    in ``mode="batch"`` ``price`` is the batch one, which a batch job keeps."""
     per_item = "\n".join(part for part in (spec.system_prompt, spec.question) if part)
     found = estimate_of(
-        team, provider, spec.model, spec.prompts, spec.max_tokens, per_item=per_item
+        team, provider, spec.model, spec.prompts, spec.max_tokens, per_item=per_item, mode=mode
     )
-    if mode != "batch" or found.price is None:
+    if found.mode != BATCH or found.price is None:
         return found
-    price = batch_price(found.price)
-    return replace(
-        found,
-        price=price,
-        cost=tokens_cost(
-            found.tokens_in, found.tokens_out_max, price.input_per_mtok, price.output_per_mtok
-        ),
-    )
+    return replace(found, price=batch_price(found.price))
 
 
 def batch_price(price: Price) -> Price:
     """The price of a batch item, as an unsaved Price: the batch prices where
-    set, else half the online ones."""
-    half = Decimal("0.5")
+    set, else half the online ones (:func:`mode_rates`)."""
+    rates = mode_rates(price, BATCH)
+    assert rates is not None
     return Price(
         team_id=price.team_id,
         provider=price.provider,
         model=price.model,
-        input_per_mtok=price.batch_input_per_mtok
-        if price.batch_input_per_mtok is not None
-        else price.input_per_mtok * half,
-        output_per_mtok=price.batch_output_per_mtok
-        if price.batch_output_per_mtok is not None
-        else price.output_per_mtok * half,
+        input_per_mtok=rates[0],
+        output_per_mtok=rates[1],
     )
 
 

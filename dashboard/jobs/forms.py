@@ -15,8 +15,9 @@ from dashboard.core.formfields import JSONObjectField
 from dashboard.instances.catalog import ModelChoices, model_choices
 from dashboard.models import Credential, Job, Team
 from providers import Provider, get_provider_class
+from providers.batch import supports_batch
 
-from .spec import MAX_MODEL, NUMBERS, OPTIONAL, SpecError, build_spec
+from .spec import MAX_MODEL, NUMBERS, OPTIONAL, SpecError, build_spec, mode_problem
 
 #: The optional spec fields, in the order the form shows them.
 SPEC_FIELDS = OPTIONAL
@@ -28,6 +29,12 @@ PROMPT_SPLIT_CHOICES = [
 ]
 #: Three pasted lines are three prompts; a single line is one prompt either way.
 PROMPT_SPLIT_DEFAULT = "lines"
+
+#: The job modes as the form offers them (for a credential with a batch API).
+MODE_CHOICES = [
+    (Job.Mode.ONLINE, "Online: one call per prompt, results as they come"),
+    (Job.Mode.BATCH, "Batch: about half the price, results within 24 hours"),
+]
 
 
 def split_prompts(text: str, mode: str) -> list[str]:
@@ -86,6 +93,14 @@ class JobForm(forms.Form):
     )
     options = JSONObjectField(required=False, help_text="Provider-specific fields as JSON.")
     stream = forms.BooleanField(required=False, help_text="Stream the output as it is generated.")
+    mode = forms.ChoiceField(
+        choices=MODE_CHOICES,
+        initial=Job.Mode.ONLINE,
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="Batch sends the prompts to the provider's own batch API: outside the "
+        "online rate limits, at the batch price.",
+    )
 
     #: Fields every provider shows; the others only when the provider uses them.
     COMMON = ("credential", "model", "prompts", "split", "options")
@@ -123,6 +138,12 @@ class JobForm(forms.Form):
             return []
         return [self[name] for name in shown_fields(get_provider_class(credential.provider))]
 
+    def offers_batch(self) -> bool:
+        """Whether the chosen credential's provider has a batch API (the form
+        shows the mode only then)."""
+        credential = self.selected_credential()
+        return credential is not None and supports_batch(get_provider_class(credential.provider))
+
     def model_choices(self) -> ModelChoices | None:
         """The models shown beside the field (catalog.model_choices), unfiltered."""
         if not hasattr(self, "_choices"):
@@ -139,9 +160,13 @@ class JobForm(forms.Form):
         data = super().clean()
         if "prompts" in data:
             data["prompt_list"] = split_prompts(data["prompts"], data.get("split") or "single")
+        data["mode"] = data.get("mode") or Job.Mode.ONLINE
         credential: Credential | None = data.get("credential")
         if credential is None:
             return data
+        problem = mode_problem(credential, data["mode"])
+        if problem:
+            self.add_error("mode", problem)
         # The page posts only the fields it shows for this credential's provider:
         # a value of another provider's field is stale (a credential changed
         # without a reload), not a request.

@@ -40,6 +40,7 @@ class JobFilters:
     q: str = ""  # text in the prompts or the outputs
     cost_min: Decimal | None = None  # USD, actual (or estimated while running)
     cost_max: Decimal | None = None
+    mode: str = ""  # online or batch
 
     def as_params(self) -> dict[str, str]:
         """The non-empty filters as query parameters (for links that keep them)."""
@@ -63,6 +64,8 @@ def jobs_filtered(*, team: Team, filters: JobFilters) -> QuerySet[Job]:
         jobs = jobs.filter(model__icontains=filters.model)
     if filters.status:
         jobs = jobs.filter(status=filters.status)
+    if filters.mode:
+        jobs = jobs.filter(mode=filters.mode)
     if filters.created_by:
         jobs = jobs.filter(created_by__username=filters.created_by)
     if filters.date_from:

@@ -27,7 +27,7 @@ from dashboard.core import clock
 from dashboard.models import Item, Job, Team
 from dashboard.status import ItemStatus
 
-from .cost import month_after, month_start, site_zone
+from .cost import BATCH, MODES, month_after, month_start, site_zone
 
 #: The charts' period: the last thirty days, today included.
 CHART_DAYS = 30
@@ -78,31 +78,42 @@ def jobs_per_day(team: Team, period: Period) -> dict[str, dict[date, int]]:
     return dict(sorted(found.items()))
 
 
-def spend_per_day(team: Team, period: Period) -> dict[date, Decimal]:
-    """The actual cost of the jobs saved each day (priced jobs that ended)."""
+def spend_per_day(team: Team, period: Period) -> dict[str, dict[date, Decimal]]:
+    """The actual cost of the jobs saved each day (priced jobs that ended),
+    by mode: {"online": {day: usd}, "batch": {day: usd}} (a mode without
+    spend has an empty dict). One query, grouped by day and mode."""
     rows = (
         period_jobs(team, period)
         .filter(cost_actual__isnull=False)
         .annotate(day=_day())
-        .values("day")
+        .values("day", "mode")
         .annotate(usd=Sum("cost_actual"))
         .order_by()
     )
-    return {row["day"]: Decimal(row["usd"] or 0) for row in rows}
+    found: dict[str, dict[date, Decimal]] = {mode: {} for mode in MODES}
+    for row in rows:
+        found.setdefault(row["mode"], {})[row["day"]] = Decimal(row["usd"] or 0)
+    return found
 
 
 def by_provider(team: Team, period: Period) -> list[dict[str, Any]]:
-    """Per provider: jobs, items, items failed, and the actual cost of its
-    priced jobs (None when none of its jobs was priced)."""
+    """Per provider: jobs (and how many ran in batch mode), items, items
+    failed, and the actual cost of its priced jobs, all of it and split by
+    mode (None when none of its jobs, or none of that mode, was priced).
+    One query: the split is a filtered sum, not a group of its own."""
+    batch = Q(mode=BATCH)
     rows = (
         period_jobs(team, period)
         .values("provider")
         .annotate(
             jobs=Count("id"),
+            jobs_batch=Count("id", filter=batch),
             items=Sum("progress_total"),
             completed=Sum("items_completed"),
             failed=Sum("items_failed"),
             cost=Sum("cost_actual"),
+            cost_online=Sum("cost_actual", filter=~batch),
+            cost_batch=Sum("cost_actual", filter=batch),
             estimated_tokens=Count("id", filter=Q(tokens_estimated=True)),
         )
         .order_by("provider")
@@ -113,10 +124,14 @@ def by_provider(team: Team, period: Period) -> list[dict[str, Any]]:
             "items": row["items"] or 0,
             "completed": row["completed"] or 0,
             "failed": row["failed"] or 0,
-            "cost": None if row["cost"] is None else Decimal(row["cost"]),
+            **{name: _decimal(row[name]) for name in ("cost", "cost_online", "cost_batch")},
         }
         for row in rows
     ]
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def latency_percentiles(
@@ -169,6 +184,9 @@ def month_usage(team: Team, at: datetime | None = None) -> list[dict[str, Any]]:
             "items": row["items"],
             "failed": row["failed"],
             "cost": row["cost"],
+            "jobs_batch": row["jobs_batch"],
+            "cost_online": row["cost_online"],
+            "cost_batch": row["cost_batch"],
             "latency_ms_p50": latency.get(row["provider"], {}).get("p50"),
             "latency_ms_p95": latency.get(row["provider"], {}).get("p95"),
         }

@@ -221,31 +221,53 @@ def latency_chart(team: Team, period: usage.Period) -> Chart:
     )
 
 
+#: The spend chart's series: one per mode, stacked, online below.
+MODE_SERIES = (("online", "Online", "#1a9e77"), ("batch", "Batch", "#7a5cd6"))
+
+
 def spend_chart(team: Team, period: usage.Period) -> Chart:
     spent = usage.spend_per_day(team, period)
-    total = sum(spent.values(), Decimal(0))
+    by_day = {
+        day: sum(
+            (spent.get(mode, {}).get(day, Decimal(0)) for mode, _, _ in MODE_SERIES), Decimal(0)
+        )
+        for day in period.days
+        if any(day in spent.get(mode, {}) for mode, _, _ in MODE_SERIES)
+    }
+    total = sum(by_day.values(), Decimal(0))
+    batch_total = sum(spent.get("batch", {}).values(), Decimal(0))
 
     def draw() -> Any:
         chart = _new(
-            pygal.Bar,
-            ["#1a9e77"],
+            pygal.StackedBar,
+            [colour for _, _, colour in MODE_SERIES],
             value_formatter=money,
-            show_legend=False,
             **_days_axis(period.days),
         )
-        chart.add("USD", [float(spent[day]) if day in spent else None for day in period.days])
+        for mode, name, _ in MODE_SERIES:
+            days = spent.get(mode, {})
+            chart.add(name, [float(days[day]) if day in days else None for day in period.days])
         return chart
+
+    def cell(mode: str, day: Any) -> str:
+        days = spent.get(mode, {})
+        return money(days[day]) if day in days else "—"
 
     return Chart(
         name="spend",
-        title="Spend per day (USD)",
-        summary=f"Bar chart: {money(total)} spent over {len(period.days)} days, "
-        "the actual cost of priced jobs that ended",
-        headers=["Day", "USD"],
+        title="Spend per day (USD), online and batch",
+        summary=f"Stacked bar chart: {money(total)} spent over {len(period.days)} days, "
+        f"{money(batch_total)} of it in batch mode, the actual cost of priced jobs that ended",
+        headers=["Day", *[name for _, name, _ in MODE_SERIES], "All"],
         rows=[
-            [f"{day:%Y-%m-%d}", money(spent[day]) if day in spent else "—"] for day in period.days
+            [
+                f"{day:%Y-%m-%d}",
+                *[cell(mode, day) for mode, _, _ in MODE_SERIES],
+                money(by_day[day]) if day in by_day else "—",
+            ]
+            for day in period.days
         ],
-        empty="" if spent else "No priced job ended in these days: set prices below to see spend.",
+        empty="" if by_day else "No priced job ended in these days: set prices below to see spend.",
         draw=draw,
     )
 

@@ -100,7 +100,7 @@ def _create(request: HttpRequest, form: ComparisonForm, targets: Any) -> Compari
         return None
     team = form.team
     chosen = [
-        Target(target.cleaned_data["credential"], spec)
+        Target(target.cleaned_data["credential"], spec, mode=target.cleaned_data["mode"])
         for target, spec in zip(targets.forms, specs, strict=True)
     ]
     try:

@@ -29,7 +29,7 @@ from dashboard.jobs.history import (
     jobs_for_export,
     jobs_for_page,
 )
-from dashboard.models import Team
+from dashboard.models import Job, Team
 from dashboard.status import JOB_ACTIVE, JobStatus
 from providers import PROVIDER_CHOICES
 
@@ -54,6 +54,11 @@ class JobFilterForm(forms.Form):
     provider = forms.ChoiceField(required=False, choices=[("", "Any provider"), *PROVIDER_CHOICES])
     model = forms.CharField(required=False, max_length=200, help_text="Part of the name, any case.")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *JobStatus.choices])
+    mode = forms.ChoiceField(
+        required=False,
+        choices=[("", "Any mode"), *Job.Mode.choices],
+        help_text="Batch: run through the provider's batch API.",
+    )
     created_by = forms.CharField(
         required=False, max_length=150, label="Submitted by", help_text="A username."
     )
@@ -114,6 +119,7 @@ class JobFilterForm(forms.Form):
             q=data["q"].strip(),
             cost_min=data.get("cost_min"),
             cost_max=data.get("cost_max"),
+            mode=data["mode"],
         )
 
 

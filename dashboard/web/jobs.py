@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
     FileResponse,
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
@@ -35,6 +36,7 @@ from dashboard.evals.forms import add_scorers_field, scorers_clean
 from dashboard.evals.scores import scores_summary
 from dashboard.instances.catalog import model_choices, model_warning
 from dashboard.jobs import cost, export, results
+from dashboard.jobs.batch import chunk_resubmit
 from dashboard.jobs.cost import BudgetExceeded
 from dashboard.jobs.forms import (
     SPEC_FIELDS,
@@ -44,9 +46,10 @@ from dashboard.jobs.forms import (
     split_prompts,
 )
 from dashboard.jobs.services import job_cancel, job_retry, job_submit
-from dashboard.models import Credential, Dataset, Job, JobEvent, Role, Team
+from dashboard.models import BatchChunk, Credential, Dataset, Job, JobEvent, Role, Team
 from dashboard.status import ItemStatus
 from providers import get_provider_class
+from providers.batch import supports_batch
 
 from .credentials import float_param, still_refreshing
 from .scope import posted_for_other_team
@@ -70,6 +73,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                     team=team,
                     credential=form.cleaned_data["credential"],
                     spec=form.cleaned_data["spec"],
+                    mode=form.cleaned_data["mode"],
                     user=request.user,
                     input_fields=inputs.input_fields,
                     input_columns=inputs.columns,
@@ -209,6 +213,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         **_results_context(request, job),
         **_events_context(job, after=None),
+        **_batches_context(job),
         "job": job,
         "can_act": membership.allows(Role.MEMBER),
         "validity": results.validity_summary(job),
@@ -243,6 +248,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
         results.with_scores(job, changed)
     context = {
         **_events_context(job, after=after),
+        **_batches_context(job),
         "job": job,
         "can_act": membership.allows(Role.MEMBER),
         "live": True,
@@ -312,6 +318,60 @@ def _events_context(job: Job, *, after: int | None) -> dict[str, Any]:
 
 OUTPUT_KINDS = (JobEvent.Kind.LOG, JobEvent.Kind.STREAM)
 
+#: How often the page of a batch job polls (seconds): its chunks move at the
+#: provider's pace (a poll every DASHBOARD_BATCH_POLL_SECONDS), not per row.
+BATCH_PAGE_POLL_SECONDS = 15
+#: The chunk states still waiting on the provider (or on the worker's create).
+CHUNK_WAITING = (BatchChunk.State.PENDING, BatchChunk.State.SUBMITTING, BatchChunk.State.LIVE)
+
+
+def _batches_context(job: Job) -> dict[str, Any]:
+    """A batch job's chunks (its remote batches), each with its counts in words,
+    and the poll interval of its page; nothing for an online job."""
+    if job.mode != Job.Mode.BATCH:
+        return {"chunks": [], "poll_seconds": 1}
+    retry_modes = [(Job.Mode.BATCH, "as batch"), (Job.Mode.ONLINE, "as online")]
+    chunks = list(job.chunks.order_by("number"))
+    for chunk in chunks:
+        chunk.counts_words = chunk_counts_words(chunk)
+        chunk.waiting = chunk.state in CHUNK_WAITING
+    return {
+        "chunks": chunks,
+        "provider_done": sum(
+            _count(chunk, "completed") + _count(chunk, "failed") for chunk in chunks
+        ),
+        "chunks_waiting": sum(chunk.waiting for chunk in chunks),
+        "chunks_unknown": sum(chunk.state == BatchChunk.State.UNKNOWN for chunk in chunks),
+        "poll_seconds": BATCH_PAGE_POLL_SECONDS,
+        "retry_modes": retry_modes,
+    }
+
+
+def _count(chunk: BatchChunk, name: str) -> int:
+    """One of the provider's counts of a chunk, 0 where it gave none (or junk)."""
+    counts = chunk.counts if isinstance(chunk.counts, dict) else {}
+    value = counts.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def chunk_counts_words(chunk: BatchChunk) -> str:
+    """The provider's counts as the page says them: "950/1000 completed · 3
+    failed" where it reports them as it goes (OpenAI), "processing 1000" while
+    it reports only what is in flight (Anthropic), "" before it said any."""
+    total = _count(chunk, "total") or chunk.requests or chunk.items
+    completed, failed = _count(chunk, "completed"), _count(chunk, "failed")
+    processing = _count(chunk, "processing")
+    if processing and not completed and not failed:
+        return f"processing {processing}"
+    if not chunk.counts or not isinstance(chunk.counts, dict):
+        return ""
+    words = f"{completed}/{total} completed"
+    if failed:
+        words += f" · {failed} failed"
+    if processing:
+        words += f" · processing {processing}"
+    return words
+
 
 def log_groups(
     job: Job, events: list[JobEvent], *, all_blocks: bool = False
@@ -349,12 +409,38 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
         "invalid_only": request.POST.get("invalid_only") == "1",
         "repair": request.POST.get("repair") == "1",
     }
+    mode = request.POST.get("mode") or ""
+    if mode:
+        if mode not in Job.Mode.values:
+            messages.error(request, "Retry online or as a batch.")
+            return _back_to(request, job)
+        which["mode"] = mode
     try:
         new = job_retry(job, user=request.user, via="web", **which)
     except ValueError as exc:
         messages.error(request, str(exc))
         return _back_to(request, job)
     messages.success(request, f"Job {job.pk} retried as job {new.pk}.")
+    return _back_to(request, new)
+
+
+@login_required
+@require_POST
+def job_chunk_resubmit(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """Send again the rows of a batch whose outcome is unknown (team members):
+    a new batch job over its rows that did not complete."""
+    job, _ = access.object_for(request.user, Job.objects.all(), role=Role.MEMBER, pk=pk)
+    chunk = job.chunks.filter(number=number).first()
+    if chunk is None:
+        raise Http404("No such batch.")
+    try:
+        new = chunk_resubmit(chunk, request.user, via="web")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return _back_to(request, job)
+    messages.success(
+        request, f"Batch {chunk.number + 1} of job {job.pk} resubmitted as job {new.pk}."
+    )
     return _back_to(request, new)
 
 
@@ -491,13 +577,16 @@ def estimate_context(team: Team, data: Any) -> dict[str, Any]:
         if "max_tokens" in supported
         else None
     )
+    offers_batch = supports_batch(get_provider_class(credential.provider))
+    mode = cost.BATCH if offers_batch and data.get("mode") == cost.BATCH else cost.ONLINE
     estimate = cost.estimate_of(
-        team, credential.provider, model, prompts, max_tokens, per_item=per_item
+        team, credential.provider, model, prompts, max_tokens, per_item=per_item, mode=mode
     )
     budget = cost.budget_status(team)
     after = budget.spent + (estimate.cost or 0)
     return {
         "estimate": estimate,
+        "offers_batch": offers_batch,
         "credential": credential,
         "model": model,
         "budget": budget,

@@ -57,6 +57,11 @@ urlpatterns = [
     path("jobs/<int:pk>/live", jobs.job_live, name="job_live"),
     path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),
     path("jobs/<int:pk>/retry", jobs.job_retry_view, name="job_retry"),
+    path(
+        "jobs/<int:pk>/batches/<int:number>/resubmit",
+        jobs.job_chunk_resubmit,
+        name="job_chunk_resubmit",
+    ),
     path("jobs/<int:pk>/note", jobs.job_note, name="job_note"),
     re_path(
         r"^jobs/(?P<pk>[0-9]{1,18})/items\.(?P<fmt>csv|jsonl|xlsx)$",

@@ -51,6 +51,24 @@ class PriceForm(forms.Form):
         decimal_places=6,
         label="Output, USD per million tokens",
     )
+    batch_input_per_mtok = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        max_value=MAX_PRICE,
+        max_digits=12,
+        decimal_places=6,
+        label="Batch input, USD per million tokens",
+        help_text="Empty: half of the online price.",
+    )
+    batch_output_per_mtok = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        max_value=MAX_PRICE,
+        max_digits=12,
+        decimal_places=6,
+        label="Batch output, USD per million tokens",
+        help_text="Empty: half of the online price.",
+    )
 
 
 class BudgetForm(forms.Form):
@@ -139,6 +157,8 @@ def price_save(request: HttpRequest) -> HttpResponse:
             model=data["model"],
             input_per_mtok=data["input_per_mtok"],
             output_per_mtok=data["output_per_mtok"],
+            batch_input_per_mtok=data["batch_input_per_mtok"],
+            batch_output_per_mtok=data["batch_output_per_mtok"],
             actor=request.user,
         )
     except PriceError as exc:

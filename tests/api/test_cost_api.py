@@ -44,7 +44,14 @@ def test_a_dry_run_answers_the_estimate_and_saves_nothing(bob_api: Api, team: Te
     assert response.status_code == 200, response.content
     cost = (12 * 2 + 20 * 4) / 1_000_000
     assert response.json() == {
-        "estimate": {"items": 2, "tokens_in": 12, "tokens_out_max": 20, "cost": cost}
+        "estimate": {
+            "items": 2,
+            "tokens_in": 12,
+            "tokens_out_max": 20,
+            "cost": cost,
+            "cost_online": cost,
+            "cost_batch": cost / 2,
+        }
     }
     assert not Job.objects.exists() and not team.audit_events.exists()
     unpriced = bob_api.post("jobs", {**body, "model": "other", "dry_run": True}).json()
@@ -123,6 +130,9 @@ def test_usage_gives_the_month_budget_spent_and_providers(
             "items": 1,
             "failed": 0,
             "cost": None,
+            "jobs_batch": 0,
+            "cost_online": None,
+            "cost_batch": None,
             "latency_ms_p50": None,
             "latency_ms_p95": None,
         },
@@ -132,6 +142,9 @@ def test_usage_gives_the_month_budget_spent_and_providers(
             "items": 2,
             "failed": 1,
             "cost": 0.012,
+            "jobs_batch": 0,
+            "cost_online": 0.012,
+            "cost_batch": None,
             "latency_ms_p50": 120,
             "latency_ms_p95": 120,
         },
@@ -267,3 +280,88 @@ def test_members_may_not_set_prices(bob_api: Api) -> None:
     body = {"provider": "together", "model": "m", "input_per_mtok": 1, "output_per_mtok": 1}
     assert_error(bob_api.post("prices", body), 403)
     assert not Price.objects.exists()
+
+
+# --- batch prices and both modes' estimates ---------------------------------------------------
+
+
+def test_prices_take_optional_batch_prices_and_list_them(alice_api: Api, team: Team) -> None:
+    body = {"provider": "openai", "model": "m", "input_per_mtok": 2, "output_per_mtok": 8}
+    plain = alice_api.post("prices", body)
+    assert plain.status_code == 201, plain.content
+    assert (plain.json()["batch_input_per_mtok"], plain.json()["batch_output_per_mtok"]) == (
+        None,
+        None,
+    )
+
+    both = alice_api.post(
+        "prices", {**body, "batch_input_per_mtok": 0.9, "batch_output_per_mtok": 3.5}
+    )
+    assert both.status_code == 201, both.content
+    listed = alice_api.get("prices").json()
+    assert [(p["batch_input_per_mtok"], p["batch_output_per_mtok"]) for p in listed] == [(0.9, 3.5)]
+    saved = Price.objects.get()
+    assert (saved.batch_input_per_mtok, saved.batch_output_per_mtok) == (
+        Decimal("0.9"),
+        Decimal("3.5"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"batch_input_per_mtok": -0.5}, "batch_input_per_mtok"),
+        ({"batch_output_per_mtok": "1"}, "batch_output_per_mtok"),
+        ({"batch_output_per_mtok": 1e9}, "batch_output_per_mtok"),
+        ({"batch_input_per_mtok": True}, "batch_input_per_mtok"),
+    ],
+)
+def test_malformed_batch_prices_are_a_400_naming_the_field(
+    alice_api: Api, extra: dict[str, Any], field: str
+) -> None:
+    body = {"provider": "openai", "model": "m", "input_per_mtok": 1, "output_per_mtok": 1}
+    assert_error(alice_api.post("prices", {**body, **extra}), 400, field)
+    assert not Price.objects.exists()
+
+
+def test_non_finite_batch_prices_are_a_400(alice_api: Api) -> None:
+    body = '{"provider": "openai", "model": "m", "input_per_mtok": 1, "output_per_mtok": 1, '
+    for raw in ("NaN", "Infinity", '"NaN"', "1e400"):
+        response = alice_api.call("POST", "prices", raw=body + f'"batch_input_per_mtok": {raw}}}')
+        answer = assert_error(response, 400)
+        # NaN and Infinity are not JSON: the body is refused as such; a string
+        # or a number too big for a float is refused on the field.
+        assert "batch_input_per_mtok" in answer["fields"] or "not valid JSON" in answer["error"]
+    assert not Price.objects.exists()
+
+
+def test_a_dry_run_gives_both_modes_and_cost_is_the_asked_one(bob_api: Api, team: Team) -> None:
+    credential = make_credential(team, "openai")
+    Price.objects.create(
+        team=team,
+        provider="openai",
+        model="m",
+        input_per_mtok=Decimal(2),
+        output_per_mtok=Decimal(4),
+        batch_output_per_mtok=Decimal(1),
+    )
+    body = {"credential": credential.pk, "model": "m", "prompts": ["a" * 40], "max_tokens": 10}
+    online = (10 * 2 + 10 * 4) / 1_000_000
+    batch = (10 * 1 + 10 * 1) / 1_000_000  # input half of 2, output the batch price
+
+    asked_online = bob_api.post("jobs", {**body, "dry_run": True})
+    asked_batch = bob_api.post("jobs", {**body, "mode": "batch", "dry_run": True})
+
+    assert asked_online.status_code == 200, asked_online.content
+    assert asked_online.json()["estimate"] == {
+        "items": 1,
+        "tokens_in": 10,
+        "tokens_out_max": 10,
+        "cost": online,
+        "cost_online": online,
+        "cost_batch": batch,
+    }
+    assert asked_batch.status_code == 200, asked_batch.content
+    assert asked_batch.json()["estimate"]["cost"] == batch
+    assert asked_batch.json()["estimate"]["cost_online"] == online
+    assert not Job.objects.exists()

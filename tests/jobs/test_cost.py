@@ -101,7 +101,15 @@ def test_the_estimate_counts_prompts_max_tokens_and_the_price(team: Team) -> Non
     answer = cost.estimate(team, "together", "m", prompts, 100)
 
     cost_usd = (7 * 3 + 200 * 15) / 1_000_000
-    assert answer == {"items": 2, "tokens_in": 7, "tokens_out_max": 200, "cost": cost_usd}
+    batch_usd = float(Decimal(7 * 3 + 200 * 15) / 2 / 1_000_000)
+    assert answer == {
+        "items": 2,
+        "tokens_in": 7,
+        "tokens_out_max": 200,
+        "cost": cost_usd,
+        "cost_online": cost_usd,
+        "cost_batch": float(Decimal(str(batch_usd)).quantize(Decimal("0.000001"))),
+    }
     unpriced = cost.estimate(team, "together", "other", prompts, 100)
     assert unpriced["cost"] is None and unpriced["tokens_in"] == 7
     assumed = cost.estimate_of(team, "together", "m", prompts, None)
