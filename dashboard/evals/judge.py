@@ -45,7 +45,7 @@ from dashboard.core import queue as tasks_queue
 from dashboard.jobs import cost
 from dashboard.jobs.services import event_add, job_create, job_retry
 from dashboard.models import Credential, Item, Job, JobEvent
-from dashboard.status import JOB_TERMINAL, ItemStatus
+from dashboard.status import JOB_TERMINAL, ItemStatus, JobStatus
 from providers import JobSpec
 
 from .scorers import JUDGE_SCHEMA, MAX_REASON
@@ -275,7 +275,14 @@ def judge_finish(job_id: int) -> int | None:
         return None
     judged, name = job.judge_of_id, job.judge_scorer
     repair: Job | None = None
-    if job.retry_of_id is None and job.items_invalid:
+    # Once (a task run twice makes no second repair); never for a judge job someone cancelled.
+    asked_again = job.retries.exists()
+    if (
+        job.retry_of_id is None
+        and job.items_invalid
+        and job.status != JobStatus.CANCELLED
+        and not asked_again
+    ):
         try:
             with transaction.atomic():
                 repair = job_retry(job, invalid_only=True, repair=True)
@@ -296,7 +303,7 @@ def judge_finish(job_id: int) -> int | None:
             repair = None
     # Calls that failed or never ran; off-schema answers that no repair asks again.
     left = Q(status__in=[ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.PENDING])
-    if repair is None:
+    if repair is None and not asked_again:
         left |= Q(status=ItemStatus.COMPLETED, valid=False)
     rows: dict[int, tuple[bool | None, float | None, str]] = {}
     values = (

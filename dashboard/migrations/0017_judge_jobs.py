@@ -5,20 +5,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0016_scores'),
+        ("dashboard", "0016_scores"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='judge_of',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='judges', to='dashboard.job'),
+            model_name="job",
+            name="judge_of",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="judges",
+                to="dashboard.job",
+            ),
         ),
         migrations.AddField(
-            model_name='job',
-            name='judge_scorer',
+            model_name="job",
+            name="judge_scorer",
             field=models.CharField(blank=True, max_length=100),
         ),
     ]

@@ -256,6 +256,9 @@ def test_an_off_schema_answer_is_asked_again_once_with_the_error(
         {"scorer": "polite", "job": first.pk},
         {"scorer": "polite", "job": repair.pk},
     ]
+    # The task run again asks nothing twice and keeps the verdicts.
+    assert judge_module.judge_finish(first.pk) is None
+    assert Job.objects.filter(judge_of=job).count() == 2 and judge_scores(job) == scores
 
 
 def test_an_answer_still_off_schema_leaves_the_row_unscored(
