@@ -357,3 +357,25 @@ def test_the_api_refuses_a_judge_without_structured_output(
     assert (
         message == 'scorers[0] "judge": expected_column "nope" needs a dataset; this job has none.'
     )
+
+
+def test_a_judge_call_that_fails_leaves_its_row_unscored_with_the_error(
+    team: Any, judged: Any, nudges: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    judged.openai.add_fault(
+        status=400,
+        body={"error": {"message": "the judge refused", "type": "invalid_request_error"}},
+        times=100,
+        path="/v1/chat/completions",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        job = judged()
+    settle(nudges, django_capture_on_commit_callbacks)
+    judge = Job.objects.get(judge_of=job)
+    assert judge.items_completed == 0 and judge.status == "failed"
+    assert not Job.objects.filter(retry_of=judge).exists()  # failed calls are not "repaired"
+    scores = judge_scores(job)
+    assert set(scores) == {0, 1, 2}
+    for passed, _, reason in scores.values():
+        assert passed is None and reason.startswith("the judge's call failed: ")
+        assert "the judge refused" in reason
