@@ -246,6 +246,13 @@ class Job(models.Model):
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
+    #: A judge job: the job whose items it judges, with the judged job's scorer
+    #: (a ``judge``) it answers for (``dashboard.evals.judge``). Its items keep
+    #: ``source_index``, the judged item's index.
+    judge_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="judges"
+    )
+    judge_scorer = models.CharField(max_length=100, blank=True)
     #: Where the items came from, and the comparison the job is a target of. A
     #: deleted dataset or comparison leaves the job and its items as they are.
     dataset = models.ForeignKey(

@@ -9,6 +9,7 @@ in the database again.
 
 from __future__ import annotations
 
+from dashboard.evals import judge as evals_judge
 from dashboard.evals import scores as evals_scores
 from dashboard.instances import catalog, poller, services
 from dashboard.instances import sweep as instances_sweep_module
@@ -74,3 +75,11 @@ def email_send(notification_id: int) -> str:
 
 def job_rescore(job_id: int, names: list[str] | None = None) -> int:
     return evals_scores.job_rescore(job_id, names)
+
+
+def judge_start(job_id: int, names: list[str] | None = None) -> list[int]:
+    return evals_judge.judge_start(job_id, names)
+
+
+def judge_finish(job_id: int) -> int | None:
+    return evals_judge.judge_finish(job_id)

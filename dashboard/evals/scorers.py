@@ -9,8 +9,9 @@ reason says why. Scoring is plain Python over the item's output, its dataset
 row (``input_fields``) and its schema verdict: no database (but the judge's
 credential check at submit), no network.
 
-The judge (an LLM answering ``{"pass", "score", "reason"}``) is checked and
-stored here; its calls are a job of their own, so it gets no verdict here.
+The judge (an LLM answering ``{"pass", "score", "reason"}``, JUDGE_SCHEMA)
+is checked here, its model's structured output too; its calls are a job of
+their own (``dashboard.evals.judge``), so it gets no verdict here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from typing import Any
 
 import regex
 
+from dashboard.jobs.spec import SpecError, build_spec
 from dashboard.models import Credential
+from providers import get_provider_class
 
 #: (passed, score, reason): passed None when the row could not be scored.
 Verdict = tuple[bool | None, float | None, str]
@@ -54,7 +57,17 @@ KEYS: dict[str, tuple[set[str], set[str]]] = {
     "numeric": (set(), {"value", "expected_column", "tolerance"}),
     "length": (set(), {"min", "max"}),
     "valid": (set(), set()),
-    "judge": ({"credential", "model", "rubric"}, set()),
+    "judge": ({"credential", "model", "rubric"}, {"value", "expected_column"}),
+}
+#: What a judge answers, as structured output.
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "pass": {"type": "boolean"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "reason": {"type": "string"},
+    },
+    "required": ["pass", "score", "reason"],
 }
 
 
@@ -166,6 +179,8 @@ def _problems(spec: dict[str, Any], columns: list[str] | None) -> list[str]:
                 isinstance(value, str) and value.strip() and len(value) <= limit
             ):
                 problems.append(f"{key} must be text of 1 to {limit} characters.")
+        if "value" in spec or "expected_column" in spec:
+            problems += _expected_problems(spec, columns)
     return problems
 
 
@@ -199,12 +214,37 @@ def _expected_problems(spec: dict[str, Any], columns: list[str] | None) -> list[
 
 def _judge_credentials(judges: list[dict[str, Any]], team: Any) -> list[str]:
     ids = {judge["credential"] for judge in judges}
-    found = set(Credential.objects.filter(pk__in=ids, team=team).values_list("pk", flat=True))
-    return [
-        f'scorers "{judge["name"]}": no credential {judge["credential"]} in the job\'s team.'
-        for judge in judges
-        if judge["credential"] not in found
-    ]
+    found = {c.pk: c for c in Credential.objects.filter(pk__in=ids, team=team)}
+    messages = []
+    for judge in judges:
+        credential = found.get(judge["credential"])
+        if credential is None:
+            messages.append(
+                f'scorers "{judge["name"]}": no credential {judge["credential"]} in the job\'s team.'
+            )
+        elif problem := judge_spec_problem(credential, judge["model"]):
+            messages.append(f'scorers "{judge["name"]}": {problem}')
+    return messages
+
+
+def judge_spec_problem(credential: Credential, model: str) -> str | None:
+    """Why a judge cannot run on ``credential`` with ``model`` (its provider
+    has no structured output, or cannot take JUDGE_SCHEMA), or None. The
+    rules of ``build_spec``, on one sample prompt; no network."""
+    try:
+        build_spec(
+            credential, {"model": model, "prompts": ["judge"], "output_schema": JUDGE_SCHEMA}
+        )
+    except SpecError as exc:
+        label = get_provider_class(credential.provider).label
+        if "output_schema" in exc.fields:
+            return (
+                f"a judge answers as structured output, and {label} cannot give it "
+                f"({exc.fields['output_schema'][0]})"
+            )
+        name, messages = next(iter(exc.fields.items()))
+        return f"{name}: {messages[0]}"
+    return None
 
 
 def _is_number(value: Any) -> bool:

@@ -1,5 +1,6 @@
 """Adding scorers to a finished job: checked like at submit, appended to the
-job's scorers, and its finished items scored by a task (no provider call)."""
+job's scorers, and its finished items scored by a task (no provider call of
+the judged model; a judge scorer's calls are a judge job, ``evals.judge``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dashboard.core.audit import audit, via_details
 from dashboard.models import Job
 from dashboard.status import JOB_TERMINAL
 
+from . import judge
 from .scorers import normalize_scorers
 
 #: The task that scores a finished job's items (a stable dotted path).
@@ -53,4 +55,7 @@ def scorers_add(job: Job, raw: Any, *, user: Any = None, via: str = "") -> list[
             **via_details(via),
         )
         tasks_queue.on_commit(RESCORE_TASK, job.pk, [scorer["name"] for scorer in added])
+        if judges := [scorer["name"] for scorer in added if scorer["type"] == "judge"]:
+            # The judge's calls are a job of their own; only the judge is called.
+            tasks_queue.on_commit(judge.START_TASK, job.pk, judges)
     return added

@@ -81,15 +81,29 @@ def sample_value(schema: Any, seed: str) -> Any:
         return {name: sample_value(sub, f"{seed}.{name}") for name, sub in properties.items()}
     if kind == "array":
         return [sample_value(schema.get("items"), f"{seed}[0]")]
-    if kind == "integer":
-        return number % 1000
-    if kind == "number":
-        return (number % 100000) / 100
+    if kind in ("integer", "number"):
+        # In the schema's range when it gives one, as strict structured output keeps it.
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if kind == "integer":
+            value: float = number % 1000
+        else:
+            value = (number % 100000) / 100
+        if _bound(low) and _bound(high) and low <= high:
+            span = high - low
+            value = low + (number % 1001) / 1000 * span
+            return int(value) if kind == "integer" else value
+        value = max(value, low) if _bound(low) else value
+        value = min(value, high) if _bound(high) else value
+        return int(value) if kind == "integer" else value
     if kind == "boolean":
         return number % 2 == 0
     if kind == "null":
         return None
     return f"{seed.rsplit('.', 1)[-1]} {_digest(seed)[:6]}"
+
+
+def _bound(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def count_usage(messages: list[dict[str, Any]], text: str) -> dict[str, int]:

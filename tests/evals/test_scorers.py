@@ -211,7 +211,7 @@ def test_refusals_name_the_scorer() -> None:
 
 @pytest.mark.django_db
 def test_a_judge_takes_only_a_credential_of_the_team(team: Any, other_team: Any) -> None:
-    mine, theirs = make_credential(team), make_credential(other_team)
+    mine, theirs = make_credential(team, "openai"), make_credential(other_team)
     judge = {"type": "judge", "credential": mine.pk, "model": "m", "rubric": "Is it polite?"}
     assert normalize_scorers([judge], columns=None, team=team)[0]["name"] == "judge"
     [message] = refused([{**judge, "credential": theirs.pk}], team=team)
