@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dashboard", "0014_job_input_columns"),
+        ("dashboard", "0017_judge_jobs"),
     ]
 
     operations = [
