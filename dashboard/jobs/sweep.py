@@ -25,9 +25,13 @@ def sweep() -> dict[str, int]:
     for job_id in Job.objects.filter(status__in=JOB_ACTIVE, deadline_at__lt=now).values_list(
         "pk", flat=True
     ):
-        counts["deadline"] += job_fail(
-            job_id, "The job passed its deadline before finishing.", retryable=True
-        )
+        if job_fail(job_id, "The job passed its deadline before finishing.", retryable=True):
+            counts["deadline"] += 1
+            # Its batches still at the provider are not paid for any longer.
+            if BatchChunk.objects.filter(job_id=job_id, state=BatchChunk.State.LIVE).update(
+                cancel_requested=True
+            ):
+                tasks_queue.on_commit("dashboard.tasks.batch_cancel", job_id)
     free = Q(lease_owner="") | Q(lease_expires_at__lt=now)
     # Mid-submit at a crash: the POST may have created a remote job.
     for unit in (

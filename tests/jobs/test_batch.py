@@ -529,3 +529,26 @@ def test_an_anthropic_crash_mid_create_is_unknown_not_resubmitted(
     assert set(job.items.values_list("error", flat=True)) == {batch.UNKNOWN}
     assert sim.count("POST /v1/messages/batches") == 1
     assert job_json(job)["batches"][0]["status"] == "unknown"
+
+
+def test_a_batch_job_past_its_deadline_has_its_batches_cancelled(
+    credential: Any,
+    sim: Any,
+    now: FakeClock,
+    nudges: list[Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A deadline ends the job; its batches still at the provider are asked to
+    cancel, so they are no longer paid for."""
+    sim.step_seconds = 100.0  # the batch is still running at the deadline
+    job = batch_job(credential, ["a", "b"], options={"deadline_seconds": 60})
+    worker.advance_job(job.pk)
+    assert job.chunks.filter(state="live").count() == 1
+    now.advance(61)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_sweep.sweep()["deadline"] == 1
+    job.refresh_from_db()
+    assert job.status == "failed" and "deadline" in job.error
+    assert ("dashboard.tasks.batch_cancel", job.pk) in nudges
+    assert batch.batch_cancel(job.pk) == 1
+    assert sum(n for key, n in sim.requests.items() if key.endswith("/cancel")) == 1
