@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, CharField, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, CharField, F, OuterRef, Q, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat
 
 from dashboard.core import clock, structured
@@ -202,6 +202,7 @@ def _end_by_rule(ids: list[int], terminal: dict[str, Any]) -> list[Ended]:
             .values("error")[:1]
         ),
         Value("no prompt completed"),
+        output_field=TextField(),
     )
     error = Case(
         When(items_failed=0, then=Value("")),
@@ -212,9 +213,9 @@ def _end_by_rule(ids: list[int], terminal: dict[str, Any]) -> list[Ended]:
             Cast("progress_total", CharField()),
             Value(" prompts failed; first error: "),
             first,
-            output_field=CharField(),
+            output_field=TextField(),
         ),
-        output_field=CharField(),
+        output_field=TextField(),
     )
     values = {
         **terminal,
