@@ -1,6 +1,6 @@
 """How sure a difference is: McNemar's exact test on paired rows, and Cohen's
 kappa between two raters. Pure functions over counts; the counts come from
-one aggregate query each (``dashboard.evals.paired``)."""
+one aggregate query each (``dashboard.compare.scores``, ``dashboard.evals.diff``)."""
 
 from __future__ import annotations
 
