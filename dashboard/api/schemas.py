@@ -289,6 +289,40 @@ class ItemPage(Schema):
     next: str | None = Field(description="The next page; null on the last page.")
 
 
+class DiffRows(Schema):
+    same: int = Field(description="Rows of both jobs with the same output.")
+    changed: int = Field(description="Rows of both jobs whose output changed.")
+    only_here: int = Field(description="Rows only this job has.")
+    only_there: int = Field(description="Rows only the `against` job has.")
+
+
+class DiffScorer(Schema):
+    name: str
+    regressions: int = Field(description="Rows that passed in `against` and fail here.")
+    improvements: int = Field(description="Rows that failed in `against` and pass here.")
+
+
+class DiffItem(Schema):
+    index: int = Field(description="The row: a retry's source_index, else the index.")
+    input: str | None
+    status: str | None = Field(description="Here; null when only the other job has the row.")
+    against_status: str | None
+    output: Any
+    against_output: Any
+    changed: bool
+    scores: list[JsonObject]
+    against_scores: list[JsonObject]
+
+
+class DiffOut(Schema):
+    job: int
+    against: int = Field(description="The run before: regressions are its passes failing here.")
+    rows: DiffRows
+    scorers: list[DiffScorer] = Field(description="The scorers both jobs have.")
+    items: list[DiffItem]
+    next: str | None = Field(description="The next page; null on the last page.")
+
+
 class JobPage(Schema):
     results: list[JobSummary]
     next: str | None = Field(description="The next (older) page; null on the last page.")
