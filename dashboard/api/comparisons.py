@@ -326,7 +326,9 @@ def rate_cell(request: HttpRequest, comparison: MemberComparison, payload: Ratin
     response={200: ComparisonScoresOut, (400, 401, 403, 404, 409, 413): Error},
     url_name="api_comparison_scorers",
 )
-def add_scorers(request: HttpRequest, comparison: MemberComparison, payload: ScorersIn) -> Any:
+def add_comparison_scorers(
+    request: HttpRequest, comparison: MemberComparison, payload: ScorersIn
+) -> Any:
     """Add scorers to every target (team members), once every target has
     ended (else 409): each target's finished cells are scored by a task,
     without calling a model. The answer's scores fill in as the tasks run."""

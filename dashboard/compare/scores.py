@@ -84,7 +84,7 @@ def paired(targets: list[Job]) -> list[dict[str, Any]]:
         f"SELECT s, {', '.join(sums)} FROM ("  # noqa: S608 (names from the model, quoted)
         f"SELECT {scorer} AS s, {verdicts} FROM {_table(ItemScore)} "
         f"WHERE {job} IN ({marks}) AND {scorer} IN ({name_marks}) AND {passed} IS NOT NULL "
-        f"GROUP BY {scorer}, {index}) AS rows GROUP BY s"
+        f"GROUP BY {scorer}, {index}) AS per_row GROUP BY s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*ids, *ids, *names])
