@@ -36,7 +36,7 @@ def test_the_page_shows_rates_significance_and_agreement(
     assert "difference could be chance" in panel  # the judge: no discordant row
     assert "66.7 %" in panel  # 2 of 3 cells agree
     assert "1 cell where judge and the reviewers disagree" in panel
-    assert f'href="?after=0#row-1">Row 2 · T1</a>: judge fail, reviewers 👍' in panel
+    assert 'href="?after=0#row-1">Row 2 · T1</a>: judge fail, reviewers 👍' in panel
 
 
 def test_no_scorers_no_panel(client: Any, alice: Any, team: Any) -> None:
