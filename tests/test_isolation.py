@@ -103,6 +103,11 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "api_dataset": "dataset",
     "api_comparison": "comparison",
     "api_comparison_ratings": "comparison",
+    # scores: comparisons' scorers and disagreements, diffs between jobs
+    "api_comparison_scorers": "comparison",
+    "api_comparison_disagreements": "comparison",
+    "api_job_diff": "job",
+    "job_diff": "job",
     # cost and notifications
     "price_delete": "price",
     "webhook_detail": "webhook",

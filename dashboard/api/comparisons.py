@@ -11,6 +11,7 @@ from ninja import Query, Router, Status
 
 from dashboard.accounts import access
 from dashboard.compare import grid, reviews
+from dashboard.compare import scores as compare_scores
 from dashboard.compare.services import (
     ComparisonError,
     Target,
@@ -19,6 +20,8 @@ from dashboard.compare.services import (
     targets_of,
 )
 from dashboard.core import keyset
+from dashboard.evals.scorers import ScorerError
+from dashboard.evals.services import NotFinished
 from dashboard.jobs.spec import SpecError, mode_problem, prompts_error
 from dashboard.models import Comparison, Credential, Job, Role
 from dashboard.status import JOB_ACTIVE
@@ -32,9 +35,12 @@ from .schemas import (
     ComparisonIn,
     ComparisonOut,
     ComparisonPage,
+    ComparisonScoresOut,
+    DisagreementPage,
     Error,
     RatingIn,
     RatingOut,
+    ScorersIn,
 )
 from .scope import credential_for, in_path
 
@@ -196,6 +202,7 @@ def get_comparison(
         query = request.GET.copy()
         query["after"] = str(page.next_after)
         next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    scored = compare_scores.comparison_scores(targets)
     return {
         "id": comparison.pk,
         "name": comparison.name,
@@ -204,7 +211,12 @@ def get_comparison(
         "prompt_template": comparison.prompt_template,
         "created_by": comparison.created_by.get_username() if comparison.created_by else None,
         "created_at": comparison.created_at,
-        "targets": [_target_json(summary) for summary in grid.summaries(targets)],
+        "targets": [
+            {**_target_json(summary), "scores": scored["scores"][summary.job.pk]}
+            for summary in grid.summaries(targets)
+        ],
+        "significance": scored["significance"],
+        "agreement": scored["agreement"],
         "rows": [_row_json(row) for row in page.rows],
         "next": next_url,
     }
@@ -310,4 +322,79 @@ def rate_cell(request: HttpRequest, comparison: MemberComparison, payload: Ratin
         "score": rating.score,
         "best": rating.best,
         "updated_at": rating.updated_at,
+    }
+
+
+@router.post(
+    "/{objectid:pk}/scorers",
+    response={200: ComparisonScoresOut, (400, 401, 403, 404, 409, 413): Error},
+    url_name="api_comparison_scorers",
+)
+def add_comparison_scorers(
+    request: HttpRequest, comparison: MemberComparison, payload: ScorersIn
+) -> Any:
+    """Add scorers to every target (team members), once every target has
+    ended (else 409): each target's finished cells are scored by a task,
+    without calling a model. The answer's scores fill in as the tasks run."""
+    if not payload.scorers:
+        raise invalid({"scorers": ["Give at least one scorer."]})
+    try:
+        compare_scores.comparison_scorers_add(
+            targets_of(comparison), payload.scorers, user=request.auth, via="api"
+        )
+    except ScorerError as exc:
+        raise invalid(exc.fields) from None
+    except NotFinished as exc:
+        raise ApiError(409, str(exc)) from None
+    targets = targets_of(comparison)
+    scored = compare_scores.comparison_scores(targets)
+    return {
+        "targets": [{"job": job.pk, "scores": scored["scores"][job.pk]} for job in targets],
+        "significance": scored["significance"],
+        "agreement": scored["agreement"],
+        "rescoring": True,
+    }
+
+
+@router.get(
+    "/{objectid:pk}/disagreements",
+    response={200: DisagreementPage, (400, 401, 404): Error},
+    url_name="api_comparison_disagreements",
+)
+def list_disagreements(
+    request: HttpRequest,
+    comparison: ViewedComparison,
+    scorer: str = Query(..., max_length=100, description="A judge scorer of the targets."),
+    limit: int = Query(
+        compare_scores.DISAGREEMENTS_PAGE, ge=1, le=MAX_PAGE_SIZE, description="Cells per page."
+    ),
+    after: str | None = Query(None, max_length=40, description="From a `next` URL."),
+) -> Any:
+    """The cells (row index, target job) where the judge `scorer` and the
+    reviewers' ratings disagree, in row order."""
+    targets = targets_of(comparison)
+    errors = FieldErrors()
+    if scorer not in compare_scores.judges(targets):
+        errors.add("scorer", f"No judge scorer named {scorer!r} on this comparison's targets.")
+    position = None
+    if after is not None:
+        parts = after.split(":")
+        if len(parts) == 2 and all(p.isdigit() and len(p) <= 10 for p in parts):
+            position = (int(parts[0]), int(parts[1]))
+        else:
+            errors.add("after", "Follow a `next` URL as is (after=<index>:<job>).")
+    errors.raise_if_any()
+    cells, more = compare_scores.disagreements(targets, scorer, after=position, size=limit)
+    next_url = None
+    if more is not None:
+        query = request.GET.copy()
+        query["after"] = f"{more[0]}:{more[1]}"
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return {
+        "scorer": scorer,
+        "cells": [
+            {"index": c.index, "job": c.job, "judge": c.judge, "human": c.human, "reason": c.reason}
+            for c in cells
+        ],
+        "next": next_url,
     }

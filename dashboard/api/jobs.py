@@ -12,6 +12,7 @@ from dashboard.accounts import access
 from dashboard.core import keyset
 from dashboard.datasets.services import Inputs, inputs_from_dataset
 from dashboard.datasets.template import TemplateError
+from dashboard.evals import diff as job_diff
 from dashboard.evals.scorers import ScorerError, normalize_scorers
 from dashboard.evals.scores import scores_summary
 from dashboard.evals.services import NotFinished, scorers_add
@@ -27,6 +28,7 @@ from .errors import ApiError, FieldErrors, invalid
 from .paging import list_position
 from .schemas import (
     MAX_ID,
+    DiffOut,
     Error,
     EstimateOut,
     ItemPage,
@@ -353,4 +355,68 @@ def item_json(item: Item, scores: list[dict[str, Any]] | None = None) -> dict[st
         "validation_error": item.validation_error,
         "from_job": getattr(item, "merged_from", None),
         "scores": scores or [],
+    }
+
+
+# --- diff --------------------------------------------------------------------------------------
+
+DIFF_PARAMS = ("against", "only", "limit", "after")
+
+
+@router.get(
+    "/{objectid:pk}/diff",
+    response={200: DiffOut, (400, 401, 404): Error},
+    url_name="api_job_diff",
+)
+def diff_job(
+    request: HttpRequest,
+    job: ViewedJob,
+    against: int = Query(..., ge=1, le=MAX_ID, description="The job before (the same rows)."),
+    only: str | None = Query(None, description="regressions or improvements."),
+    limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Rows per page."),
+    after: int | None = Query(None, ge=-1, le=MAX_ID, description="From a `next` URL."),
+) -> Any:
+    """This job against the run before it (`against`), row by row: rows the
+    same and changed, per scorer the regressions (passed before, fail here)
+    and improvements, and a page of rows, each with both outputs and scores.
+    Rows match by identity: a retry's `source_index`, else `index`."""
+    errors = FieldErrors()
+    for name in request.GET:
+        if name not in DIFF_PARAMS:
+            errors.add(name, f"Unknown parameter; expected one of {', '.join(DIFF_PARAMS)}.")
+    if only is not None and only not in job_diff.ONLY:
+        errors.add("only", f"One of {', '.join(job_diff.ONLY)}.")
+    if against == job.pk:
+        errors.add("against", "Diff a job against another job, not itself.")
+    errors.raise_if_any()
+    other, _ = access.object_for(request.auth, Job.objects.all(), pk=against)
+    diff = job_diff.diff_of(job, other)
+    rows, next_after = job_diff.rows_page(diff, after=after, size=limit, only=only)
+    next_url = None
+    if next_after is not None:
+        query = request.GET.copy()
+        query["after"] = str(next_after)
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return {
+        "job": job.pk,
+        "against": other.pk,
+        "rows": job_diff.row_counts(diff),
+        "scorers": job_diff.scorer_counts(diff),
+        "items": [diff_row_json(row) for row in rows],
+        "next": next_url,
+    }
+
+
+def diff_row_json(row: job_diff.Row) -> dict[str, Any]:
+    here, there = row.here, row.there
+    return {
+        "index": row.index,
+        "input": (here or there).input if (here or there) else None,
+        "status": here.status if here else None,
+        "against_status": there.status if there else None,
+        "output": here.output if here else None,
+        "against_output": there.output if there else None,
+        "changed": row.changed,
+        "scores": row.scores,
+        "against_scores": row.against_scores,
     }

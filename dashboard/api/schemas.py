@@ -310,6 +310,40 @@ class ItemPage(Schema):
     next: str | None = Field(description="The next page; null on the last page.")
 
 
+class DiffRows(Schema):
+    same: int = Field(description="Rows of both jobs with the same output.")
+    changed: int = Field(description="Rows of both jobs whose output changed.")
+    only_here: int = Field(description="Rows only this job has.")
+    only_there: int = Field(description="Rows only the `against` job has.")
+
+
+class DiffScorer(Schema):
+    name: str
+    regressions: int = Field(description="Rows that passed in `against` and fail here.")
+    improvements: int = Field(description="Rows that failed in `against` and pass here.")
+
+
+class DiffItem(Schema):
+    index: int = Field(description="The row: a retry's source_index, else the index.")
+    input: str | None
+    status: str | None = Field(description="Here; null when only the other job has the row.")
+    against_status: str | None
+    output: Any
+    against_output: Any
+    changed: bool
+    scores: list[JsonObject]
+    against_scores: list[JsonObject]
+
+
+class DiffOut(Schema):
+    job: int
+    against: int = Field(description="The run before: regressions are its passes failing here.")
+    rows: DiffRows
+    scorers: list[DiffScorer] = Field(description="The scorers both jobs have.")
+    items: list[DiffItem]
+    next: str | None = Field(description="The next page; null on the last page.")
+
+
 class JobPage(Schema):
     results: list[JobSummary]
     next: str | None = Field(description="The next (older) page; null on the last page.")
@@ -490,6 +524,31 @@ class TargetOut(Schema):
     wins: int
     up: int
     down: int
+    scores: list[ScoreSummary] = Field(description="The target's pass rates, per scorer.")
+
+
+class PairedScores(Schema):
+    scorer: str
+    a: int = Field(description="A target's job id.")
+    b: int = Field(description="Another target's job id.")
+    p: float = Field(description="McNemar's exact p on the rows both scored (1: no difference).")
+    only_a: int = Field(description="Rows both scored where only a passed.")
+    only_b: int = Field(description="Rows both scored where only b passed.")
+    both: int
+    neither: int
+
+
+class Agreement(Schema):
+    scorer: str = Field(description="A judge scorer.")
+    cells: int = Field(description="Cells the judge scored that reviewers rated.")
+    percent: float | None = Field(description="Cells where the judge and the reviewers agree.")
+    kappa: float | None = Field(description="Cohen's kappa; null when undefined.")
+    disagree: int = Field(description="Cells where they disagree (the disagreements call).")
+
+
+class TargetScores(Schema):
+    job: int
+    scores: list[ScoreSummary]
 
 
 class ComparisonOut(Schema):
@@ -501,8 +560,31 @@ class ComparisonOut(Schema):
     created_by: str | None
     created_at: Timestamp
     targets: list[TargetOut]
+    significance: list[PairedScores] = Field(description="Per pair of targets, per scorer.")
+    agreement: list[Agreement] = Field(description="Per judge scorer, with human ratings.")
     rows: list[RowOut]
     next: str | None = Field(description="The next page of rows; null on the last page.")
+
+
+class ComparisonScoresOut(Schema):
+    targets: list[TargetScores]
+    significance: list[PairedScores]
+    agreement: list[Agreement]
+    rescoring: bool = Field(description="The targets' finished items are being scored.")
+
+
+class Disagreement(Schema):
+    index: int
+    job: int
+    judge: bool = Field(description="The judge's verdict: passed or not.")
+    human: Literal[-1, 1] = Field(description="The reviewers' verdict (their ratings summed).")
+    reason: str = Field(description="The judge's reason.")
+
+
+class DisagreementPage(Schema):
+    scorer: str
+    cells: list[Disagreement]
+    next: str | None = Field(description="The next page; null on the last page.")
 
 
 class RatingIn(Body):

@@ -24,6 +24,7 @@ from dashboard.accounts import access
 from dashboard.accounts.access import require_membership
 from dashboard.accounts.audit import audit
 from dashboard.compare import export, grid, reviews
+from dashboard.compare import scores as compare_scores
 from dashboard.compare.forms import ComparisonForm, TargetFormSet
 from dashboard.compare.services import (
     ComparisonError,
@@ -35,6 +36,7 @@ from dashboard.compare.services import (
 )
 from dashboard.core import clock, keyset
 from dashboard.core.params import int_param, micros, micros_param
+from dashboard.evals import significance
 from dashboard.jobs import results
 from dashboard.jobs.export import XLSX_TYPE
 from dashboard.jobs.forms import SPEC_FIELDS
@@ -200,7 +202,60 @@ def comparison_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = _page_context(request, comparison, membership)
     context["terminal"] = context["status"] in JOB_TERMINAL
+    context["scored"] = scores_panel(context["targets"])
     return render(request, "dashboard/comparison_detail.html", context)
+
+
+#: Disagreeing cells listed on the page per judge (the API pages them all).
+DISAGREEMENTS_SHOWN = 20
+
+
+def scores_panel(targets: list[Job]) -> dict[str, Any]:
+    """What the page's scores panels show: per scorer each target's pass rate
+    and interval, per pair the McNemar verdict in words, per judge its
+    agreement with reviewers and the first cells where they disagree."""
+    scored = compare_scores.comparison_scores(targets)
+    label = {job.pk: f"T{number}" for number, job in enumerate(targets, start=1)}
+    names: list[str] = []
+    for job in targets:
+        names += [s["name"] for s in job.scorers if s["name"] not in names]
+    rates = [
+        {
+            "name": name,
+            "cells": [
+                next((s for s in scored["scores"][job.pk] if s["name"] == name), None)
+                for job in targets
+            ],
+        }
+        for name in names
+    ]
+    pairs = [
+        {
+            **pair,
+            "a_label": label[pair["a"]],
+            "b_label": label[pair["b"]],
+            "verdict": significance.verdict(
+                pair["p"]
+                if pair["only_a"] + pair["only_b"] + pair["both"] + pair["neither"]
+                else None
+            ),
+            "significant": pair["p"] < significance.ALPHA,
+        }
+        for pair in scored["significance"]
+    ]
+    agreement = []
+    for row in scored["agreement"]:
+        cells, more = compare_scores.disagreements(
+            targets, row["scorer"], after=None, size=DISAGREEMENTS_SHOWN
+        )
+        agreement.append(
+            {
+                **row,
+                "cells_list": [{"cell": c, "label": label.get(c.job, "")} for c in cells],
+                "more": more is not None,
+            }
+        )
+    return {"rates": rates, "pairs": pairs, "agreement": agreement, "labels": label}
 
 
 @login_required

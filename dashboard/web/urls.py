@@ -12,6 +12,7 @@ from . import (
     compare,
     credentials,
     datasets,
+    diff,
     history,
     instances,
     jobs,
@@ -55,6 +56,7 @@ urlpatterns = [
     path("jobs/estimate", jobs.job_estimate, name="job_estimate"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/live", jobs.job_live, name="job_live"),
+    path("jobs/<int:pk>/diff", diff.job_diff, name="job_diff"),
     path("jobs/<int:pk>/cancel", jobs.job_cancel_view, name="job_cancel"),
     path("jobs/<int:pk>/retry", jobs.job_retry_view, name="job_retry"),
     path(

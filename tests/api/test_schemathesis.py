@@ -257,6 +257,7 @@ def test_a_planted_server_error_is_caught(
         "GET /api/v1/jobs",
         "GET /api/v1/jobs/{pk}",
         "GET /api/v1/jobs/{pk}/items",
+        "GET /api/v1/jobs/{pk}/diff",
     ]
     assert report.failures, report.summary()
     assert all(failure.startswith("GET /api/v1/jobs/{pk}") for failure in report.failures)
