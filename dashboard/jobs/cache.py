@@ -13,15 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Sum
 
 from dashboard.models import Item, Job, tokens_cost
 from dashboard.status import ItemStatus, check_item_move
-
-from .cost import price_for, usd
 
 
 def request_hash(job: Job, base: dict[str, Any], prompt: str) -> str:
@@ -83,14 +80,13 @@ def cache_summary(job: Job) -> dict[str, Any]:
         tokens_out=Sum("cached_from__tokens_out"),
     )
     hits = totals["hits"] or 0
-    saved: Decimal | None = None
     if hits:
-        price = price_for(job.team_id, job.provider, job.model)
-        if price is not None:
-            saved = tokens_cost(
-                totals["tokens_in"] or 0,
-                totals["tokens_out"] or 0,
-                price.input_per_mtok,
-                price.output_per_mtok,
-            )
-    return {"hits": hits, "saved": usd(saved) if hits else 0.0}
+        # At the job's own price (kept when it was saved); None without one.
+        saved = tokens_cost(
+            totals["tokens_in"] or 0,
+            totals["tokens_out"] or 0,
+            job.price_input_per_mtok,
+            job.price_output_per_mtok,
+        )
+        return {"hits": hits, "saved": None if saved is None else float(saved)}
+    return {"hits": 0, "saved": 0.0}

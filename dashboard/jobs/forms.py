@@ -86,6 +86,12 @@ class JobForm(forms.Form):
     )
     options = JSONObjectField(required=False, help_text="Provider-specific fields as JSON.")
     stream = forms.BooleanField(required=False, help_text="Stream the output as it is generated.")
+    cache = forms.BooleanField(
+        required=False,
+        label="Use the cache",
+        help_text="Prompts your team already ran with the same model and parameters take "
+        "that answer without a call, at no cost.",
+    )
 
     #: Fields every provider shows; the others only when the provider uses them.
     COMMON = ("credential", "model", "prompts", "split", "options")

@@ -58,14 +58,13 @@ def slots_acquire(credential: Credential, owner: str, want: int) -> int:
         .values_list("pk", flat=True)[: max(0, want)]
     )
     expires = now + timedelta(seconds=lease_seconds())
-    got = 0
-    for pk in candidates:
-        got += (
-            CredentialSlot.objects.filter(pk=pk)
-            .filter(free)
-            .update(holder=owner, expires_at=expires)
-        )
-    return got
+    # One conditional UPDATE for them all (up to 2,000): a slot another worker
+    # took meanwhile no longer matches ``free`` and is not counted.
+    return (
+        CredentialSlot.objects.filter(pk__in=candidates)
+        .filter(free)
+        .update(holder=owner, expires_at=expires)
+    )
 
 
 def slots_renew(credential_id: int, owner: str) -> None:
@@ -105,9 +104,7 @@ def use_redis() -> bool:
     return getattr(settings, "DASHBOARD_BROKER", "orm") == "redis"
 
 
-def rate_acquire(
-    credential: Credential, now: datetime | None = None, *, tokens: int = 0
-) -> float:
+def rate_acquire(credential: Credential, now: datetime | None = None, *, tokens: int = 0) -> float:
     """Take one request (and ``tokens`` tokens) from the credential's
     per-minute budgets. Returns 0 when the call may go now, else the seconds
     until it may."""
@@ -153,12 +150,9 @@ def _db_acquire(
     updates["rate_window_start"] = Value(window)
     if Credential.objects.filter(allowed, pk=pk).update(**updates):
         return 0.0
-    rate_paid, token_paid = (
-        Credential.objects.filter(pk=pk)
-        .values_list("rate_paid_until", "token_paid_until")
-        .first()
-        or (None, None)
-    )
+    rate_paid, token_paid = Credential.objects.filter(pk=pk).values_list(
+        "rate_paid_until", "token_paid_until"
+    ).first() or (None, None)
     return _wait_for(moment, rate_step, rate_paid, token_step, token_paid)
 
 

@@ -16,6 +16,7 @@ import itertools
 import logging
 import queue
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,17 +88,49 @@ class Outcome:
     rate: RateInfo | None = None
 
 
+class Hold:
+    """The one thing pool threads share: until when (monotonic) the provider
+    asked this credential to wait, as the latest answer said. A thread about to
+    call waits it out, so a call queued behind the one that learned it does not
+    go before the main thread has recorded the pause."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, clock.monotonic() + seconds)
+
+    def wait(self) -> None:
+        with self._lock:
+            left = self._until - clock.monotonic()
+        if left > 0:
+            clock.sleep(min(left, SHORT_PAUSE))
+
+
 def run_call(
-    provider: Provider, call: Call, on_chunk: Callable[[int, str], None] | None
+    provider: Provider,
+    call: Call,
+    on_chunk: Callable[[int, str], None] | None,
+    hold: Hold | None = None,
 ) -> Outcome:
-    """On a pool thread: one provider call, no database, no shared state."""
+    """On a pool thread: one provider call, no database."""
     take_rate = getattr(provider, "take_rate", lambda: None)
+    if hold is not None:
+        hold.wait()
     try:
         results = provider.run_items(call.spec, list(range(len(call.items))), on_chunk)
     except ProviderError as exc:
+        # A refusal: the main thread pauses the credential and holds the calls
+        # queued behind this one.
         take_rate()
         return Outcome(call, error=exc, rate=exc.rate)
-    return Outcome(call, results=results, rate=take_rate())
+    outcome = Outcome(call, results=results, rate=take_rate())
+    wait = outcome.rate.wait() if outcome.rate is not None else 0.0
+    if hold is not None and wait > 0:
+        hold.extend(min(wait, limits.MAX_PAUSE_SECONDS))
+    return outcome
 
 
 @dataclass(order=True)
@@ -129,6 +162,7 @@ class SyncRun:
         #: ``concurrent.futures.wait`` installs a waiter on every one of them.
         self.finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.events: list[JobEvent] = []
+        self.hold = Hold()
         self.failed_now: list[tuple[list[Item], str]] = []
         self.retried_now: list[tuple[list[Item], float, str]] = []
         self.waited_now: list[tuple[list[Item], float, str]] = []
@@ -559,7 +593,7 @@ class SyncRun:
                 return  # a short pause: the calls in flight keep the loop turning
             assert call is not None
             self.started(call.items)
-            future = pool.submit(run_call, self.provider, call, self.on_chunk_for(call))
+            future = pool.submit(run_call, self.provider, call, self.on_chunk_for(call), self.hold)
             in_flight[future] = call
             future.add_done_callback(self.finished.put)
 

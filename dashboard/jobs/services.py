@@ -306,6 +306,7 @@ def job_create(
     dataset: Dataset | None = None,
     comparison: Comparison | None = None,
     scorers: Sequence[dict[str, Any]] = (),
+    cache: bool = False,
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
@@ -318,7 +319,8 @@ def job_create(
     (``output_columns`` is given by a retry, whose spec was read back from the
     database; otherwise the spec's schema gives them); ``dataset`` is the one
     whose rows the items are, ``comparison`` the one the job is a target of.
-    ``scorers`` are normalized already (``dashboard.evals.scorers.normalize_scorers``)."""
+    ``scorers`` are normalized already (``dashboard.evals.scorers.normalize_scorers``).
+    With ``cache`` the items the team already has answers for take them without a call."""
     now = clock.now()
     deadline = deadline_seconds(spec)
     data = spec.to_dict()
@@ -350,6 +352,7 @@ def job_create(
             price_output_per_mtok=price.output_per_mtok if price else None,
             cost_estimated=estimate.cost,
             scorers=list(scorers),
+            cache=cache,
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""

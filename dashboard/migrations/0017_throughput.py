@@ -5,59 +5,68 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0016_scores'),
+        ("dashboard", "0016_scores"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='credential',
-            name='last_limited_at',
+            model_name="credential",
+            name="last_limited_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='credential',
-            name='last_limited_reason',
+            model_name="credential",
+            name="last_limited_reason",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='credential',
-            name='rate_paid_until',
+            model_name="credential",
+            name="rate_paid_until",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='credential',
-            name='token_paid_until',
+            model_name="credential",
+            name="token_paid_until",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='credential',
-            name='token_window_count',
+            model_name="credential",
+            name="token_window_count",
             field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
-            model_name='credential',
-            name='tokens_per_minute',
+            model_name="credential",
+            name="tokens_per_minute",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='item',
-            name='cached_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='dashboard.item'),
+            model_name="item",
+            name="cached_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="dashboard.item",
+            ),
         ),
         migrations.AddField(
-            model_name='item',
-            name='request_hash',
-            field=models.CharField(blank=True, db_default='', max_length=64),
+            model_name="item",
+            name="request_hash",
+            field=models.CharField(blank=True, db_default="", max_length=64),
         ),
         migrations.AddField(
-            model_name='job',
-            name='cache',
+            model_name="job",
+            name="cache",
             field=models.BooleanField(db_default=False, default=False),
         ),
         migrations.AddIndex(
-            model_name='item',
-            index=models.Index(condition=models.Q(('request_hash', ''), _negated=True), fields=['request_hash', 'status'], name='item_request_hash'),
+            model_name="item",
+            index=models.Index(
+                condition=models.Q(("request_hash", ""), _negated=True),
+                fields=["request_hash", "status"],
+                name="item_request_hash",
+            ),
         ),
     ]
