@@ -47,6 +47,8 @@ def test_design_table_walkthrough(alice_api: Api, team: Any, sims: Any) -> None:
         "base_url": together.base_url,
         "options": {},
         "max_concurrency": 2,
+        "rpm": None,
+        "tpm": None,
     }
     assert alice_api.get("credentials").json() == [credential]
 
