@@ -29,6 +29,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
 from dashboard.accounts import access, services
+from dashboard.accounts import credentials as credential_limits
 from dashboard.accounts.audit import audit
 from dashboard.accounts.credentials import (
     CredentialInUse,
@@ -268,7 +269,19 @@ class CredentialAdminForm(forms.ModelForm):
             "options",
             "max_concurrency",
             "requests_per_minute",
+            "tokens_per_minute",
         ]
+
+    def clean_max_concurrency(self) -> int:
+        return credential_limits.clean_max_concurrency(self.cleaned_data["max_concurrency"])
+
+    def clean_requests_per_minute(self) -> int | None:
+        value = self.cleaned_data.get("requests_per_minute")
+        return credential_limits.clean_per_minute(value, credential_limits.MAX_RPM)
+
+    def clean_tokens_per_minute(self) -> int | None:
+        value = self.cleaned_data.get("tokens_per_minute")
+        return credential_limits.clean_per_minute(value, credential_limits.MAX_TPM)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -308,6 +321,8 @@ class CredentialAdmin(TeamScoped):
         "team",
         "base_url",
         "max_concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
         "last_used_at",
         "last_error_at",
     ]
@@ -322,6 +337,9 @@ class CredentialAdmin(TeamScoped):
         "last_error_at",
         "consecutive_failures",
         "circuit_open_until",
+        "paused_until",
+        "last_limited_at",
+        "last_limited_reason",
         "poll_lease_owner",
         "poll_lease_expires_at",
     ]

@@ -90,6 +90,9 @@ class Credential(models.Model):
     options = models.JSONField(default=dict, blank=True)
     max_concurrency = models.PositiveIntegerField(default=4)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    #: Tokens per minute: each call counts its prompt's estimated tokens plus
+    #: the output it may use, reconciled with the usage the provider reports.
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -101,9 +104,19 @@ class Credential(models.Model):
     circuit_open_until = models.DateTimeField(null=True, blank=True)
     #: The provider asked to wait (Retry-After): no call on this credential before then.
     paused_until = models.DateTimeField(null=True, blank=True)
-    #: The requests-per-minute limit's current window and its count.
+    #: The pace shown on the credential page: the current minute, and the
+    #: requests and tokens counted in it.
     rate_window_start = models.DateTimeField(null=True, blank=True)
     rate_window_count = models.PositiveIntegerField(default=0)
+    token_window_count = models.BigIntegerField(default=0, db_default=0)
+    #: The rpm and tpm limits' state (``jobs.limits``, a GCRA token bucket):
+    #: the moment, in epoch seconds, by which the calls let through so far are
+    #: paid for at the limit's pace.
+    rate_paid_until = models.FloatField(null=True, blank=True)
+    token_paid_until = models.FloatField(null=True, blank=True)
+    #: When a limit last held a call back (ours, the provider's headers or a 429).
+    last_limited_at = models.DateTimeField(null=True, blank=True)
+    last_limited_reason = models.CharField(max_length=200, blank=True)
     #: Who polls this credential's remote jobs now (one poller per credential).
     poll_lease_owner = models.CharField(max_length=64, blank=True)
     poll_lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -271,6 +284,9 @@ class Job(models.Model):
     #: The job's scorers, normalized (``dashboard.evals.scorers``), in order:
     #: each a dict with its ``type`` and ``name``. Their verdicts are ItemScore rows.
     scorers = models.JSONField(default=list, blank=True)
+    #: Items whose request an item of the team already answered take that
+    #: output without a call.
+    cache = models.BooleanField(default=False, db_default=False)
 
     # What is due next, and who is on it.
     attempts = models.PositiveIntegerField(default=0)
@@ -416,6 +432,14 @@ class Item(models.Model):
     tokens_out = models.PositiveIntegerField(null=True, blank=True)
     #: The tokens are estimated (about four characters a token), not reported.
     tokens_estimated = models.BooleanField(default=False)
+    #: SHA-256 of the request (provider, base URL, model, parameters, system
+    #: prompt, prompt, output schema): an item of the team with the same hash
+    #: gives its output to a job with ``cache`` on (``jobs.cache``).
+    request_hash = models.CharField(max_length=64, blank=True, db_default="")
+    #: The completed item whose output this one took, without a call.
+    cached_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     #: Against the output schema; None without one.
     valid = models.BooleanField(null=True, blank=True)
     validation_error = models.TextField(blank=True)
@@ -428,6 +452,11 @@ class Item(models.Model):
         indexes = [
             models.Index(fields=["job", "status", "index"], name="item_status"),
             models.Index(fields=["job", "valid", "index"], name="item_validity"),
+            models.Index(
+                fields=["request_hash", "status"],
+                name="item_request_hash",
+                condition=~models.Q(request_hash=""),
+            ),
         ]
 
     def __str__(self) -> str:

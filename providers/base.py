@@ -25,6 +25,7 @@ import email.utils
 import functools
 import inspect
 import json
+import re
 import ssl
 import threading
 import time
@@ -43,6 +44,7 @@ from .data import (
     JobSpec,
     ModelInfo,
     ProviderError,
+    RateInfo,
     RemoteInstance,
     RemoteState,
     RemoteStatus,
@@ -66,10 +68,13 @@ __all__ = [
     "ModelInfo",
     "Provider",
     "ProviderError",
+    "RateInfo",
     "RemoteState",
     "RemoteStatus",
     "SpecError",
     "TokenUsage",
+    "parse_duration",
+    "parse_rate_headers",
     "parse_retry_after",
     "redacted",
     "shared_ssl_context",
@@ -450,8 +455,16 @@ class Provider:
             f"Network error talking to {self.label}: {self._reason(exc)}", kind=ErrorKind.TIMEOUT
         )
 
+    def take_rate(self) -> RateInfo | None:
+        """The rate-limit headers of this thread's latest answer (once)."""
+        rate = getattr(self._local, "rate", None)
+        self._local.rate = None
+        return rate
+
     def raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
+        rate = parse_rate_headers(response.headers)
+        self._local.rate = rate
         if status < 400:
             return
         detail = self.redact(self.error_detail(response))
@@ -468,7 +481,8 @@ class Provider:
                 f"{self.label} is rate limiting requests (HTTP 429){suffix}",
                 kind=ErrorKind.RATE_LIMIT,
                 **common,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                retry_after=rate.retry_after if rate else None,
+                rate=rate,
             )
         if status == 404:
             raise ProviderError(
@@ -594,6 +608,57 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when is None:
         return None
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str | None) -> float | None:
+    """A reset header as seconds: "1s", "6m0s", "20ms", "1h2m3.5s" or a bare
+    number of seconds. None for anything else (never an exception)."""
+    if not value:
+        return None
+    value = value.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            return None
+        scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+        seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds != seconds or seconds < 0 or seconds > 86400:  # NaN, negative, absurd
+        return None
+    return seconds
+
+
+def _header_count(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        count = int(value.strip())
+    except ValueError:
+        return None
+    return count if count >= 0 else None
+
+
+def parse_rate_headers(headers: Any, *, now: float | None = None) -> RateInfo | None:
+    """The rate-limit headers of an answer, or None when it has none that make
+    sense. A header with a nonsense value is ignored."""
+    try:
+        retry_after = parse_retry_after(headers.get("retry-after"), now=now)
+    except (OverflowError, ValueError):
+        retry_after = None
+    if retry_after is not None and not 0 <= retry_after <= 86400:
+        retry_after = None  # inf, NaN: nonsense
+    rate = RateInfo(
+        remaining_requests=_header_count(headers.get("x-ratelimit-remaining-requests")),
+        remaining_tokens=_header_count(headers.get("x-ratelimit-remaining-tokens")),
+        reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
+        reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
+        retry_after=retry_after,
+    )
+    return None if rate == RateInfo() else rate
 
 
 def shorten(text: str, limit: int) -> str:

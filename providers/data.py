@@ -101,6 +101,30 @@ class ItemResult:
     latency_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class RateInfo:
+    """What a provider's rate-limit headers said about the credential's budget
+    (``x-ratelimit-remaining-*``, ``x-ratelimit-reset-*``, ``retry-after``):
+    calls and tokens left, and seconds until each budget is whole again.
+    None where a header was missing or made no sense."""
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests: float | None = None
+    reset_tokens: float | None = None
+    retry_after: float | None = None
+
+    def wait(self) -> float:
+        """Seconds to hold every call on the credential: until the reset of a
+        spent budget (or Retry-After); 0 while there is budget left."""
+        waits = [self.retry_after or 0.0]
+        if self.remaining_requests == 0:
+            waits.append(self.reset_requests or 0.0)
+        if self.remaining_tokens == 0:
+            waits.append(self.reset_tokens or 0.0)
+        return max(waits)
+
+
 def _count(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
@@ -204,6 +228,7 @@ class ProviderError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         detail: str = "",
+        rate: RateInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -212,6 +237,8 @@ class ProviderError(Exception):
         self.kind = kind
         self.status_code = status_code
         self.retry_after = retry_after
+        #: The rate-limit headers of the answer, when it had any.
+        self.rate = rate
 
     @property
     def retryable(self) -> bool:

@@ -42,7 +42,10 @@ def has_nul(value: Any) -> bool:
     return False
 
 
-MAX_CONCURRENCY = 256
+MAX_CONCURRENCY = 2000
+#: The largest requests-per-minute and tokens-per-minute limits a credential may set.
+MAX_RPM = 1_000_000
+MAX_TPM = 1_000_000_000
 
 
 def clean_credential_name(team: Team, name: str, credential: Credential) -> str:
@@ -56,6 +59,41 @@ def clean_max_concurrency(value: int) -> int:
     if not 1 <= value <= MAX_CONCURRENCY:
         raise forms.ValidationError(f"Between 1 and {MAX_CONCURRENCY}.")
     return value
+
+
+def clean_per_minute(value: int | None, most: int) -> int | None:
+    """An rpm/tpm limit: empty (none), or 1 to ``most``."""
+    if value is None:
+        return None
+    if not 1 <= value <= most:
+        raise forms.ValidationError(f"Between 1 and {most:,}, or empty for no limit.")
+    return value
+
+
+class PerMinuteFields(forms.ModelForm):
+    """The rpm and tpm fields both credential forms share."""
+
+    def setup_limits(self) -> None:
+        self.fields["max_concurrency"].min_value = 1
+        self.fields["max_concurrency"].widget.attrs.update(min=1, max=MAX_CONCURRENCY)
+        rpm, tpm = self.fields["requests_per_minute"], self.fields["tokens_per_minute"]
+        rpm.label, tpm.label = "Requests per minute (rpm)", "Tokens per minute (tpm)"
+        rpm.help_text = "Shared by every job and worker on this credential. Empty: no limit."
+        tpm.help_text = (
+            "Each call counts its prompt's estimated tokens plus the output it may use. "
+            "Empty: no limit."
+        )
+        rpm.widget.attrs.update(min=1, max=MAX_RPM)
+        tpm.widget.attrs.update(min=1, max=MAX_TPM)
+
+    def clean_max_concurrency(self) -> int:
+        return clean_max_concurrency(self.cleaned_data["max_concurrency"])
+
+    def clean_requests_per_minute(self) -> int | None:
+        return clean_per_minute(self.cleaned_data.get("requests_per_minute"), MAX_RPM)
+
+    def clean_tokens_per_minute(self) -> int | None:
+        return clean_per_minute(self.cleaned_data.get("tokens_per_minute"), MAX_TPM)
 
 
 def base_url_problem(url: str) -> str:
@@ -78,7 +116,7 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
 
 
-class CredentialForm(forms.ModelForm):
+class CredentialForm(PerMinuteFields):
     secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Stored encrypted; it is never shown again.",
@@ -103,14 +141,14 @@ class CredentialForm(forms.ModelForm):
             "options",
             "max_concurrency",
             "requests_per_minute",
+            "tokens_per_minute",
         ]
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.team = team
         self.fields["provider"].choices = PROVIDER_CHOICES
-        self.fields["max_concurrency"].min_value = 1
-        self.fields["max_concurrency"].widget.attrs.update(min=1, max=256)
+        self.setup_limits()
 
     def clean_name(self) -> str:
         return clean_credential_name(self.team, self.cleaned_data["name"], self.instance)
@@ -127,9 +165,6 @@ class CredentialForm(forms.ModelForm):
             # PostgreSQL's jsonb cannot hold \u0000: refused here, not as a 500.
             raise forms.ValidationError("Options may not contain NUL (\\u0000) characters.")
         return options
-
-    def clean_max_concurrency(self) -> int:
-        return clean_max_concurrency(self.cleaned_data["max_concurrency"])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -162,7 +197,7 @@ class CredentialForm(forms.ModelForm):
         return credential
 
 
-class CredentialEditForm(forms.ModelForm):
+class CredentialEditForm(PerMinuteFields):
     """An admin's edit of a credential: name, base URL, limits, and a new
     secret (empty keeps the stored one, which is never shown)."""
 
@@ -185,12 +220,17 @@ class CredentialEditForm(forms.ModelForm):
 
     class Meta:
         model = Credential
-        fields = ["name", "base_url", "max_concurrency", "requests_per_minute"]
+        fields = [
+            "name",
+            "base_url",
+            "max_concurrency",
+            "requests_per_minute",
+            "tokens_per_minute",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["max_concurrency"].min_value = 1
-        self.fields["max_concurrency"].widget.attrs.update(min=1, max=MAX_CONCURRENCY)
+        self.setup_limits()
         self.stored_base_url = self.instance.base_url
 
     def clean_name(self) -> str:
@@ -214,9 +254,6 @@ class CredentialEditForm(forms.ModelForm):
                 "given for.",
             )
         return data
-
-    def clean_max_concurrency(self) -> int:
-        return clean_max_concurrency(self.cleaned_data["max_concurrency"])
 
     def clean_base_url(self) -> str:
         url = (

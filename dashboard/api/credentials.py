@@ -48,7 +48,13 @@ def credential_json(credential: Credential) -> dict[str, Any]:
         "base_url": credential.base_url,
         "options": credential.options or {},
         "max_concurrency": credential.max_concurrency,
+        "rpm": credential.requests_per_minute,
+        "tpm": credential.tokens_per_minute,
     }
+
+
+#: The form's field names as the API calls them.
+API_FIELD_NAMES = {"requests_per_minute": "rpm", "tokens_per_minute": "tpm"}
 
 
 @router.get("", response={200: list[CredentialOut], (400, 401): Error}, url_name="api_credentials")
@@ -81,7 +87,12 @@ def create_credential(request: HttpRequest, payload: CredentialIn) -> Any:
     # The page's form validates, so the API and the page refuse the same things.
     form = CredentialForm(form_data(payload), team=membership.team)
     if not form.is_valid():
-        raise invalid({name: [str(m) for m in msgs] for name, msgs in form.errors.items()})
+        raise invalid(
+            {
+                API_FIELD_NAMES.get(name, name): [str(m) for m in msgs]
+                for name, msgs in form.errors.items()
+            }
+        )
     try:
         with transaction.atomic():
             credential = form.save_for(request.auth, via="api")
@@ -102,6 +113,8 @@ def form_data(payload: CredentialIn) -> dict[str, Any]:
         "max_concurrency": payload.max_concurrency
         if payload.max_concurrency is not None
         else default_concurrency,
+        "requests_per_minute": payload.rpm if payload.rpm is not None else "",
+        "tokens_per_minute": payload.tpm if payload.tpm is not None else "",
     }
 
 

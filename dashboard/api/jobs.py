@@ -103,6 +103,7 @@ def create_job(request: HttpRequest, payload: JobIn) -> Any:
             dataset=inputs.dataset,
             mode=mode,
             scorers=scorers,
+            cache=bool(payload.cache),
         )
     except cost.BudgetExceeded as exc:
         raise ApiError(409, str(exc)) from None
@@ -347,6 +348,7 @@ def item_json(item: Item, scores: list[dict[str, Any]] | None = None) -> dict[st
         "output": item.output,
         "error": item.error,
         "attempts": item.attempts,
+        "cached_from": item.cached_from_id,
         "latency_ms": item.latency_ms,
         "tokens_in": item.tokens_in,
         "tokens_out": item.tokens_out,

@@ -77,7 +77,17 @@ class CredentialIn(Body):
     base_url: Text | None = Field(None, description="Empty for the provider's public endpoint.")
     options: JsonObject | None = Field(None, description="Provider-specific settings.")
     max_concurrency: Annotated[int, Field(strict=True)] | None = Field(
-        None, description="Requests at once on this credential, 1-256 (default 4)."
+        None, description="Requests at once on this credential, 1-2000 (default 4)."
+    )
+    rpm: Annotated[int, Field(strict=True)] | None = Field(
+        None,
+        description="Requests per minute, shared by every job and worker "
+        "(1-1,000,000; null: no limit).",
+    )
+    tpm: Annotated[int, Field(strict=True)] | None = Field(
+        None,
+        description="Tokens per minute: each call's estimated prompt tokens plus the output "
+        "it may use (1-1,000,000,000; null: no limit).",
     )
     team: Id | None = Field(None, description="Default: your first team by name.")
 
@@ -89,6 +99,8 @@ class CredentialOut(Schema):
     base_url: str
     options: JsonObject
     max_concurrency: int
+    rpm: int | None
+    tpm: int | None
 
 
 class ConnectionTestIn(Body):
@@ -147,6 +159,11 @@ class JobIn(Body):
         None,
         description="Checks on every item's output, each {type, name, ...}: equals, contains, "
         "icontains, regex, json_field, numeric, length, valid, judge.",
+    )
+    cache: Flag | None = Field(
+        None,
+        description="Rows whose request (provider, base URL, model, parameters, prompt) an "
+        "item of the team already answered take that output without a call, at no cost.",
     )
     dry_run: Flag | None = Field(
         None,
@@ -236,6 +253,13 @@ class ScoresOut(Schema):
     rescoring: bool = Field(description="The job's finished items are being scored.")
 
 
+class CacheSummary(Schema):
+    hits: int = Field(description="Rows that took a completed row's output without a call.")
+    saved: float | None = Field(
+        description="USD those rows' sources cost, at the job's price (null: no price)."
+    )
+
+
 class JobSummary(Schema):
     id: int
     provider: str
@@ -271,6 +295,7 @@ class JobSummary(Schema):
     )
     scorers: list[JsonObject] = Field(description="The job's scorers, normalized.")
     scores: list[ScoreSummary] = Field(description="Per scorer: counts, pass rate, interval.")
+    cache: CacheSummary = Field(description="Rows that came from the cache, and what they saved.")
 
 
 class JobOut(JobSummary):
@@ -289,6 +314,9 @@ class ItemOut(Schema):
     output: Any = Field(description="Text, or the parsed object for structured output.")
     error: str
     attempts: int
+    cached_from: int | None = Field(
+        None, description="The completed item (its id) whose output this row took, if any."
+    )
     latency_ms: int | None
     tokens_in: int | None
     tokens_out: int | None

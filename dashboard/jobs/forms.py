@@ -101,6 +101,12 @@ class JobForm(forms.Form):
         help_text="Batch sends the prompts to the provider's own batch API: outside the "
         "online rate limits, at the batch price.",
     )
+    cache = forms.BooleanField(
+        required=False,
+        label="Use the cache",
+        help_text="Prompts your team already ran with the same model and parameters take "
+        "that answer without a call, at no cost.",
+    )
 
     #: Fields every provider shows; the others only when the provider uses them.
     COMMON = ("credential", "model", "prompts", "split", "options")

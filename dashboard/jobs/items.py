@@ -52,6 +52,8 @@ ITEM_FIELDS = [
     "valid",
     "validation_error",
     "updated_at",
+    "request_hash",
+    "cached_from",
 ]
 #: Characters per token when the provider reports no usage.
 CHARS_PER_TOKEN = 4

@@ -1,19 +1,26 @@
 """Per-credential limits that hold across every worker process: concurrency
-slots, a requests-per-minute window and a circuit breaker. All state is in the
+slots, requests and tokens per minute, the provider's own pauses and a circuit
+breaker. All state is in the
 database and changed with conditional UPDATEs, so it works the same on SQLite
 and PostgreSQL and a killed worker leaves nothing stuck (slot leases expire)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Case, ExpressionWrapper, F, FloatField, Q, Value, When
+from django.db.models.functions import Coalesce, Greatest
 
 from dashboard.core import clock
 from dashboard.core.logs import redact
 from dashboard.models import Credential, CredentialSlot
 from providers import ErrorKind, ProviderError
+
+logger = logging.getLogger(__name__)
 
 #: Consecutive failed requests that open a credential's circuit.
 CIRCUIT_THRESHOLD = 8
@@ -51,14 +58,13 @@ def slots_acquire(credential: Credential, owner: str, want: int) -> int:
         .values_list("pk", flat=True)[: max(0, want)]
     )
     expires = now + timedelta(seconds=lease_seconds())
-    got = 0
-    for pk in candidates:
-        got += (
-            CredentialSlot.objects.filter(pk=pk)
-            .filter(free)
-            .update(holder=owner, expires_at=expires)
-        )
-    return got
+    # One conditional UPDATE for them all (up to 2,000): a slot another worker
+    # took meanwhile no longer matches ``free`` and is not counted.
+    return (
+        CredentialSlot.objects.filter(pk__in=candidates)
+        .filter(free)
+        .update(holder=owner, expires_at=expires)
+    )
 
 
 def slots_renew(credential_id: int, owner: str) -> None:
@@ -73,28 +79,196 @@ def slots_release(credential_id: int, owner: str) -> int:
     )
 
 
-# --- requests per minute ----------------------------------------------------------------
+# --- requests and tokens per minute ------------------------------------------------------
+#
+# Each limit is a GCRA token bucket kept as one number: the moment (epoch
+# seconds) by which the calls let through so far are paid for at the limit's
+# pace (60/rpm seconds a request, 60/tpm seconds a token). A call may go while
+# that moment is at most BURST_SECONDS ahead of now, so in any 60 s the
+# provider sees at most ``rpm`` requests plus ``rpm * BURST_SECONDS / 60``
+# (and ``tpm`` tokens plus as many, plus one call's own). One conditional
+# UPDATE a call (or one Lua script in Redis), whatever the traffic.
+
+#: What a limit lets through at once after a quiet spell, in seconds of its pace.
+BURST_SECONDS = 3.0
+#: A refusal is written on the credential (``last_limited_at``) at most this often.
+LIMITED_NOTE_SECONDS = 1.0
 
 
-def rate_acquire(credential: Credential, now: datetime | None = None) -> float:
-    """Take one request from the credential's per-minute budget. Returns 0 when
-    the request may go now, else the seconds until the next window opens."""
-    rpm = credential.requests_per_minute
-    if not rpm:
+def burst(per_minute: int) -> int:
+    """Calls (or tokens) a limit lets through at once beyond its pace."""
+    return max(1, int(per_minute * BURST_SECONDS / 60))
+
+
+def use_redis() -> bool:
+    return getattr(settings, "DASHBOARD_BROKER", "orm") == "redis"
+
+
+def rate_acquire(credential: Credential, now: datetime | None = None, *, tokens: int = 0) -> float:
+    """Take one request (and ``tokens`` tokens) from the credential's
+    per-minute budgets. Returns 0 when the call may go now, else the seconds
+    until it may."""
+    rpm, tpm = credential.requests_per_minute, credential.tokens_per_minute
+    if not rpm and not tpm:
         return 0.0
     now = now or clock.now()
+    moment = now.timestamp()
+    rate_step = 60.0 / rpm if rpm else 0.0
+    token_step = 60.0 * tokens / tpm if tpm and tokens else 0.0
+    if use_redis():
+        wait = _redis_acquire(credential.pk, moment, rate_step, token_step, tokens, now)
+    else:
+        wait = _db_acquire(credential.pk, moment, rate_step, token_step, tokens, now)
+    if wait:
+        limited(credential.pk, "its own rate limit (rpm/tpm)", now)
+    return wait
+
+
+def _tolerance(step: float) -> float:
+    return max(0.0, BURST_SECONDS - step)
+
+
+def _db_acquire(
+    pk: int, moment: float, rate_step: float, token_step: float, tokens: int, now: datetime
+) -> float:
+    allowed = Q()
+    updates: dict[str, Any] = {}
+    for name, step in (("rate_paid_until", rate_step), ("token_paid_until", token_step)):
+        if not step:
+            continue
+        allowed &= Q(**{f"{name}__isnull": True}) | Q(**{f"{name}__lte": moment + _tolerance(step)})
+        start = Greatest(Coalesce(F(name), Value(moment)), Value(moment))
+        updates[name] = ExpressionWrapper(start + Value(step), output_field=FloatField())
     window = now.replace(second=0, microsecond=0)
-    if Credential.objects.filter(
-        pk=credential.pk, rate_window_start=window, rate_window_count__lt=rpm
-    ).update(rate_window_count=F("rate_window_count") + 1):
+    same = Q(rate_window_start=window)
+    updates["rate_window_count"] = Case(
+        When(same, then=F("rate_window_count") + 1), default=Value(1)
+    )
+    updates["token_window_count"] = Case(
+        When(same, then=F("token_window_count") + tokens), default=Value(tokens)
+    )
+    updates["rate_window_start"] = Value(window)
+    if Credential.objects.filter(allowed, pk=pk).update(**updates):
         return 0.0
-    if (
-        Credential.objects.filter(pk=credential.pk)
-        .filter(Q(rate_window_start__lt=window) | Q(rate_window_start__isnull=True))
-        .update(rate_window_start=window, rate_window_count=1)
-    ):
-        return 0.0
-    return max(0.01, (window + timedelta(minutes=1) - now).total_seconds())
+    rate_paid, token_paid = Credential.objects.filter(pk=pk).values_list(
+        "rate_paid_until", "token_paid_until"
+    ).first() or (None, None)
+    return _wait_for(moment, rate_step, rate_paid, token_step, token_paid)
+
+
+def _wait_for(
+    moment: float,
+    rate_step: float,
+    rate_paid: float | None,
+    token_step: float,
+    token_paid: float | None,
+) -> float:
+    waits = [0.0]
+    if rate_step and rate_paid is not None:
+        waits.append(rate_paid - moment - _tolerance(rate_step))
+    if token_step and token_paid is not None:
+        waits.append(token_paid - moment - _tolerance(token_step))
+    # Raced with another worker (or refused as it drained): try again very soon.
+    return max(0.01, max(waits))
+
+
+def tokens_adjust(credential: Credential, delta: int) -> None:
+    """Reconcile the tokens-per-minute budget with the usage the provider
+    reported: ``delta`` tokens more (or fewer) than were estimated."""
+    tpm = credential.tokens_per_minute
+    if not tpm or not delta:
+        return
+    step = 60.0 * delta / tpm
+    if use_redis():
+        _redis().eval(_REDIS_ADJUST, 1, _redis_key(credential.pk), repr(step), delta)
+        return
+    Credential.objects.filter(pk=credential.pk, token_paid_until__isnull=False).update(
+        token_paid_until=F("token_paid_until") + step,
+        token_window_count=Greatest(F("token_window_count") + delta, Value(0)),
+    )
+
+
+def rate_pace(credential: Credential, now: datetime | None = None) -> dict[str, int]:
+    """Requests and tokens counted in the current minute (for the page)."""
+    now = now or clock.now()
+    window = now.replace(second=0, microsecond=0)
+    if use_redis():
+        try:
+            start, requests, tokens = _redis().hmget(_redis_key(credential.pk), "w", "n", "k")
+        except Exception:  # the page shows no pace rather than failing
+            logger.warning("Could not read the rate pace from Redis", exc_info=True)
+            return {"requests": 0, "tokens": 0}
+        if start is None or float(start) != window.timestamp():
+            return {"requests": 0, "tokens": 0}
+        return {"requests": int(requests or 0), "tokens": max(0, int(tokens or 0))}
+    if credential.rate_window_start != window:
+        return {"requests": 0, "tokens": 0}
+    return {"requests": credential.rate_window_count, "tokens": credential.token_window_count}
+
+
+def limited(credential_id: int, reason: str, now: datetime | None = None) -> None:
+    """Note on the credential that a limit held a call back (at most once a second)."""
+    now = now or clock.now()
+    Credential.objects.filter(pk=credential_id).filter(
+        Q(last_limited_at__isnull=True)
+        | Q(last_limited_at__lt=now - timedelta(seconds=LIMITED_NOTE_SECONDS))
+    ).update(last_limited_at=now, last_limited_reason=reason[:200])
+
+
+# The same bucket in Redis (DASHBOARD_BROKER=redis): one hash per credential,
+# r/t the paid-until moments, w/n/k the pace's minute and its counts.
+_REDIS_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local rstep, rtol = tonumber(ARGV[2]), tonumber(ARGV[3])
+local tstep, ttol = tonumber(ARGV[4]), tonumber(ARGV[5])
+local window, tokens = ARGV[6], tonumber(ARGV[7])
+local r = tonumber(redis.call('HGET', KEYS[1], 'r')) or now
+local t = tonumber(redis.call('HGET', KEYS[1], 't')) or now
+local wait = 0
+if rstep > 0 and r > now + rtol then wait = r - now - rtol end
+if tstep > 0 and t > now + ttol then wait = math.max(wait, t - now - ttol) end
+if wait > 0 then return tostring(wait) end
+if rstep > 0 then redis.call('HSET', KEYS[1], 'r', tostring(math.max(r, now) + rstep)) end
+if tstep > 0 then redis.call('HSET', KEYS[1], 't', tostring(math.max(t, now) + tstep)) end
+if redis.call('HGET', KEYS[1], 'w') ~= window then
+  redis.call('HSET', KEYS[1], 'w', window, 'n', 0, 'k', 0)
+end
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HINCRBY', KEYS[1], 'k', tokens)
+redis.call('EXPIRE', KEYS[1], 3600)
+return '0'
+"""
+_REDIS_ADJUST = """
+if redis.call('HEXISTS', KEYS[1], 't') == 1 then
+  redis.call('HINCRBYFLOAT', KEYS[1], 't', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'k', ARGV[2])
+end
+return 0
+"""
+
+
+@functools.cache
+def _redis() -> Any:
+    import redis  # a dependency; only needed with the Redis broker
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+
+
+def _redis_key(pk: int) -> str:
+    return f"dashboard:rate:{pk}"
+
+
+def _redis_acquire(
+    pk: int, moment: float, rate_step: float, token_step: float, tokens: int, now: datetime
+) -> float:
+    window = now.replace(second=0, microsecond=0).timestamp()
+    args = [moment, rate_step, _tolerance(rate_step), token_step, _tolerance(token_step)]
+    wait = float(
+        _redis().eval(
+            _REDIS_ACQUIRE, 1, _redis_key(pk), *(repr(a) for a in args), repr(window), tokens
+        )
+    )
+    return max(0.01, wait) if wait > 0 else 0.0
 
 
 # --- circuit breaker -------------------------------------------------------------------------
@@ -148,14 +322,21 @@ def circuit_record(
 # --- Retry-After: a pause for the whole credential -------------------------------------------
 
 
-def pause_credential(credential_id: int, seconds: float, now: datetime | None = None) -> datetime:
-    """The provider said to wait (429 with Retry-After): no call on this
-    credential, from any job or worker, before then. Returns the moment."""
+def pause_credential(
+    credential_id: int,
+    seconds: float,
+    now: datetime | None = None,
+    *,
+    reason: str = "the provider asked to wait",
+) -> datetime:
+    """The provider said to wait (a 429, Retry-After, or its headers saying
+    the budget is spent): no call on this credential, from any job or worker,
+    before then. Returns the moment."""
     now = now or clock.now()
     until = now + timedelta(seconds=min(seconds, MAX_PAUSE_SECONDS))
     Credential.objects.filter(pk=credential_id).filter(
         Q(paused_until__isnull=True) | Q(paused_until__lt=until)
-    ).update(paused_until=until)
+    ).update(paused_until=until, last_limited_at=now, last_limited_reason=reason[:200])
     return until
 
 

@@ -15,6 +15,8 @@ import heapq
 import itertools
 import logging
 import queue
+import random
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,10 +31,13 @@ from dashboard.instances.gate import note_runs
 from dashboard.models import Item, Job, JobEvent
 from dashboard.status import ItemStatus, JobStatus
 from providers import ErrorKind, ItemResult, JobSpec, Provider, ProviderError
+from providers.data import RateInfo
 
-from . import limits
+from . import cache, limits
+from .cost import DEFAULT_MAX_TOKENS
 from .items import (
     Changes,
+    estimate_tokens,
     item_complete,
     item_fail,
     items_pending,
@@ -57,6 +62,9 @@ SHORT_PAUSE = 3.0
 #: keep busy while the worker's own thread writes a flush or waits for the GIL
 #: (figure 9 of the benchmarks: 32 threads, 96 calls queued behind them).
 QUEUED_PER_THREAD = 4
+#: A pause learned from the headers' reset is stretched by up to this
+#: fraction, so the calls it held do not all come back in the same instant.
+RATE_JITTER = 0.1
 
 
 @dataclass
@@ -65,6 +73,8 @@ class Call:
 
     items: list[Item]
     spec: JobSpec
+    #: Tokens taken from the credential's tokens-per-minute budget for it.
+    tokens: int = 0
 
 
 @dataclass
@@ -74,17 +84,53 @@ class Outcome:
     call: Call
     results: list[ItemResult] | None = None
     error: ProviderError | None = None
+    #: What the answer's rate-limit headers said.
+    rate: RateInfo | None = None
+
+
+class Hold:
+    """The one thing pool threads share: until when (monotonic) the provider
+    asked this credential to wait, as the latest answer said. A thread about to
+    call waits it out, so a call queued behind the one that learned it does not
+    go before the main thread has recorded the pause."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, clock.monotonic() + seconds)
+
+    def wait(self) -> None:
+        with self._lock:
+            left = self._until - clock.monotonic()
+        if left > 0:
+            clock.sleep(min(left, SHORT_PAUSE))
 
 
 def run_call(
-    provider: Provider, call: Call, on_chunk: Callable[[int, str], None] | None
+    provider: Provider,
+    call: Call,
+    on_chunk: Callable[[int, str], None] | None,
+    hold: Hold | None = None,
 ) -> Outcome:
-    """On a pool thread: one provider call, no database, no shared state."""
+    """On a pool thread: one provider call, no database."""
+    take_rate = getattr(provider, "take_rate", lambda: None)
+    if hold is not None:
+        hold.wait()
     try:
         results = provider.run_items(call.spec, list(range(len(call.items))), on_chunk)
     except ProviderError as exc:
-        return Outcome(call, error=exc)
-    return Outcome(call, results=results)
+        # A refusal: the main thread pauses the credential and holds the calls
+        # queued behind this one.
+        take_rate()
+        return Outcome(call, error=exc, rate=exc.rate)
+    outcome = Outcome(call, results=results, rate=take_rate())
+    wait = outcome.rate.wait() if outcome.rate is not None else 0.0
+    if hold is not None and wait > 0:
+        hold.extend(min(wait, limits.MAX_PAUSE_SECONDS))
+    return outcome
 
 
 @dataclass(order=True)
@@ -116,8 +162,24 @@ class SyncRun:
         #: ``concurrent.futures.wait`` installs a waiter on every one of them.
         self.finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.events: list[JobEvent] = []
+        self.hold = Hold()
         self.failed_now: list[tuple[list[Item], str]] = []
         self.retried_now: list[tuple[list[Item], float, str]] = []
+        self.waited_now: list[tuple[list[Item], float, str]] = []
+        self.cached_now = 0
+        #: Rate-limit refusals per unit (by its first item), for the backoff
+        #: when the provider says not when to come back.
+        self.refusals: dict[int, int] = {}
+        #: Reported tokens minus estimated ones, for the tokens-per-minute budget.
+        self.token_delta = 0
+        #: The job's own deadline (monotonic): rows stop waiting on rate limits then.
+        self.job_deadline: float | None = None
+        if job.deadline_at is not None:
+            left = (job.deadline_at - clock.now()).total_seconds()
+            self.job_deadline = clock.monotonic() + left
+        max_tokens = self.base.get("max_tokens")
+        self.output_allowance = max_tokens if isinstance(max_tokens, int) else DEFAULT_MAX_TOKENS
+        self.system_tokens = estimate_tokens(self.base.get("system_prompt") or "")
         self.successes = 0
         self.failures: list[ProviderError] = []
         self.fatal: ProviderError | None = None
@@ -142,12 +204,37 @@ class SyncRun:
         return JobSpec.from_dict({**self.base, "prompts": [item.input for item in items]})
 
     def refill(self) -> None:
-        """Group the next chunk of pending items into the provider's units."""
-        chunk = list(itertools.islice(self.pending, LOOKAHEAD))
-        if not chunk:
-            return
-        for unit in self.provider.units(self.spec_for(chunk)):
-            self.units.append([chunk[position] for position in unit])
+        """Group the next chunk of pending items into the provider's units
+        (after taking from the cache what it already has)."""
+        while not self.units:
+            chunk = list(itertools.islice(self.pending, LOOKAHEAD))
+            if not chunk:
+                return
+            for item in chunk:
+                if not item.request_hash:
+                    item.request_hash = cache.request_hash(self.job, self.base, item.input)
+            if self.job.cache:
+                chunk = self.from_cache(chunk)
+            if not chunk:
+                continue
+            for unit in self.provider.units(self.spec_for(chunk)):
+                self.units.append([chunk[position] for position in unit])
+
+    def from_cache(self, chunk: list[Item]) -> list[Item]:
+        """Complete the items the team's cache answers (one query); the rest."""
+        sources = cache.cache_sources(
+            self.job.team_id, (item.request_hash for item in chunk), exclude_job=self.job.pk
+        )
+        rest = []
+        for item in chunk:
+            source = sources.get(item.request_hash)
+            if source is None:
+                rest.append(item)
+                continue
+            self.touch(item)
+            cache.item_from_cache(item, source)
+            self.cached_now += 1
+        return rest
 
     def now(self) -> float:
         return max(clock.monotonic(), self.slept_until)
@@ -192,14 +279,24 @@ class SyncRun:
         items = outcome.call.items
         if outcome.results is not None:
             self.successes += 1
+            reported = None
             for item, result in zip(items, outcome.results, strict=False):
                 self.touch(item)
                 item_complete(item, result, self.schema)
+                if result.tokens_in is not None or result.tokens_out is not None:
+                    used = (result.tokens_in or 0) + (result.tokens_out or 0)
+                    reported = used + (reported or 0)
+            if reported is not None and outcome.call.tokens:
+                self.token_delta += reported - outcome.call.tokens
+            self.learn(outcome.rate)
             return
         exc = outcome.error
         assert exc is not None
         self.failures.append(exc)
         message = credential_redact(self.job.credential, exc.message)
+        if exc.kind == ErrorKind.RATE_LIMIT:
+            self.refused(items, exc, message)
+            return
         if exc.kind in FATAL_KINDS:
             self.fatal = exc
         elif exc.retryable and items[0].attempts < MAX_CALL_ATTEMPTS:
@@ -218,6 +315,44 @@ class SyncRun:
             self.touch(item)
             item_fail(item, message)
         self.failed_now.append((items, message))
+
+    def refused(self, items: list[Item], exc: ProviderError, message: str) -> None:
+        """A 429: a pause for the whole credential, not a failed attempt. The
+        unit waits (Retry-After, else the reset its headers gave, else a
+        backoff, with jitter) and goes again; it fails only when that wait
+        would pass the job's deadline."""
+        self.unstarted(items)
+        refusals = self.refusals.get(items[0].pk, 0) + 1
+        self.refusals[items[0].pk] = refusals
+        delay = exc.retry_after
+        if delay is None:
+            # The reset its headers gave (jittered: the budget refills for every
+            # waiting call at once), else a backoff (jittered already).
+            learned = exc.rate.wait() if exc.rate is not None else 0.0
+            delay = learned * (1 + random.uniform(0, RATE_JITTER)) or backoff(refusals)
+        delay = min(delay, limits.MAX_PAUSE_SECONDS)
+        now = self.now()
+        if self.job_deadline is not None and now + delay >= self.job_deadline:
+            reason = f"Still rate limited when the job's deadline passed: {message}"
+            for item in items:
+                self.touch(item)
+                item_fail(item, reason)
+            self.failed_now.append((items, reason))
+            return
+        self.pause(delay, f"{self.provider.label} answered 429 (rate limited)")
+        heapq.heappush(self.retries, _Retry(now + delay, next(self.seq), items))
+        self.waited_now.append((items, delay, message))
+
+    def learn(self, rate: RateInfo | None) -> None:
+        """The provider's headers say a budget is spent: hold every call on the
+        credential until it resets, before the provider has to refuse one."""
+        wait = rate.wait() if rate is not None else 0.0
+        if wait > 0:
+            self.pause(wait, f"{self.provider.label}'s rate-limit headers: budget spent")
+
+    def pause(self, seconds: float, reason: str) -> None:
+        self.pause_wall = limits.pause_credential(self.job.credential_id, seconds, reason=reason)
+        self.paused_until = max(self.paused_until, self.now() + seconds)
 
     def collect_chunks(self) -> None:
         streamed: dict[int, list[str]] = {}
@@ -256,7 +391,28 @@ class SyncRun:
                     f"{prompt_label([i.index for i in items])} in {delay:.1f} s after: {first}",
                 )
             )
-        self.failed_now, self.retried_now = [], []
+        if self.waited_now:
+            items = [item for unit, _, _ in self.waited_now for item in unit]
+            _, delay, first = self.waited_now[0]
+            self.events.append(
+                JobEvent(
+                    job_id=self.job.pk,
+                    kind=JobEvent.Kind.RETRY,
+                    message=f"{prompt_label([i.index for i in items]).capitalize()} "
+                    f"wait {delay:.1f} s (not counted as an attempt) after: {first}",
+                )
+            )
+        if self.cached_now:
+            rows = "row" if self.cached_now == 1 else "rows"
+            self.events.append(
+                JobEvent(
+                    job_id=self.job.pk,
+                    kind=JobEvent.Kind.EVENT,
+                    message=f"{self.cached_now:,} {rows} from the cache (no call).",
+                )
+            )
+        self.failed_now, self.retried_now, self.waited_now = [], [], []
+        self.cached_now = 0
 
     # -- writing -----------------------------------------------------------------------
 
@@ -293,6 +449,9 @@ class SyncRun:
         count) with what happened since the last flush."""
         failures, self.failures = self.failures, []
         successes, self.successes = self.successes, 0
+        delta, self.token_delta = self.token_delta, 0
+        if delta:
+            limits.tokens_adjust(self.job.credential, delta)
         if successes or failures:
             limits.circuit_record(self.job.credential_id, successes=successes, failures=failures)
             # The credential's health says what the latest call saw (a 401 at once).
@@ -320,13 +479,31 @@ class SyncRun:
                 )
         if self.paused_until > self.now():
             return Deferred(self.paused_until, f"{self.provider.label} asked to wait (Retry-After)")
-        wait_for = limits.rate_acquire(credential)
-        if wait_for:
-            return Deferred(
-                clock.monotonic() + wait_for,
-                "the credential's requests-per-minute limit is reached",
-            )
         return None
+
+    def tokens_for(self, items: list[Item]) -> int:
+        """A call's share of the tokens-per-minute budget: its prompts' estimated
+        input tokens plus the output they may use."""
+        return sum(
+            estimate_tokens(item.input) + self.system_tokens + self.output_allowance
+            for item in items
+        )
+
+    def admitted(self, call: Call) -> Deferred | None:
+        """Ask the credential's rpm/tpm budgets for the call: None when it may go."""
+        credential = self.job.credential
+        assert credential is not None
+        if not credential.requests_per_minute and not credential.tokens_per_minute:
+            return None
+        if credential.tokens_per_minute:
+            call.tokens = self.tokens_for(call.items)
+        wait_for = limits.rate_acquire(credential, tokens=call.tokens)
+        if not wait_for:
+            return None
+        return Deferred(
+            clock.monotonic() + wait_for,
+            "the credential's requests- or tokens-per-minute limit is reached",
+        )
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -397,6 +574,15 @@ class SyncRun:
                 self.defer(Deferred(now, "time budget of this task used up"))
                 return
             blocked = self.blocked()
+            call = None
+            if blocked is None:
+                items = self.next_unit(now)
+                if items is None:
+                    return
+                call = Call(items, self.spec_for(items))
+                blocked = self.admitted(call)
+                if blocked is not None:
+                    self.units.appendleft(items)  # it goes first once the budget allows
             if blocked is not None:
                 pause = blocked.when - now
                 if pause > SHORT_PAUSE or now + pause >= self.deadline:
@@ -405,12 +591,9 @@ class SyncRun:
                     self.sleep_until(blocked.when)
                     continue
                 return  # a short pause: the calls in flight keep the loop turning
-            items = self.next_unit(now)
-            if items is None:
-                return
-            self.started(items)
-            call = Call(items, self.spec_for(items))
-            future = pool.submit(run_call, self.provider, call, self.on_chunk_for(call))
+            assert call is not None
+            self.started(call.items)
+            future = pool.submit(run_call, self.provider, call, self.on_chunk_for(call), self.hold)
             in_flight[future] = call
             future.add_done_callback(self.finished.put)
 

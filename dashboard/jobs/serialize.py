@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from dashboard.models import Job, JobEvent
 
-from . import cost, results
+from . import cache, cost, results
 
 #: A job's ``outputs`` are given up to this many items; above, page the items.
 OUTPUTS_MAX = 1000
@@ -55,6 +55,7 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
         "batches": job_batches(job),
         "scorers": job.scorers,
         "scores": [],
+        "cache": cache.cache_summary(job),
     }
     for name, section in SECTIONS.items():
         data[name] = section(job)

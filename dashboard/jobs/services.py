@@ -317,6 +317,7 @@ def job_create(
     comparison: Comparison | None = None,
     mode: str = Job.Mode.ONLINE,
     scorers: Sequence[dict[str, Any]] = (),
+    cache: bool = False,
 ) -> Job:
     """Save a job and its items, and nudge a worker once the transaction commits.
 
@@ -330,7 +331,9 @@ def job_create(
     database; otherwise the spec's schema gives them); ``dataset`` is the one
     whose rows the items are, ``comparison`` the one the job is a target of.
     ``mode`` is checked already (``spec.mode_problem``); a batch job keeps the
-    batch price and estimate. ``scorers`` are normalized already (``dashboard.evals.scorers.normalize_scorers``)."""
+    batch price and estimate. ``scorers`` are normalized already
+    (``dashboard.evals.scorers.normalize_scorers``). With ``cache`` the items the
+    team already has answers for take them without a call."""
     now = clock.now()
     deadline = deadline_seconds(spec, mode)
     data = spec.to_dict()
@@ -363,6 +366,7 @@ def job_create(
             cost_estimated=estimate.cost,
             mode=mode,
             scorers=list(scorers),
+            cache=cache,
         )
         items_create(job, prompts, input_fields=input_fields, source_indexes=source_indexes)
         who = f" by {user.get_username()}" if user is not None else ""

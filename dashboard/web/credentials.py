@@ -37,6 +37,7 @@ from dashboard.core.connect import credential_redact
 from dashboard.instances import catalog
 from dashboard.instances import services as instances
 from dashboard.instances.catalog import CATALOG_MIN_INTERVAL_SECONDS, CATALOG_REFRESH_SECONDS
+from dashboard.jobs import limits
 from dashboard.models import Credential, Role
 from dashboard.status import INSTANCE_LIVE, JOB_ACTIVE
 
@@ -71,6 +72,12 @@ def credential_list(request: HttpRequest) -> HttpResponse:
         credential.health_detail = credential_redact(credential, credential.health_detail)
         credential.check_billed = credential_check_is_billed(credential)
         credential.check_model = credential_check_model(credential)
+        # The pace this minute, against the limits every worker shares.
+        credential.pace = (
+            limits.rate_pace(credential)
+            if credential.requests_per_minute or credential.tokens_per_minute
+            else None
+        )
         # An error newer than the health verdict (a writer that does not report
         # health yet) is shown beside it, never hidden behind a green OK.
         credential.error_is_newer = bool(credential.last_error) and (

@@ -35,7 +35,7 @@ from dashboard.datasets.template import TemplateError
 from dashboard.evals.forms import add_scorers_field, scorers_clean
 from dashboard.evals.scores import scores_summary
 from dashboard.instances.catalog import model_choices, model_warning
-from dashboard.jobs import cost, export, results
+from dashboard.jobs import cache, cost, export, results
 from dashboard.jobs.batch import chunk_resubmit
 from dashboard.jobs.cost import BudgetExceeded
 from dashboard.jobs.forms import (
@@ -79,6 +79,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                     input_columns=inputs.columns,
                     dataset=inputs.dataset,
                     scorers=scorers,
+                    cache=bool(form.cleaned_data.get("cache")),
                 )
             except BudgetExceeded as exc:
                 form.add_error(None, str(exc))  # the form again, nothing saved
@@ -221,6 +222,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "score_verdicts": results.SCORE_VERDICTS,
         "item_statuses": ItemStatus.choices,
         "has_retries": job.retries.exists(),
+        "cache": cache.cache_summary(job) if job.cache else None,
     }
     return render(request, "dashboard/job_detail.html", context)
 

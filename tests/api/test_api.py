@@ -47,6 +47,8 @@ def test_design_table_walkthrough(alice_api: Api, team: Any, sims: Any) -> None:
         "base_url": together.base_url,
         "options": {},
         "max_concurrency": 2,
+        "rpm": None,
+        "tpm": None,
     }
     assert alice_api.get("credentials").json() == [credential]
 
@@ -483,7 +485,12 @@ def test_streaming_job_on_bytez(alice_api: Api, team: Any) -> None:
         ({"options": [1, 2]}, "options"),
         ({"options": "{}"}, "options"),
         ({"max_concurrency": 0}, "max_concurrency"),
-        ({"max_concurrency": 1000}, "max_concurrency"),
+        ({"max_concurrency": 2001}, "max_concurrency"),
+        ({"rpm": 0}, "rpm"),
+        ({"rpm": 1_000_001}, "rpm"),
+        ({"rpm": "ten"}, "rpm"),
+        ({"tpm": -5}, "tpm"),
+        ({"tpm": 10**12}, "tpm"),
         ({"max_concurrency": "ten"}, "max_concurrency"),
         ({"max_concurrency": False}, "max_concurrency"),
         ({"team": 999_999}, "team"),
@@ -505,12 +512,25 @@ def test_credential_defaults_and_duplicate_name(alice_api: Api, team: Any) -> No
     assert response.status_code == 201
     created = response.json()
     assert created["base_url"] == "https://api.together.xyz" and created["max_concurrency"] == 4
+    assert created["rpm"] is None and created["tpm"] is None
     assert b"s3cr3t-value" not in response.content
     credential = Credential.objects.get()
     assert (
         credential.reveal_secret() == "s3cr3t-value" and credential.created_by.username == "alice"
     )
     assert_error(alice_api.post("credentials", body), 400, "name")
+
+
+def test_credential_rate_limits(alice_api: Api, team: Any) -> None:
+    body = {"provider": "together", "name": "Paced", "secret": "s", "rpm": 600, "tpm": 90_000}
+    body["max_concurrency"] = 2000
+    response = alice_api.post("credentials", body)
+    assert response.status_code == 201
+    created = response.json()
+    assert (created["rpm"], created["tpm"], created["max_concurrency"]) == (600, 90_000, 2000)
+    credential = Credential.objects.get()
+    assert (credential.requests_per_minute, credential.tokens_per_minute) == (600, 90_000)
+    assert alice_api.get(f"credentials/{credential.pk}").json()["rpm"] == 600
 
 
 def test_team_in_body_picks_the_team(

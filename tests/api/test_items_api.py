@@ -36,6 +36,7 @@ def test_items_page_in_index_order_with_next(alice_api: Any, team: Any) -> None:
         "output": None,
         "error": "boom",
         "attempts": 0,
+        "cached_from": None,
         "latency_ms": None,
         "tokens_in": None,
         "tokens_out": None,

@@ -110,28 +110,30 @@ def test_two_workers_share_the_limit(team: Any, sims: Any) -> None:
 
 
 def test_requests_per_minute_window(team: Any) -> None:
+    """A token bucket: rpm 2 is one call each 30 s (a burst of at least one),
+    never two calls at the edge of two calendar minutes."""
     credential = make_credential(team, requests_per_minute=2)
     now = timezone.now().replace(second=10, microsecond=0)
     assert limits.rate_acquire(credential, now) == 0
-    assert limits.rate_acquire(credential, now) == 0
-    assert limits.rate_acquire(credential, now) == pytest.approx(50.0)
-    assert limits.rate_acquire(credential, now + timedelta(minutes=1)) == 0  # a new window
+    assert limits.rate_acquire(credential, now) == pytest.approx(30.0)
+    assert limits.rate_acquire(credential, now + timedelta(seconds=29)) == pytest.approx(1.0)
+    assert limits.rate_acquire(credential, now + timedelta(seconds=30)) == 0
 
 
 def test_requests_per_minute_pauses_the_job(team: Any, sims: Any, monkeypatch: Any) -> None:
-    # Ten seconds into a minute: the next window is 50 s away, never a short pause.
-    frozen = timezone.now().replace(second=10, microsecond=0)
+    # A frozen clock: the next call is 60 s away, never a short pause.
+    frozen = timezone.now()
     monkeypatch.setattr(clock, "now", lambda: frozen)
     sim = sims.get("together")
     credential = make_credential(
-        team, base_url=sim.base_url, max_concurrency=1, requests_per_minute=2
+        team, base_url=sim.base_url, max_concurrency=1, requests_per_minute=1
     )
     job = make_job(credential, ["a", "b", "c"])
     assert worker.advance_job(job.pk) == "deferred"
     job.refresh_from_db()
-    assert sim.count("POST /inference") == 2
-    assert job.progress_done == 2 and job.status == "running"
-    assert job.events.filter(message__contains="requests-per-minute limit").exists()
+    assert sim.count("POST /inference") == 1
+    assert job.progress_done == 1 and job.status == "running"
+    assert job.events.filter(message__contains="requests- or tokens-per-minute limit").exists()
     assert job.next_check_at > timezone.now()
 
 

@@ -124,7 +124,8 @@ def test_429_waits_retry_after_then_succeeds(team: Any, together: Any, waits: li
     assert together.count("POST /inference") == 1  # the fault answered the first
     assert together.count("fault 429") == 1
     retry = job.events.get(kind=JobEvent.Kind.RETRY)
-    assert "Retry 1/3 of prompt 1 in 3.0 s" in retry.message
+    # A 429 is a pause, not an attempt.
+    assert "Prompt 1 wait 3.0 s (not counted as an attempt)" in retry.message
     assert "rate limiting" in retry.message
 
 

@@ -117,7 +117,10 @@ def test_edit_form_errors(alice_client: Client, team: Any, settings: Any) -> Non
         ({"name": "Taken"}, "already has a credential with this name"),
         ({"name": "Ma\x00in"}, "Null characters are not allowed"),
         ({"base_url": "http://169.254.169.254/"}, "DASHBOARD_ALLOWED_PRIVATE_HOSTS"),
-        ({"max_concurrency": "0"}, "Between 1 and 256"),
+        ({"max_concurrency": "0"}, "Between 1 and 2000"),
+        ({"max_concurrency": "2001"}, "Between 1 and 2000"),
+        ({"requests_per_minute": "0"}, "Between 1 and 1,000,000, or empty"),
+        ({"tokens_per_minute": "1000000001"}, "Between 1 and 1,000,000,000, or empty"),
         ({"new_secret": "   "}, "The new secret is empty"),
     ]:
         response = alice_client.post(url, {**base, **changes})
