@@ -47,7 +47,8 @@ def _function_level_imports(path: Path) -> list[str]:
             else:
                 continue
             explained = "#" in lines[inner.lineno - 1]
-            if (inner.level or name.split(".")[0] in PACKAGES) and not explained:
+            relative = getattr(inner, "level", 0)  # `import x` has no level
+            if (relative or name.split(".")[0] in PACKAGES) and not explained:
                 found.append(f"{path.relative_to(ROOT)}:{inner.lineno} {name}")
     return found
 

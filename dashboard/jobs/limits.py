@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Case, ExpressionWrapper, F, FloatField, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
@@ -255,7 +256,9 @@ def _redis() -> Any:
 
 
 def _redis_key(pk: int) -> str:
-    return f"dashboard:rate:{pk}"
+    """The credential's bucket, named by its database too: two deployments (or
+    two test databases) sharing one Redis never share a credential's pace."""
+    return f"dashboard:rate:{connection.settings_dict['NAME']}:{pk}"
 
 
 def _redis_acquire(
