@@ -59,6 +59,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 #: URL name -> its other arguments (not an object), the same for every test.
 EXTRA_KWARGS: dict[str, dict[str, Any]] = {
     "job_items_export": {"fmt": "csv"},
+    "job_item_detail": {"index": 0},
     "comparison_export": {"fmt": "csv"},
 }
 
@@ -71,6 +72,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_note": "job",
     "job_items_export": "job",
     "job_rate": "job",
+    "job_item_detail": "job",
     "dataset_detail": "dataset",
     "dataset_rename": "dataset",
     "dataset_delete": "dataset",

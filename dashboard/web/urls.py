@@ -64,6 +64,11 @@ urlpatterns = [
         name="job_items_export",
     ),
     path("jobs/<int:pk>/rate", jobs.job_rate, name="job_rate"),
+    re_path(
+        r"^jobs/(?P<pk>[0-9]{1,18})/items/(?P<index>[0-9]{1,9})/$",
+        jobs.job_item_detail,
+        name="job_item_detail",
+    ),
     # datasets and comparisons
     path("datasets/", datasets.dataset_list, name="dataset_list"),
     path("datasets/preview", datasets.dataset_template_preview, name="dataset_template_preview"),
