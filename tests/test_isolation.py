@@ -60,6 +60,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 EXTRA_KWARGS: dict[str, dict[str, Any]] = {
     "job_items_export": {"fmt": "csv"},
     "job_item_detail": {"index": 0},
+    "comparison_cell": {"index": 0, "target": 1},
     "comparison_export": {"fmt": "csv"},
 }
 
@@ -78,6 +79,7 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "dataset_delete": "dataset",
     "comparison_detail": "comparison",
     "comparison_live": "comparison",
+    "comparison_cell": "comparison",
     "comparison_rate": "comparison",
     "comparison_note": "comparison",
     "comparison_retry": "comparison",

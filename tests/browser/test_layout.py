@@ -85,6 +85,10 @@ def objects_for(route: Route, data: LayoutData) -> list[tuple[str, dict[str, Any
     extra: dict[str, Any] = {}
     if route.params == ("pk", "fmt"):
         extra = {"fmt": "csv"}  # an export: probed, found not to be a page
+    elif route.params == ("pk", "index"):
+        extra = {"index": 0}  # a job's row: the page with its detail panel open
+    elif route.params == ("pk", "index", "target"):
+        extra = {"index": 0, "target": 1}  # a comparison's cell, its panel open
     elif route.params != ("pk",):
         return []
     for prefix, objects in by_prefix:

@@ -134,7 +134,9 @@ def test_the_menu_is_one_line_at_1280_and_usable_at_390(
     login(phone, live_server.url, "alice")
     phone.locator(".nav-toggle").click()
     for name in ("Jobs", "Comparisons", "Usage", "Team", "API tokens"):
-        expect(phone.locator("#site-menu").get_by_role("link", name=name, exact=True)).to_be_visible()
+        expect(
+            phone.locator("#site-menu").get_by_role("link", name=name, exact=True)
+        ).to_be_visible()
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     phone.locator("#site-menu").get_by_role("link", name="Credentials").click()
     phone.wait_for_url(f"{live_server.url}{reverse('credential_list')}")

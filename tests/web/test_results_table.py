@@ -177,3 +177,67 @@ def test_another_teams_row_is_a_404(
     assert panel_of(client, job, 0).status_code == 404
     assert client.get(reverse("job_item_detail", args=[job.pk, 0])).status_code == 404
     assert client.get(job.get_absolute_url() + "?row=0").status_code == 404
+
+
+# --- a comparison's cells ---------------------------------------------------------------------
+
+
+def comparison_with_outputs(team: Any, alice: Any, output: Any) -> Any:
+    from tests.test_isolation import make_comparison
+
+    _, comparison = make_comparison(team, alice)
+    second = comparison.jobs.order_by("id").last()
+    finish_items(second, [output])
+    return comparison, second
+
+
+def cell_panel(client: Client, comparison: Any, index: int, target: int) -> Any:
+    url = reverse("comparison_cell", args=[comparison.pk, index, target])
+    return client.get(url, headers={"HX-Request": "true"})
+
+
+def test_a_grid_cell_is_clipped_and_its_panel_holds_it_whole(
+    bob_client: Client, alice: Any, team: Any
+) -> None:
+    evil = LONG + "<script>alert(1)</script>"
+    comparison, second = comparison_with_outputs(team, alice, evil)
+    page = bob_client.get(comparison.get_absolute_url()).content.decode()
+    cell = re.search(rf'<td id="cell-{second.pk}-0".*?</td>', page, re.S).group(0)
+    assert "THE-END" not in cell and "<script>alert" not in page
+
+    body = cell_panel(bob_client, comparison, 0, 2).content.decode()
+    assert "<html" not in body and 'id="cell-detail"' in body
+    assert "THE-END&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<script>alert" not in body
+    first = cell_panel(bob_client, comparison, 0, 1).content.decode()
+    assert "error zqx7marker" in first and "the cell failed" in first
+    assert "note zqx7marker" in first and "alice" in first  # the row's note, the rating
+    # Deep links: the page with the panel open, and the cell's own address.
+    page = bob_client.get(comparison.get_absolute_url() + "?row=0&target=2").content.decode()
+    assert "<html" in page and "THE-END" in page and 'id="cell-detail"' in page
+    assert cell_panel(bob_client, comparison, 0, 3).status_code == 404
+    assert cell_panel(bob_client, comparison, 5, 1).status_code == 404
+
+
+def test_rating_from_the_cell_panel_answers_the_panel_and_the_cell(
+    bob_client: Client, alice: Any, team: Any
+) -> None:
+    comparison, second = comparison_with_outputs(team, alice, "fine")
+    response = bob_client.post(
+        reverse("comparison_rate", args=[comparison.pk]),
+        {"index": 0, "job": second.pk, "score": 1, "panel": 2},
+        headers={"HX-Request": "true"},
+    )
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="cell-detail"' in body
+    assert 'aria-pressed="true" title="Thumbs up">👍 1' in body
+    assert f'id="cell-{second.pk}-0"' in body and 'hx-swap-oob="true"' in body
+
+
+def test_another_teams_cell_is_a_404(
+    client: Client, alice: Any, charlie: Any, other_team: Any, team: Any
+) -> None:
+    comparison, _ = comparison_with_outputs(team, alice, "x")
+    client.force_login(charlie)
+    assert cell_panel(client, comparison, 0, 1).status_code == 404
+    assert client.get(reverse("comparison_cell", args=[comparison.pk, 0, 1])).status_code == 404
