@@ -479,10 +479,16 @@ def job_rate(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(job)
     if request.htmx:
         item = SimpleNamespace(index=index, review=grid.cell_of(job, index, request.user))
-        return render(
-            request, "dashboard/_item_rating.html", {"job": job, "item": item, "can_act": True}
+        context = {"job": job, "item": item, "can_act": True}
+        response = render(request, "dashboard/_item_rating.html", context)
+        # The row's vote count in the table, out of band.
+        votes = render(
+            request, "dashboard/job_detail.html#row-votes", {**context, "votes_oob": True}
         )
-    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"#item-{index}")
+        response.content += votes.content
+        return response
+    # Back to the row's panel, open, where the rating was given.
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"?row={index}")
 
 
 def rating_verdict(request: HttpRequest) -> dict[str, Any]:

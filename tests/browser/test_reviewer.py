@@ -142,3 +142,69 @@ def test_the_menu_is_one_line_at_1280_and_usable_at_390(
     phone.wait_for_url(f"{live_server.url}{reverse('credential_list')}")
     assert phone.js_errors == []
     phone.context.close()
+
+
+def finished_comparison(team: Any, user: Any) -> Any:
+    from dashboard.compare.services import Target, comparison_create
+    from dashboard.datasets.parsing import Limits, read_records
+    from dashboard.datasets.services import dataset_create, inputs_from_dataset
+    from providers import JobSpec
+
+    rows = read_records([{"q": f"question {i}"} for i in range(3)], Limits.from_settings())
+    dataset = dataset_create(team=team, name="review set", rows=rows, user=user)
+    inputs = inputs_from_dataset(dataset, "Answer {q}")
+    comparison = comparison_create(
+        team=team,
+        name="two models",
+        user=user,
+        inputs=inputs,
+        targets=[
+            Target(make_credential(team), JobSpec(model=f"m{i}", prompts=inputs.prompts))
+            for i in range(2)
+        ],
+    )
+    for number, job in enumerate(comparison.jobs.order_by("id"), start=1):
+        finish_items(job, [f"T{number} answer {i}. " + "More words here. " * 60 for i in range(3)])
+        Job.objects.filter(pk=job.pk).update(status="completed")
+    return comparison
+
+
+def test_a_grid_cell_opens_by_click_and_by_keyboard_and_is_rated(
+    browser: Any, live_server: Any, team: Any, alice: Any
+) -> None:
+    comparison = finished_comparison(team, alice)
+    first, second = comparison.jobs.order_by("id")
+    page = new_page(browser, SCREEN)
+    login(page, live_server.url, "bob")
+    page.goto(live_server.url + comparison.get_absolute_url())
+    panel = page.locator("#cell-detail")
+    whole = "T2 answer 1. " + "More words here. " * 60
+    assert whole.strip() not in page.locator(f"#cell-{second.pk}-1").inner_text()  # clipped
+
+    page.locator(f"#cell-{second.pk}-1 pre.output").click()
+    expect(panel).to_be_visible()
+    expect(panel.locator("pre.detail-text").nth(1)).to_have_text(whole)
+    expect(page.locator("[data-review-announce]")).to_have_text("Row 2 of 3, T2 opened")
+    page.keyboard.press("Escape")
+    expect(panel).to_have_count(0)
+    expect(page.locator(f"#cell-{second.pk}-1")).to_be_focused()
+
+    page.keyboard.press("k")  # up the same target's column
+    expect(page.locator(f"#cell-{second.pk}-0")).to_be_focused()
+    page.keyboard.press("h")  # across, to T1
+    expect(page.locator(f"#cell-{first.pk}-0")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(panel.locator("h2")).to_contain_text("Row 1 · T1")
+    page.keyboard.press("2")
+    expect(panel.locator("button.vote-up")).to_have_attribute("aria-pressed", "true")
+    expect(panel.locator("ul.ratings")).to_contain_text("bob")
+    # The grid's cell took the rating too (out of band).
+    expect(page.locator(f"#cell-{first.pk}-0 button.vote-up")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    page.keyboard.press("3")
+    expect(panel.locator("button.vote-best")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("Escape")
+    expect(panel).to_have_count(0)
+    assert page.js_errors == []
+    page.context.close()
