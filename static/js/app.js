@@ -336,7 +336,9 @@
       var item = document.getElementById(p.getAttribute("data-review-for") || "");
       if (item) { setCurrent(item, false); item.scrollIntoView({ block: "nearest" }); }
       setAddress(p.getAttribute("data-review-params"), "");
+      var drawer = window.getComputedStyle(p).position === "fixed";
       p.focus({ preventScroll: true });
+      if (!drawer) { p.scrollIntoView({ block: "start" }); }  // a phone: the card under the table
     }
     document.addEventListener("htmx:afterSwap", function (event) {
       var target = event.detail.target;
