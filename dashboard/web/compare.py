@@ -374,6 +374,10 @@ def comparison_rate(request: HttpRequest, pk: int) -> HttpResponse:
         return _rated_in_panel(request, comparison, index, number)
     if request.htmx:
         return _row(request, comparison, index)
+    if number := int_param(request.POST.get("panel"), minimum=1, maximum=8):
+        # From the panel without htmx: back to the page with that panel open.
+        url = comparison.get_absolute_url() + f"?row={index}&target={number}"
+        return HttpResponseRedirect(url)
     return _back(request, comparison)
 
 

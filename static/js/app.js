@@ -288,9 +288,16 @@
       setCurrent(next, true);
       if (panel() && next !== here) { open(next); }
     }
-    function rate(which) {
+    function rate(which, tries) {
       var p = panel();
-      var button = p && p.querySelector(which);
+      if (!p) { return; }
+      // A panel just swapped in is wired by htmx when it settles: until then wait, so the
+      // rating goes by htmx and not as a full form post.
+      if (!p.hasAttribute("data-settled") && (tries || 0) < 20) {
+        window.setTimeout(function () { rate(which, (tries || 0) + 1); }, 50);
+        return;
+      }
+      var button = p.querySelector(which);
       if (button) { button.click(); }
     }
     function typing(target) {
@@ -355,13 +362,20 @@
         if (!panel().contains(document.activeElement)) { panel().focus({ preventScroll: true }); }
       }
     });
+    document.addEventListener("htmx:afterSettle", function () {
+      var p = panel();
+      if (p) { p.setAttribute("data-settled", ""); }
+    });
     document.addEventListener("htmx:oobAfterSwap", function () {
       var here = document.getElementById(currentId || "");
       if (here) { here.classList.add("current"); }
     });
     document.addEventListener("DOMContentLoaded", function () {
       var p = panel();
-      if (p && slot()) { opened(p); }
+      if (p && slot()) {
+        p.setAttribute("data-settled", "");  // htmx has processed the page by now
+        opened(p);
+      }
     });
   })();
 })();

@@ -241,3 +241,15 @@ def test_another_teams_cell_is_a_404(
     client.force_login(charlie)
     assert cell_panel(client, comparison, 0, 1).status_code == 404
     assert client.get(reverse("comparison_cell", args=[comparison.pk, 0, 1])).status_code == 404
+
+
+def test_rating_from_the_cell_panel_without_htmx_comes_back_to_it(
+    bob_client: Client, alice: Any, team: Any
+) -> None:
+    comparison, second = comparison_with_outputs(team, alice, "fine")
+    response = bob_client.post(
+        reverse("comparison_rate", args=[comparison.pk]),
+        {"index": 0, "job": second.pk, "score": 1, "panel": 2},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == comparison.get_absolute_url() + "?row=0&target=2"
