@@ -59,6 +59,9 @@ METHODS = ("get", "post", "put", "patch", "delete")
 #: URL name -> its other arguments (not an object), the same for every test.
 EXTRA_KWARGS: dict[str, dict[str, Any]] = {
     "job_items_export": {"fmt": "csv"},
+    "job_item_detail": {"index": 0},
+    "job_chunk_resubmit": {"number": 0},
+    "comparison_cell": {"index": 0, "target": 1},
     "comparison_export": {"fmt": "csv"},
 }
 
@@ -71,12 +74,14 @@ OBJECT_URLS: dict[str, str | Callable[[World], dict[str, Any]]] = {
     "job_note": "job",
     "job_items_export": "job",
     "job_rate": "job",
-    "job_chunk_resubmit": lambda world: {"pk": world.job.pk, "number": 0},
+    "job_chunk_resubmit": "job",
+    "job_item_detail": "job",
     "dataset_detail": "dataset",
     "dataset_rename": "dataset",
     "dataset_delete": "dataset",
     "comparison_detail": "comparison",
     "comparison_live": "comparison",
+    "comparison_cell": "comparison",
     "comparison_rate": "comparison",
     "comparison_note": "comparison",
     "comparison_retry": "comparison",

@@ -5,12 +5,13 @@ its retries (for each row, the latest attempt that completed)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Func, Q, QuerySet, TextField
 
 from dashboard.core import structured
 from dashboard.models import Item, ItemScore, Job
@@ -25,6 +26,19 @@ TOP_ERRORS = 5
 #: What a page of items reads (everything an item shows).
 ITEM_COLUMNS = ("id", "job_id", "index", "source_index", "input", "input_fields", *ITEM_FIELDS)
 VALIDITY = ("valid", "invalid")
+#: A search is cut to this many characters (a pasted page of text is not a query).
+SEARCH_MAX = 200
+
+
+class OutputText(Func):
+    """An item's output as text to search: a string output as itself (not its
+    JSON form, quotes and escapes), an object as its JSON text."""
+
+    output_field = TextField()
+    template = "JSON_EXTRACT(%(expressions)s, '$')"
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="(%(expressions)s #>> '{}')", **extra)
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class ItemFilter:
     status: str = ""  # one of ItemStatus, or "" for all
     validity: str = ""  # "valid", "invalid" or ""
     score: str = ""  # "<scorer>:pass" or "<scorer>:fail", or ""
+    query: str = ""  # words to find in the input or the output, or ""
 
     def apply(self, items: QuerySet[Item]) -> QuerySet[Item]:
         if self.status:
@@ -41,6 +56,10 @@ class ItemFilter:
         if self.score:
             name, verdict = self.score.rsplit(":", 1)
             items = items.filter(scores__scorer=name, scores__passed=verdict == "pass")
+        if self.query:
+            items = items.alias(output_text=OutputText("output")).filter(
+                Q(input__icontains=self.query) | Q(output_text__icontains=self.query)
+            )
         return items
 
     def as_params(self) -> dict[str, str]:
@@ -50,6 +69,7 @@ class ItemFilter:
                 ("status", self.status),
                 ("valid", self.validity),
                 ("score", self.score),
+                ("q", self.query),
             )
             if value
         }
@@ -63,10 +83,17 @@ def parse_filter(
     valid: str | None,
     score: str | None = None,
     scorers: list[str] | None = None,
+    query: str | None = None,
 ) -> tuple[ItemFilter, dict[str, str]]:
     """The filter from query values, and a message per value that is not one
-    (``score`` is ``<scorer>:pass|fail``, the scorer one of ``scorers``)."""
+    (``score`` is ``<scorer>:pass|fail``, the scorer one of ``scorers``;
+    ``query`` loses its NULs, which PostgreSQL refuses, and is cut to
+    SEARCH_MAX characters)."""
     errors = {}
+    query = (query or "").replace("\x00", "").strip()
+    if len(query) > SEARCH_MAX:
+        errors["q"] = f"Searched for the first {SEARCH_MAX} characters only."
+        query = query[:SEARCH_MAX].strip()
     score = (score or "").strip()
     if score:
         name, _, verdict = score.rpartition(":")
@@ -86,7 +113,7 @@ def parse_filter(
     if validity and validity not in VALIDITY:
         errors["valid"] = "One of valid, invalid (or true, false)."
         validity = ""
-    return ItemFilter(status=status, validity=validity, score=score), errors
+    return ItemFilter(status=status, validity=validity, score=score, query=query), errors
 
 
 def item_scores(items: list[Item]) -> dict[int, list[dict[str, Any]]]:
@@ -168,6 +195,25 @@ def items_page(
         next_after=rows[-1].index if more else None,
         previous_before=rows[0].index if rows and after is not None else None,
     )
+
+
+def item_at(job: Job, index: int, *, merged: bool = False) -> Item | None:
+    """One row of the job (None when it has no such row), with ``merged``
+    its latest completed attempt across the job's retries."""
+    item = Item.objects.filter(job_id=job.pk, index=index).only(*ITEM_COLUMNS).first()
+    if item is None:
+        return None
+    return merge_retries(job, [item])[0] if merged else item
+
+
+def output_shown(output: Any) -> tuple[str, bool]:
+    """An output as a reader wants it whole: text as it is, a structured one
+    as indented JSON; and whether it is JSON."""
+    if output is None:
+        return "", False
+    if isinstance(output, str):
+        return output, False
+    return json.dumps(output, indent=2, ensure_ascii=False), True
 
 
 #: How far back a live page's cursor reaches. A write stamps its items inside

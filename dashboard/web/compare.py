@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
     FileResponse,
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
@@ -179,6 +180,7 @@ def _page_context(request: HttpRequest, comparison: Comparison, membership: Any)
     before = int_param(request.GET.get("before"))
     page = grid.grid_page(comparison, targets, after=after, before=before)
     grid.see_as(page.rows, request.user)
+    _number_cells([cell for row in page.rows for cell in row.cells], targets)
     return {
         "comparison": comparison,
         "targets": targets,
@@ -194,15 +196,35 @@ def _page_context(request: HttpRequest, comparison: Comparison, membership: Any)
     }
 
 
+def _number_cells(cells: list[grid.Cell], targets: list[Job]) -> list[grid.Cell]:
+    """Each cell's target number (T1, T2, …: its column, and its address)."""
+    numbers = {target.pk: number for number, target in enumerate(targets, start=1)}
+    for cell in cells:
+        cell.number = numbers.get(cell.job_id, 0)  # type: ignore[attr-defined]
+    return cells
+
+
 @login_required
 @require_GET
 def comparison_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    row = int_param(request.GET.get("row"), minimum=0)
+    target = int_param(request.GET.get("target"), minimum=1, maximum=8)
+    return _comparison_page(request, pk, cell=(row, target) if row is not None and target else None)
+
+
+def _comparison_page(
+    request: HttpRequest, pk: int, *, cell: tuple[int, int] | None, strict: bool = False
+) -> HttpResponse:
     comparison, membership = access.object_for(
         request.user, Comparison.objects.select_related("created_by", "dataset"), pk=pk
     )
     context = _page_context(request, comparison, membership)
     context["terminal"] = context["status"] in JOB_TERMINAL
     context["scored"] = scores_panel(context["targets"])
+    detail = _cell_detail(request, comparison, context["targets"], *cell) if cell else None
+    if detail is None and strict:
+        raise Http404("The comparison has no such cell.")
+    context.update(detail or {})
     return render(request, "dashboard/comparison_detail.html", context)
 
 
@@ -260,6 +282,70 @@ def scores_panel(targets: list[Job]) -> dict[str, Any]:
 
 @login_required
 @require_GET
+def comparison_cell(request: HttpRequest, pk: int, index: str, target: str) -> HttpResponse:
+    """One cell whole (the detail panel): for htmx the panel alone, else the
+    comparison page with the panel open."""
+    if not request.htmx:
+        return _comparison_page(request, pk, cell=(int(index), int(target)), strict=True)
+    comparison, membership = access.object_for(request.user, Comparison.objects.all(), pk=pk)
+    return _cell_panel(request, comparison, int(index), int(target), membership)
+
+
+def _cell_panel(
+    request: HttpRequest,
+    comparison: Comparison,
+    index: int,
+    number: int,
+    membership: Any,
+    *,
+    oob: bool = False,
+) -> HttpResponse:
+    targets = targets_of(comparison)
+    detail = _cell_detail(request, comparison, targets, index, number)
+    if detail is None:
+        raise Http404("The comparison has no such cell.")
+    context = {
+        **detail,
+        "comparison": comparison,
+        "can_rate": membership.allows(Role.MEMBER),
+        "total": targets[0].progress_total if targets else 0,
+        "oob_cell": detail["detail"] if oob else None,
+    }
+    return render(request, "dashboard/comparison_detail.html#cell-detail", context)
+
+
+def _cell_detail(
+    request: HttpRequest, comparison: Comparison, targets: list[Job], index: int, number: int
+) -> dict[str, Any] | None:
+    """The cell panel's context: the row, the cell (its item whole, scores,
+    ratings as the viewer sees them), the address that closes it."""
+    if not 1 <= number <= len(targets):
+        return None
+    row = grid.row_at(comparison, targets, index)
+    if row is None:
+        return None
+    grid.see_as([row], request.user)
+    cell = _number_cells([row.cells[number - 1]], targets)[0]
+    job = targets[number - 1]
+    if cell.item is not None:
+        results.with_scores(job, [cell.item])
+    output, is_json = results.output_shown(cell.item.output if cell.item else None)
+    query = request.GET.copy()
+    for key in ("row", "target"):
+        query.pop(key, None)
+    return {
+        "detail": cell,
+        "detail_row": row,
+        "detail_job": job,
+        "detail_output": output,
+        "detail_is_json": is_json,
+        "close_query": query.urlencode(),
+        "page_query": query.urlencode(),
+    }
+
+
+@login_required
+@require_GET
 def comparison_live(request: HttpRequest, pk: int) -> HttpResponse:
     """The page's poller: the summary, and the cells of the page written since
     the client's cursor, as out-of-band swaps; 286 once every job has ended."""
@@ -276,7 +362,7 @@ def comparison_live(request: HttpRequest, pk: int) -> HttpResponse:
         # The last poll sends the whole page: every write committed before the
         # targets ended, whatever the cursor says.
         cells = grid.changed_cells(targets, first, last, None if terminal else since)
-        changed = [cell.see_as(request.user) for cell in cells]
+        changed = _number_cells([cell.see_as(request.user) for cell in cells], targets)
     context = {
         "comparison": comparison,
         "targets": targets,
@@ -308,6 +394,7 @@ def _row(request: HttpRequest, comparison: Comparison, index: int) -> HttpRespon
     row = grid.row_at(comparison, targets, index)
     if row is not None:
         grid.see_as([row], request.user)
+        _number_cells(row.cells, targets)
     context = {
         "comparison": comparison,
         "row": row,
@@ -338,9 +425,24 @@ def comparison_rate(request: HttpRequest, pk: int) -> HttpResponse:
     if error:
         messages.error(request, error)
         return _back(request, comparison) if not request.htmx else HttpResponse(error, status=400)
+    if request.htmx and (number := int_param(request.POST.get("panel"), minimum=1)):
+        return _rated_in_panel(request, comparison, index, number)
     if request.htmx:
         return _row(request, comparison, index)
+    if number := int_param(request.POST.get("panel"), minimum=1, maximum=8):
+        # From the panel without htmx: back to the page with that panel open.
+        url = comparison.get_absolute_url() + f"?row={index}&target={number}"
+        return HttpResponseRedirect(url)
     return _back(request, comparison)
+
+
+def _rated_in_panel(
+    request: HttpRequest, comparison: Comparison, index: int, number: int
+) -> HttpResponse:
+    """A rating from the detail panel: the panel again, and its cell in the
+    grid out of band."""
+    membership = access.membership_in(request.user, comparison.team_id)
+    return _cell_panel(request, comparison, index, number, membership, oob=True)
 
 
 @login_required

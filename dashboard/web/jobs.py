@@ -208,15 +208,28 @@ EVENTS_SHOWN = 200
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _job_page(request, pk, row=int_param(request.GET.get("row"), minimum=0))
+
+
+def _job_page(
+    request: HttpRequest, pk: int, *, row: int | None, strict: bool = False
+) -> HttpResponse:
+    """The job page; with ``row`` that row's detail panel open (a row the job
+    does not have: the page without it, or with ``strict`` a 404)."""
     job, membership = access.object_for(
         request.user, Job.objects.select_related("created_by", "credential", "retry_of"), pk=pk
     )
+    can_act = membership.allows(Role.MEMBER)
+    detail = _item_detail(request, job, row) if row is not None else {}
+    if detail is None and strict:
+        raise Http404("The job has no such row.")
     context = {
         **_results_context(request, job),
         **_events_context(job, after=None),
         **_batches_context(job),
+        **(detail or {}),
         "job": job,
-        "can_act": membership.allows(Role.MEMBER),
+        "can_act": can_act,
         "validity": results.validity_summary(job),
         "scores": scores_summary(job),
         "score_verdicts": results.SCORE_VERDICTS,
@@ -225,6 +238,43 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "cache": cache.cache_summary(job) if job.cache else None,
     }
     return render(request, "dashboard/job_detail.html", context)
+
+
+@login_required
+@require_GET
+def job_item_detail(request: HttpRequest, pk: int, index: str) -> HttpResponse:
+    """One row whole (the detail panel): for htmx the panel alone, else the
+    job page with the panel open, so the address can be shared."""
+    if not request.htmx:
+        return _job_page(request, pk, row=int(index), strict=True)
+    job, membership = access.object_for(request.user, Job.objects.all(), pk=pk)
+    detail = _item_detail(request, job, int(index))
+    if detail is None:
+        raise Http404("The job has no such row.")
+    context = {**detail, "job": job, "can_act": membership.allows(Role.MEMBER)}
+    return render(request, "dashboard/job_detail.html#item-detail", context)
+
+
+def _item_detail(request: HttpRequest, job: Job, index: int) -> dict[str, Any] | None:
+    """The detail panel's context: the row, its output shown whole, its
+    scores and ratings, and the address that closes it (None: no such row)."""
+    item = results.item_at(job, index, merged=request.GET.get("merged") == "1")
+    if item is None:
+        return None
+    grid.attach_reviews(job, [item], request.user)
+    item.review.see_as(request.user)  # type: ignore[attr-defined]
+    results.with_scores(job, [item])
+    output, is_json = results.output_shown(item.output)
+    fields = results.field_names(job, item.input_fields)
+    query = request.GET.copy()
+    query.pop("row", None)
+    return {
+        "detail": item,
+        "detail_output": output,
+        "detail_is_json": is_json,
+        "detail_fields": [(name, (item.input_fields or {}).get(name)) for name in fields],
+        "close_query": query.urlencode(),
+    }
 
 
 @login_required
@@ -260,6 +310,7 @@ def job_live(request: HttpRequest, pk: int) -> HttpResponse:
         "first": first,
         "last": last,
         "merged": request.GET.get("merged") == "1",
+        "filter_params": "merged=1" if request.GET.get("merged") == "1" else "",
     }
     response = render(request, "dashboard/job_detail.html#live-update", context)
     if job.is_terminal:
@@ -275,6 +326,7 @@ def _results_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         request.GET.get("valid"),
         request.GET.get("score"),
         [scorer["name"] for scorer in job.scorers],
+        request.GET.get("q"),
     )
     after = int_param(request.GET.get("after"), minimum=-1)
     before = int_param(request.GET.get("before"))
@@ -514,10 +566,16 @@ def job_rate(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(job)
     if request.htmx:
         item = SimpleNamespace(index=index, review=grid.cell_of(job, index, request.user))
-        return render(
-            request, "dashboard/_item_rating.html", {"job": job, "item": item, "can_act": True}
+        context = {"job": job, "item": item, "can_act": True}
+        response = render(request, "dashboard/_item_rating.html", context)
+        # The row's vote count in the table, out of band.
+        votes = render(
+            request, "dashboard/job_detail.html#row-votes", {**context, "votes_oob": True}
         )
-    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"#item-{index}")
+        response.content += votes.content
+        return response
+    # Back to the row's panel, open, where the rating was given.
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]) + f"?row={index}")
 
 
 def rating_verdict(request: HttpRequest) -> dict[str, Any]:

@@ -71,6 +71,11 @@ urlpatterns = [
         name="job_items_export",
     ),
     path("jobs/<int:pk>/rate", jobs.job_rate, name="job_rate"),
+    re_path(
+        r"^jobs/(?P<pk>[0-9]{1,18})/items/(?P<index>[0-9]{1,9})/$",
+        jobs.job_item_detail,
+        name="job_item_detail",
+    ),
     # datasets and comparisons
     path("datasets/", datasets.dataset_list, name="dataset_list"),
     path("datasets/preview", datasets.dataset_template_preview, name="dataset_template_preview"),
@@ -81,6 +86,11 @@ urlpatterns = [
     path("comparisons/new", compare.comparison_new, name="comparison_new"),
     path("comparisons/<int:pk>/", compare.comparison_detail, name="comparison_detail"),
     path("comparisons/<int:pk>/live", compare.comparison_live, name="comparison_live"),
+    re_path(
+        r"^comparisons/(?P<pk>[0-9]{1,18})/rows/(?P<index>[0-9]{1,9})/t(?P<target>[1-8])/$",
+        compare.comparison_cell,
+        name="comparison_cell",
+    ),
     path("comparisons/<int:pk>/rate", compare.comparison_rate, name="comparison_rate"),
     path("comparisons/<int:pk>/note", compare.comparison_note, name="comparison_note"),
     path("comparisons/<int:pk>/retry", compare.comparison_retry, name="comparison_retry"),

@@ -200,4 +200,182 @@
       log.scrollTop = log.scrollHeight;
     }
   });
+
+  // The team and user menus (<details>): one open at a time, closed by Escape or a click elsewhere.
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll("[data-menu-group][open]").forEach(function (group) {
+      if (!group.contains(event.target)) { group.removeAttribute("open"); }
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") { return; }
+    document.querySelectorAll("[data-menu-group][open]").forEach(function (group) {
+      group.removeAttribute("open");
+      if (group.contains(document.activeElement)) { group.querySelector("summary").focus(); }
+    });
+  });
+
+  // Reviewing rows (a job's results, a comparison's cells): j/k or the arrows on a row move
+  // between them (h/l across a comparison's targets), Enter or a click opens one in its detail
+  // panel (htmx), 2/1 rate it up/down (3: best), Esc closes it; a live region says what opened.
+  // The address follows the open panel (?row=N), so reloading or sharing it reopens it.
+  (function () {
+    var currentId = null;
+    function list() { return document.querySelector("[data-review-list]"); }
+    function items() {
+      var root = list();
+      return root ? Array.prototype.slice.call(root.querySelectorAll("[data-review-item]")) : [];
+    }
+    function panel() { return document.querySelector("[data-review-panel]"); }
+    function slot() { return document.querySelector("[data-review-slot]"); }
+    function announce(text) {
+      var region = document.querySelector("[data-review-announce]");
+      if (!region) { return; }
+      region.textContent = "";
+      window.setTimeout(function () { region.textContent = text; }, 30);
+    }
+    function setCurrent(el, focus) {
+      items().forEach(function (it) { it.classList.toggle("current", it === el); });
+      currentId = el ? el.id : null;
+      if (el && focus) {
+        el.focus({ preventScroll: true });
+        el.scrollIntoView({ block: "nearest" });
+      }
+    }
+    function open(el) {
+      var link = el && el.querySelector("[data-review-open]");
+      if (!link) { return; }
+      setCurrent(el, false);
+      link.click();
+    }
+    function setAddress(params, remove) {
+      var url = new URL(window.location.href);
+      (remove || "").split(" ").forEach(function (key) { if (key) { url.searchParams.delete(key); } });
+      new URLSearchParams(params || "").forEach(function (value, key) { url.searchParams.set(key, value); });
+      window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
+    }
+    function paramKeys(p) {
+      return Array.from(new URLSearchParams(p.getAttribute("data-review-params") || "").keys()).join(" ");
+    }
+    function close() {
+      var p = panel();
+      if (!p) { return false; }
+      var keys = paramKeys(p);
+      var title = p.querySelector("h2");
+      var where = document.getElementById(p.getAttribute("data-review-for") || "") ||
+        document.getElementById(currentId || "");
+      p.remove();
+      setAddress("", keys);
+      announce((title ? title.textContent.replace(/\s+/g, " ").trim() : "Detail") + " closed");
+      if (where) { setCurrent(where, true); }
+      return true;
+    }
+    function move(step, across) {
+      var all = items();
+      if (!all.length) { return; }
+      var here = document.getElementById(currentId || "");
+      var at = all.indexOf(here);
+      var next;
+      if (at < 0) {
+        next = all[step > 0 ? 0 : all.length - 1];
+      } else if (across || !here.hasAttribute("data-col")) {
+        next = all[Math.max(0, Math.min(all.length - 1, at + step))];
+      } else {
+        var col = here.getAttribute("data-col");
+        var same = all.filter(function (it) { return it.getAttribute("data-col") === col; });
+        next = same[Math.max(0, Math.min(same.length - 1, same.indexOf(here) + step))];
+      }
+      setCurrent(next, true);
+      if (panel() && next !== here) { open(next); }
+    }
+    function rate(which, tries) {
+      var p = panel();
+      if (!p) { return; }
+      // A panel just swapped in is wired by htmx when it settles: until then wait, so the
+      // rating goes by htmx and not as a full form post.
+      if (!p.hasAttribute("data-settled") && (tries || 0) < 20) {
+        window.setTimeout(function () { rate(which, (tries || 0) + 1); }, 50);
+        return;
+      }
+      var button = p.querySelector(which);
+      if (button) { button.click(); }
+    }
+    function typing(target) {
+      return target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+    }
+    document.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey || !list()) { return; }
+      if (event.key === "Escape") {
+        if (close()) { event.preventDefault(); }
+        return;
+      }
+      if (typing(event.target)) { return; }
+      var onItem = event.target.hasAttribute && event.target.hasAttribute("data-review-item");
+      var key = event.key;
+      if (key === "j" || (key === "ArrowDown" && onItem)) { move(1); }
+      else if (key === "k" || (key === "ArrowUp" && onItem)) { move(-1); }
+      else if (key === "l" || (key === "ArrowRight" && onItem)) { move(1, true); }
+      else if (key === "h" || (key === "ArrowLeft" && onItem)) { move(-1, true); }
+      else if (key === "Enter" && onItem) { open(event.target); }
+      else if (key === "2" && panel()) { rate("button[title='Thumbs up']"); }
+      else if (key === "1" && panel()) { rate("button[title='Thumbs down']"); }
+      else if (key === "3" && panel()) { rate("button.vote-best"); }
+      else { return; }
+      event.preventDefault();
+    });
+    document.addEventListener("click", function (event) {
+      var target = event.target;
+      if (!target.closest) { return; }
+      var closer = target.closest("[data-review-close]");
+      if (closer) {
+        event.preventDefault();
+        close();
+        return;
+      }
+      var item = target.closest("[data-review-item]");
+      if (!item || !list() || !list().contains(item)) { return; }
+      if (target.closest("[data-review-open]")) { setCurrent(item, false); return; }
+      if (target.closest("a, button, input, select, textarea, label, summary, form")) { return; }
+      if (window.getSelection && String(window.getSelection())) { return; }  // selecting text
+      open(item);
+    });
+    function opened(p) {
+      var item = document.getElementById(p.getAttribute("data-review-for") || "");
+      if (item) { setCurrent(item, false); item.scrollIntoView({ block: "nearest" }); }
+      setAddress(p.getAttribute("data-review-params"), "");
+      var drawer = window.getComputedStyle(p).position === "fixed";
+      p.focus({ preventScroll: true });
+      if (!drawer) { p.scrollIntoView({ block: "start" }); }  // a phone: the card under the table
+    }
+    document.addEventListener("htmx:afterSwap", function (event) {
+      var target = event.detail.target;
+      if (target && target.hasAttribute && target.hasAttribute("data-review-slot")) {
+        var p = panel();
+        if (p) {
+          opened(p);
+          announce(p.getAttribute("data-announce") || "");
+        }
+      } else if (panel() && event.detail.requestConfig && event.detail.requestConfig.verb === "post") {
+        // A rating swapped in the panel: keep the focus there, say what it is now.
+        var pressed = panel().querySelector("form.rate [aria-pressed='true']");
+        announce(pressed ? "Rated: " + pressed.getAttribute("title") : "Rating cleared");
+        if (!panel().contains(document.activeElement)) { panel().focus({ preventScroll: true }); }
+      }
+    });
+    document.addEventListener("htmx:afterSettle", function () {
+      var p = panel();
+      if (p) { p.setAttribute("data-settled", ""); }
+    });
+    document.addEventListener("htmx:oobAfterSwap", function () {
+      var here = document.getElementById(currentId || "");
+      if (here) { here.classList.add("current"); }
+    });
+    document.addEventListener("DOMContentLoaded", function () {
+      var p = panel();
+      if (p && slot()) {
+        p.setAttribute("data-settled", "");  // htmx has processed the page by now
+        opened(p);
+      }
+    });
+  })();
 })();

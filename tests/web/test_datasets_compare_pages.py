@@ -246,5 +246,8 @@ def test_rate_a_single_jobs_row(bob_client: Any, team: Any, nudges: Any) -> None
         headers={"HX-Request": "true"},
     )
     assert response.status_code == 200 and 'aria-pressed="true"' in response.content.decode()
-    page = bob_client.get(job.get_absolute_url()).content.decode()
+    assert f'id="votes-{job.pk}-0" hx-swap-oob="true">' in response.content.decode()
+    # The buttons and the ratings are in the row's detail panel; the row shows the votes.
+    page = bob_client.get(job.get_absolute_url() + "?row=0").content.decode()
     assert f'id="rating-{job.pk}-0"' in page and "<strong>bob</strong>" in page
+    assert f'id="votes-{job.pk}-0"' in page

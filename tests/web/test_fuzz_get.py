@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -115,12 +114,7 @@ def url_of(route: Route, world: dict[str, Any]) -> str:
     if not route.args:
         return reverse(route.name)
     entry = OBJECT_URLS[route.name]
-    objects = world["objects"]
-    kwargs = (
-        entry(SimpleNamespace(**objects))  # the World's objects, by attribute
-        if callable(entry)
-        else kwargs_for_object(route, objects[entry])
-    )
+    kwargs = entry(world) if callable(entry) else kwargs_for_object(route, world["objects"][entry])
     return reverse(route.name, kwargs=kwargs)
 
 
