@@ -233,3 +233,18 @@ def test_the_pages_show_the_showcase() -> None:
 
     page = client.get(f"/datasets/{seen['dataset'].pk}/").content.decode()
     assert "What is the capital of France?" in page and "expected" in page
+
+    # Every seeded job reaches its page, and the lists and exports read them as real ones.
+    for job in Job.objects.filter(team=seen["team"]):
+        response = client.get(f"/jobs/{job.pk}/")
+        assert response.status_code == 200 and "demo data" in response.content.decode(), job
+    for url, shown in (
+        ("/comparisons/", COMPARISON),
+        ("/datasets/", DATASET),
+        ("/jobs/", 'title="Run through the provider\'s batch API">batch'),
+        ("/usage/", "demo data"),
+    ):
+        assert shown in client.get(url).content.decode(), url
+    export = client.get(f"/comparisons/{seen['comparison'].pk}/export.csv")
+    text = b"".join(export.streaming_content).decode()
+    assert export.status_code == 200 and "Paris" in text and "Bonn" in text
