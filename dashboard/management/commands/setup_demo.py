@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from dashboard.management.demo_history import seed_demo_history
+from dashboard.management.demo_showcase import seed_demo_showcase
 from dashboard.models import Credential, Membership, Role, Team
 from providers import get_provider_class
 from providers.simulators import DEFAULT_TOKEN, available
@@ -14,7 +15,9 @@ from providers.simulators import DEFAULT_TOKEN, available
 class Command(BaseCommand):
     help = (
         "Create the demo login (demo/demo), the Demo team, credentials for the local simulators "
-        "and a few weeks of demo history (marked as demo data) for the charts."
+        "a few weeks of demo history for the charts, and a showcase (a scored comparison with "
+        "its judge and ratings, a rerun to diff, a batch job, cached rows, a rate-limited "
+        "credential), all marked as demo data."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -59,5 +62,10 @@ class Command(BaseCommand):
         if seeded:
             self.stdout.write(
                 f"Demo history: {seeded} finished jobs over three weeks, marked as demo data."
+            )
+        if seed_demo_showcase(team, user=user):
+            self.stdout.write(
+                "Demo showcase: a scored comparison with its judge and ratings, a rerun to diff, "
+                "a batch job, a job with cached rows and a rate-limited credential."
             )
         self.stdout.write(f"Demo login: {options['username']} / {options['password']} (team Demo)")
