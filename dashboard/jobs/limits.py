@@ -350,3 +350,19 @@ def paused_until(credential: Credential, now: datetime | None = None) -> datetim
         Credential.objects.filter(pk=credential.pk).values_list("paused_until", flat=True).first()
     )
     return until if until is not None and until > now else None
+
+
+def online_minutes(credential: Credential, items: int, tokens: int) -> tuple[float, str] | None:
+    """About how long ``items`` calls of ``tokens`` tokens in all take at the
+    credential's rpm and tpm (the slower of the two), and which limit sets the
+    pace ("600 rpm"); None when the credential sets neither."""
+    paces = []
+    if credential.requests_per_minute:
+        paces.append(
+            (items / credential.requests_per_minute, f"{credential.requests_per_minute:,} rpm")
+        )
+    if credential.tokens_per_minute:
+        paces.append(
+            (tokens / credential.tokens_per_minute, f"{credential.tokens_per_minute:,} tpm")
+        )
+    return max(paces) if paces else None

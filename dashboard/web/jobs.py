@@ -35,7 +35,7 @@ from dashboard.datasets.template import TemplateError
 from dashboard.evals.forms import add_scorers_field, scorers_clean
 from dashboard.evals.scores import scores_summary
 from dashboard.instances.catalog import model_choices, model_warning
-from dashboard.jobs import cache, cost, export, results
+from dashboard.jobs import cache, cost, export, limits, results
 from dashboard.jobs.batch import chunk_resubmit
 from dashboard.jobs.cost import BudgetExceeded
 from dashboard.jobs.forms import (
@@ -644,9 +644,13 @@ def estimate_context(team: Team, data: Any) -> dict[str, Any]:
     )
     budget = cost.budget_status(team)
     after = budget.spent + (estimate.cost or 0)
+    pace = limits.online_minutes(
+        credential, estimate.items, estimate.tokens_in + estimate.tokens_out_max
+    )
     return {
         "estimate": estimate,
         "offers_batch": offers_batch,
+        "pace": {"minutes": max(1, round(pace[0])), "limit": pace[1]} if pace else None,
         "credential": credential,
         "model": model,
         "budget": budget,

@@ -451,3 +451,23 @@ def test_the_price_form_saves_batch_prices_and_refuses_bad_ones(
     assert saved.status_code == 302
     price = Price.objects.get()
     assert (price.batch_input_per_mtok, price.batch_output_per_mtok) == (None, Decimal(3))
+
+
+def test_the_estimate_says_how_long_each_mode_takes_at_the_credential_s_limits(
+    bob_client: Client, team: Team
+) -> None:
+    """840 prompts at 60 rpm: about 14 minutes online; batch within 24 h, and
+    how much less it costs."""
+    limited = make_credential(team, "openai", requests_per_minute=60)
+    Price.objects.create(
+        team=team, provider="openai", model="m", input_per_mtok=Decimal(2), output_per_mtok=10
+    )
+    prompts = "\n".join(f"prompt {i}" for i in range(840))
+    body = {"model": "m", "prompts": prompts, "split": "lines", "max_tokens": "10"}
+    page = text(bob_client.post(reverse("job_estimate"), {**body, "credential": limited.pk}))
+    assert "online about <strong>14 min</strong> at the credential's 60 rpm" in page
+    assert "batch: within 24 h, $" in page and " less." in page
+
+    free = make_credential(team, "openai")
+    unlimited = text(bob_client.post(reverse("job_estimate"), {**body, "credential": free.pk}))
+    assert "online as fast as the provider answers; batch: within 24 h" in unlimited
