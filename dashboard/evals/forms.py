@@ -18,8 +18,16 @@ SCORERS_HELP = (
 )
 
 
+class ScorersField(forms.JSONField):
+    """JSON in a textarea that starts empty: no scorers is an empty box, not
+    the word null."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None or value == "null" else super().prepare_value(value)
+
+
 def add_scorers_field(form: F) -> F:
-    form.fields["scorers"] = forms.JSONField(
+    form.fields["scorers"] = ScorersField(
         required=False,
         label="Scorers",
         help_text=SCORERS_HELP,

@@ -242,3 +242,17 @@ def test_the_new_job_form_takes_scorers_and_shows_their_refusal(
     good = client.post(reverse("job_new"), {**data, "scorers": '[{"type": "length", "max": 5}]'})
     assert good.status_code == 302
     assert Job.objects.get().scorers == [{"type": "length", "max": 5, "name": "length"}]
+
+
+def test_the_new_job_form_s_scorers_box_starts_empty(client: Any, bob: Any, team: Any) -> None:
+    """No scorers is an empty, closed box (it said "null", open)."""
+    from django.urls import reverse
+
+    make_credential(team)
+    client.force_login(bob)
+    page = client.get(reverse("job_new")).content.decode()
+    box = page[page.index('name="scorers"') :]
+    box = box[: box.index("</textarea>")]
+    assert box.endswith(">\n") or box.endswith(">"), box
+    assert "null" not in box
+    assert "<details open><summary>Scorers" not in page.replace("<details  open>", "<details open>")
