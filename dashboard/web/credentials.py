@@ -66,6 +66,7 @@ def credential_list(request: HttpRequest) -> HttpResponse:
             active_jobs=Count("jobs", filter=Q(jobs__status__in=JOB_ACTIVE))
         )
     )
+    now = clock.now()
     for credential in credentials:
         # Every member sees this: scrub what any writer stored, once more.
         credential.last_error = credential_redact(credential, credential.last_error)
@@ -76,6 +77,12 @@ def credential_list(request: HttpRequest) -> HttpResponse:
         credential.pace = (
             limits.rate_pace(credential)
             if credential.requests_per_minute or credential.tokens_per_minute
+            else None
+        )
+        # A provider's Retry-After (or a 429) holds every call until then.
+        credential.paused_now = (
+            credential.paused_until
+            if credential.paused_until and credential.paused_until > now
             else None
         )
         # An error newer than the health verdict (a writer that does not report

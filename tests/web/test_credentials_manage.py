@@ -240,3 +240,17 @@ def test_a_401_from_the_catalog_turns_health_at_once(
     catalog_refresh(credential.pk)
     body = row(bob_client, credential)
     assert "Authentication failed" in body and "Invalid API key" in body
+
+
+def test_a_paused_credential_says_when_the_next_call_may_go(bob_client: Client, team: Any) -> None:
+    """A provider's Retry-After holds every call: the page says until when."""
+    from datetime import timedelta
+
+    from dashboard.core import clock
+
+    credential = make_credential(team, requests_per_minute=600)
+    assert "Paused" not in row(bob_client, credential)
+    Credential.objects.filter(pk=credential.pk).update(
+        paused_until=clock.now() + timedelta(seconds=30)
+    )
+    assert "Paused: the next call may go at" in row(bob_client, credential)
