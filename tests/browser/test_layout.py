@@ -89,6 +89,8 @@ def objects_for(route: Route, data: LayoutData) -> list[tuple[str, dict[str, Any
         extra = {"index": 0}  # a job's row: the page with its detail panel open
     elif route.params == ("pk", "index", "target"):
         extra = {"index": 0, "target": 1}  # a comparison's cell, its panel open
+    elif route.params == ("pk", "number"):
+        extra = {"number": 0}  # a batch's resubmit: a POST, probed, found not to be a page
     elif route.params != ("pk",):
         return []
     for prefix, objects in by_prefix:
