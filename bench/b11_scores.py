@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import time
@@ -76,13 +77,17 @@ def write_path(job: Any, scorers: list[dict[str, Any]]) -> float:
         after = items[-1].index
 
 
+_runs = itertools.count(1)
+
+
 def wall_time(team: Any, base_url: str, n: int, scorers: list[dict[str, Any]]) -> float:
     """Seconds a job of ``n`` prompts takes through the worker's code, end to end."""
     from dashboard.jobs import worker
     from dashboard.models import Job
     from dashboard.status import JOB_TERMINAL
 
-    credential = common.make_credential(team, "together", base_url, name=f"wall {len(scorers)}")
+    name = f"wall {next(_runs)}"  # a credential a run: names are unique in a team
+    credential = common.make_credential(team, "together", base_url, name=name)
     type(credential).objects.filter(pk=credential.pk).update(max_concurrency=32)
     job = make_job(team, credential, n, scorers)
     started = time.perf_counter()
