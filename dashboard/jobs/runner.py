@@ -187,6 +187,8 @@ class SyncRun:
         #: Until when (monotonic) the provider asked this credential to wait, and
         #: the database's moment of that pause once waited out.
         self.paused_until = 0.0
+        #: When the rpm/tpm budget admits the next call (monotonic; 0: no wait).
+        self.admit_at = 0.0
         self.pause_wall: datetime | None = None
         self.honoured_pause: datetime | None = None
         #: Time known to have passed because the loop slept until then (a test's
@@ -526,7 +528,7 @@ class SyncRun:
                     if self.stopping or not self.wait_for_retry():
                         break
                     continue
-                for future in self.ended(FLUSH_INTERVAL):
+                for future in self.ended(self.wait_for_next()):
                     call = in_flight.pop(future)
                     if future.cancelled():
                         self.unstarted(call.items)
@@ -546,6 +548,15 @@ class SyncRun:
                         self.job_left = self.stopping = True
         if not self.job_left and not self.flush():
             self.job_left = True
+
+    def wait_for_next(self) -> float:
+        """How long the loop may wait for a call to end before it looks again:
+        at most until the rpm/tpm budget admits the next call."""
+        if not self.admit_at:
+            return FLUSH_INTERVAL
+        wait = self.admit_at - self.now()
+        self.admit_at = 0.0
+        return max(0.0, min(FLUSH_INTERVAL, wait))
 
     def ended(self, timeout: float) -> list[Future[Outcome]]:
         """The calls that ended: waits up to ``timeout`` for the first one, then
@@ -590,7 +601,10 @@ class SyncRun:
                 elif not in_flight:
                     self.sleep_until(blocked.when)
                     continue
-                return  # a short pause: the calls in flight keep the loop turning
+                # A short pause: the calls in flight keep the loop turning, and
+                # it turns again when the budget allows the next call.
+                self.admit_at = blocked.when
+                return
             assert call is not None
             self.started(call.items)
             future = pool.submit(run_call, self.provider, call, self.on_chunk_for(call), self.hold)
