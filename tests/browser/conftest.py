@@ -143,3 +143,21 @@ def wait_until(check: Callable[[], Any], what: str, seconds: float = 15) -> None
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def htmx_settled(page: Any) -> None:
+    """No htmx request, swap or settle under way (a swap that lands mid-click
+    can take the clicked element away)."""
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+    )
+
+
+def submit_job(page: Any) -> None:
+    """Submit the new-job form once htmx has settled, and wait for the job's
+    page. The POST writes the job and its items in one transaction, which may
+    queue behind a worker's write on the shared SQLite file: wait as long as
+    SQLite's busy timeout (30 s), not Playwright's default 15 s."""
+    htmx_settled(page)
+    page.click("button:has-text('Submit job')")
+    page.wait_for_url("**/jobs/*/", timeout=45_000)

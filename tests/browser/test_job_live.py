@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from providers.simulators import completion_text
 
 from ..conftest import make_credential
-from .conftest import login
+from .conftest import login, submit_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,8 +20,7 @@ def submit(page: Any, base_url: str, prompt: str, model: str = "demo-model") -> 
     page.goto(f"{base_url}/jobs/new")
     page.fill("#id_model", model)
     page.fill("#id_prompts", prompt)
-    page.click("button:has-text('Submit job')")
-    page.wait_for_url("**/jobs/*/")
+    submit_job(page)
 
 
 def test_submit_and_watch_it_complete_without_reload(

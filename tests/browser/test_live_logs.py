@@ -14,7 +14,7 @@ from providers import get_provider_class
 from providers.simulators import completion_text
 
 from ..conftest import FakeClock, make_credential, use_clock
-from .conftest import login, wait_until
+from .conftest import login, submit_job, wait_until
 from .test_job_live import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,8 +97,7 @@ def test_bytez_stream_shows_partial_output(
     page.fill("#id_model", "openai-community/gpt2")
     page.fill("#id_prompts", "Once upon a time there was a")
     page.check("#id_stream")
-    page.click("button:has-text('Submit job')")
-    page.wait_for_url("**/jobs/*/")
+    submit_job(page)
 
     final = completion_text("openai-community/gpt2", "Once upon a time there was a")
     try:

@@ -20,7 +20,7 @@ from providers import get_provider_class
 from providers.simulators import Fault, available
 
 from ..conftest import make_credential, make_job
-from .conftest import login
+from .conftest import login, submit_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,8 +46,7 @@ def test_job_page_buttons_and_timeline_follow_the_job_to_its_end(
     page.goto(f"{live_server.url}/jobs/new")
     page.fill("#id_model", "demo-model")
     page.fill("#id_prompts", "one\ntwo\nthree\nfour")
-    page.click("button:has-text('Submit job')")
-    page.wait_for_url("**/jobs/*/")
+    submit_job(page)
     job = Job.objects.get()
     same_document(page)
     actions = page.locator("#job-actions")
@@ -151,8 +150,7 @@ def test_first_job_with_the_default_form_values_completes_on_the_demo_credential
     expect(count).to_have_text("0 prompts")
     page.fill("#id_prompts", "Say hi\nSay bye\nSay thanks")  # three pasted lines
     expect(count).to_have_text("3 prompts")
-    page.click("button:has-text('Submit job')")
-    page.wait_for_url("**/jobs/*/")
+    submit_job(page)
     expect(page.locator("#job-status .badge[data-status]")).to_have_attribute(
         "data-status", "completed", timeout=30_000
     )
