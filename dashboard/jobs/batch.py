@@ -57,11 +57,10 @@ from providers.batch import (
     supports_batch,
 )
 
-from . import results
 from .items import Changes, item_complete, item_fail, items_pending, items_write
 from .leases import lease_seconds, renew_job, worker_id
 from .retry import Deferred, backoff
-from .services import event_add, job_create, job_fail, job_transition, jobs_end
+from .services import event_add, job_fail, job_redo, job_transition, jobs_end
 from .spec import mode_problem
 
 logger = logging.getLogger(__name__)
@@ -394,23 +393,8 @@ def chunk_resubmit(chunk: BatchChunk, user: Any = None, *, via: str = "") -> Job
     )
     if not rows:
         raise ValueError("Every row of this batch completed.")
-    spec = JobSpec.from_dict({**job.spec, "prompts": [row["input"] for row in rows]})
     with transaction.atomic():
-        new = job_create(
-            team=job.team,
-            credential=job.credential,
-            spec=spec,
-            user=user,
-            retry_of=job.retry_of or job,
-            source_indexes=[
-                row["source_index"] if row["source_index"] is not None else row["index"]
-                for row in rows
-            ],
-            input_fields=[row["input_fields"] for row in rows],
-            input_columns=job.input_columns,
-            output_columns=results.structured_columns(job),
-            mode=Job.Mode.BATCH,
-        )
+        new = job_redo(job, rows, user=user, mode=Job.Mode.BATCH)
         BatchChunk.objects.filter(pk=chunk.pk).update(
             error=f"{chunk.error} Resubmitted as job {new.pk}.".strip()
         )

@@ -489,7 +489,6 @@ def job_retry(
         raise ValueError("Retry either the failed rows or the invalid ones, not both at once.")
     if repair and not invalid_only:
         raise ValueError("Repair applies to invalid rows: ask for invalid_only with it.")
-    first = job.retry_of or job  # the lineage hangs off the first job
     rows = job.items.order_by("index")
     if failed_only:
         rows = rows.exclude(status=ItemStatus.COMPLETED)
@@ -511,7 +510,6 @@ def job_retry(
         repair_prompt(row["input"], row["validation_error"], schema) if repair else row["input"]
         for row in items
     ]
-    spec = JobSpec.from_dict({**job.spec, "prompts": prompts})
     what = (
         " (invalid rows, repaired)"
         if repair
@@ -523,21 +521,7 @@ def job_retry(
     )
     flags = {"failed_only": failed_only, "invalid_only": invalid_only, "repair": repair}
     with transaction.atomic():
-        new = job_create(
-            team=job.team,
-            credential=job.credential,
-            spec=spec,
-            user=user,
-            retry_of=first,
-            source_indexes=[
-                row["source_index"] if row["source_index"] is not None else row["index"]
-                for row in items
-            ],
-            input_fields=[row["input_fields"] for row in items],
-            input_columns=job.input_columns,
-            output_columns=results.structured_columns(job),
-            mode=mode,
-        )
+        new = job_redo(job, items, user=user, mode=mode, prompts=prompts)
         event_add(job.pk, f"Retried as job {new.pk}{what}: {len(items)} row(s)")
         audit(
             user,
@@ -550,6 +534,36 @@ def job_retry(
             **via_details(via),
         )
     return new
+
+
+def job_redo(
+    job: Job,
+    rows: Sequence[dict[str, Any]],
+    *,
+    user: Any,
+    mode: str,
+    prompts: Sequence[str] | None = None,
+) -> Job:
+    """A new job over some rows of ``job`` (their ``index``, ``source_index``,
+    ``input`` and ``input_fields``), linked to the first job of its lineage,
+    with its spec and columns; each new item keeps the row it redoes as
+    ``source_index``. ``prompts`` replaces the rows' inputs (a repair)."""
+    assert job.credential is not None
+    texts = [row["input"] for row in rows] if prompts is None else list(prompts)
+    return job_create(
+        team=job.team,
+        credential=job.credential,
+        spec=JobSpec.from_dict({**job.spec, "prompts": texts}),
+        user=user,
+        retry_of=job.retry_of or job,
+        source_indexes=[
+            row["source_index"] if row["source_index"] is not None else row["index"] for row in rows
+        ],
+        input_fields=[row["input_fields"] for row in rows],
+        input_columns=job.input_columns,
+        output_columns=results.structured_columns(job),
+        mode=mode,
+    )
 
 
 def repair_prompt(prompt: str, error: str, schema: dict[str, Any] | None) -> str:
