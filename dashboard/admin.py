@@ -35,11 +35,11 @@ from dashboard.accounts.credentials import (
     CredentialInUse,
     credential_delete,
     credential_update,
-    has_nul,
 )
 from dashboard.accounts.prices import MAX_BUDGET, PriceError, amount, team_set_budget
 from dashboard.accounts.throttle import ThrottledAdminAuthenticationForm
 from dashboard.core import netguard
+from dashboard.core.formfields import has_nul
 from dashboard.instances.services import instance_stop_begin
 from dashboard.jobs.services import job_cancel, job_retry
 

@@ -16,7 +16,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from dashboard.core import clock, netguard
 from dashboard.core.connect import build_provider, credential_redact
-from dashboard.core.formfields import JSONObjectField
+from dashboard.core.formfields import JSONObjectField, has_nul
 from dashboard.core.health import credential_record_health
 from dashboard.models import Credential, Team
 from providers import (
@@ -29,18 +29,6 @@ from providers import (
 from providers.batch import supports_batch
 
 from .audit import audit
-
-
-def has_nul(value: Any) -> bool:
-    """True when a JSON value holds a NUL character in any key or string."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(item) for item in value)
-    return False
-
 
 MAX_CONCURRENCY = 2000
 #: The largest requests-per-minute and tokens-per-minute limits a credential may set.

@@ -18,11 +18,12 @@ from ninja.parser import Parser
 from ninja.renderers import JSONRenderer
 from ninja.responses import NinjaJSONEncoder
 
+from dashboard.jobs.spec import NUL_MESSAGE
+
 from .errors import ApiError, invalid
 
 #: Deeper bodies are refused: nothing the API takes nests anywhere near this.
 MAX_DEPTH = 64
-NUL_MESSAGE = "Text may not contain NUL characters."
 
 
 class MarkupSafeEncoder(NinjaJSONEncoder):

@@ -8,6 +8,23 @@ from typing import Any
 from django import forms
 
 
+def has_nul(value: Any) -> bool:
+    """True when a JSON value holds a NUL character in any key or string
+    (PostgreSQL refuses it in text). Iterative: a deep value cannot exhaust
+    the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 class JSONObjectField(forms.CharField):
     """A textarea holding a JSON object (empty means none)."""
 

@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 
 from dashboard.core import structured
+from dashboard.core.formfields import has_nul
 from dashboard.models import Credential
 from providers import JobSpec, Provider, ProviderError, get_provider_class
 from providers.batch import supports_batch
@@ -250,7 +251,7 @@ def _schema(value: Any, errors: _Errors) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         errors.add("output_schema", "Must be a JSON object ({...}).")
         return None
-    if _has_nul(value):
+    if has_nul(value):
         errors.add("output_schema", NUL_MESSAGE)
         return None
     problem = structured.schema_problem(value)
@@ -277,7 +278,7 @@ def _options(cls: type[Provider], value: Any, errors: _Errors) -> dict[str, Any]
         )
     if "batch_max_requests" in value and not _is_positive_int(value["batch_max_requests"]):
         errors.add("options", "batch_max_requests must be a whole number of requests, at least 1.")
-    if _has_nul(value):
+    if has_nul(value):
         errors.add("options", NUL_MESSAGE)
     return dict(value)
 
@@ -311,20 +312,6 @@ def _provider_check(
             adapter.validate(spec)
         except ProviderError as exc:
             errors.add(getattr(exc, "field_name", None) or "__all__", exc.message)
-
-
-def _has_nul(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def _shown(number: float) -> str:
