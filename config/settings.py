@@ -116,6 +116,10 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------------
 
+if not os.environ.get("DATABASE_URL"):
+    # The embedded default's file lives in DATA_DIR: a fresh checkout has none yet.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
