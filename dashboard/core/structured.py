@@ -106,7 +106,8 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
     if left <= 0:
         raise PatternTimeout(pattern)
     try:
-        found = regex.search(pattern, instance, timeout=left)
+        # concurrent=False keeps the GIL (see evals.scorers._regex).
+        found = regex.search(pattern, instance, timeout=left, concurrent=False)
     except TimeoutError:
         raise PatternTimeout(pattern) from None
     except regex.error as exc:  # re compiled it (check_schema); regex reads a few forms otherwise
