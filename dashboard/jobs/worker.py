@@ -125,13 +125,15 @@ def _instance_gate(job: Job) -> None:
 
 
 def nudge_waiting_jobs(credential_id: int, *, exclude: int | None = None) -> None:
-    """Slots were freed: the jobs of this credential that wait for one go now."""
+    """Slots were freed: the jobs of this credential that wait for one go now,
+    those whose pause still runs and those whose pause has passed with nobody
+    to take them (the sweep comes once a minute)."""
     waiting = list(
         Job.objects.filter(
             credential_id=credential_id,
             status__in=[JobStatus.PENDING, JobStatus.RUNNING],
             lease_owner="",
-            next_check_at__gt=clock.now(),
+            next_check_at__isnull=False,
             units__isnull=True,
             mode=Job.Mode.ONLINE,
         )
