@@ -563,10 +563,14 @@ def results_read(job: Job, provider: Provider, chunk: BatchChunk, state: BatchSt
     schema = job.spec.get("output_schema")
     found: dict[int, BatchResult] = {}
     stray = 0
+    unread = Unreadable()
     for result in provider.batch_results(state):  # type: ignore[attr-defined]
         index = index_of(job, chunk, result.custom_id)
         if index is None:
-            stray += 1
+            if result.custom_id:
+                stray += 1
+            else:
+                unread.add(result.message)
             continue
         found[index] = result
         if len(found) >= WRITE_EVERY:
@@ -582,7 +586,42 @@ def results_read(job: Job, provider: Provider, chunk: BatchChunk, state: BatchSt
             f"Batch {chunk.number + 1}: {stray} result line(s) named no row of it; ignored.",
             kind=JobEvent.Kind.ERROR,
         )
+    unread.report(job, chunk)
     return rows_fail(job, chunk, NO_RESULT)
+
+
+class Unreadable:
+    """Result lines that named no row (not JSON and no ``custom_id`` in sight,
+    an object without one): counted, the first few reasons kept for the log."""
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reasons: list[str] = []
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.reasons) < self.KEEP and reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def report(self, job: Job, chunk: BatchChunk) -> None:
+        if not self.count:
+            return
+        why = " ".join(self.reasons)
+        logger.warning(
+            "Job %s batch %s: %s result line(s) could not be read: %s",
+            job.pk,
+            chunk.pk,
+            self.count,
+            why,
+        )
+        event_add(
+            job.pk,
+            f"Batch {chunk.number + 1}: {self.count} result line(s) could not be read and "
+            f"named no row ({why}); rows left without a result fail with '{NO_RESULT}'.",
+            kind=JobEvent.Kind.ERROR,
+        )
 
 
 def _write_results(job: Job, found: dict[int, BatchResult], schema: Any) -> bool:
