@@ -499,13 +499,20 @@ def _poll_failed(job: Job, chunk: BatchChunk, exc: ProviderError) -> str:
     failures = chunk.poll_failures + 1
     now = clock.now()
     if exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or failures >= MAX_POLL_FAILURES:
-        error = (
-            message
-            if failures < MAX_POLL_FAILURES
-            else f"Gave up after {failures} failed status checks: {message}"
-        )
+        if exc.kind == ErrorKind.NOT_FOUND:
+            # Lost (deleted, another account's, past its retention): asking again cannot help.
+            said = redact(exc.detail) if exc.detail else message
+            error = f"The provider no longer knows batch {chunk.remote_id} (404): {said}"
+        elif failures < MAX_POLL_FAILURES:
+            error = message
+        else:
+            error = f"Gave up after {failures} failed status checks: {message}"
         BatchChunk.objects.filter(pk=chunk.pk).update(
-            state=State.FAILED, error=error, poll_failures=failures, ended_at=now
+            state=State.FAILED,
+            error=error,
+            poll_failures=failures,
+            ended_at=now,
+            next_poll_at=None,
         )
         event_add(job.pk, f"Batch {chunk.number + 1}: {error}", kind=JobEvent.Kind.ERROR)
         rows_fail(job, chunk, error)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dashboard.jobs import batch
+from dashboard.jobs import batch, worker
 from dashboard.models import Job
 from providers.batch import custom_id
 from providers.simulators.base import Fault
@@ -117,3 +117,43 @@ def test_a_stray_line_of_another_job_is_ignored_not_unreadable(
     assert job.status == "completed" and outputs(job) == ["zero"]
     assert job.events.filter(message__contains="1 result line(s) named no row").exists()
     assert not job.events.filter(message__contains="could not be read").exists()
+
+
+# --- a batch the provider lost -----------------------------------------------------------------
+
+
+def test_a_lost_batch_fails_its_rows_at_once_and_the_job_ends(
+    credential: Any, sim: Any, now: FakeClock
+) -> None:
+    job = batch_job(credential, [f"q{i}" for i in range(4)], options={"batch_max_requests": 2})
+    worker.advance_job(job.pk)
+    lost, kept = job.chunks.order_by("number")
+    del sim.batches[lost.remote_id]
+
+    job = drive(job, now)
+
+    assert job.status == "completed", job.error
+    lost.refresh_from_db()
+    said = f"The provider no longer knows batch {lost.remote_id} (404): "
+    assert lost.state == "failed" and lost.error.startswith(said)
+    assert "No batch found with id" in lost.error
+    errors = dict(job.items.values_list("index", "error"))
+    assert errors[0] == errors[1] == lost.error and errors[2] == errors[3] == ""
+    assert lost.poll_failures == 1  # asked once, not retried
+    assert job.events.filter(kind="error", message__contains=said).exists()
+    assert job.items_completed == 2 and job.items_failed == 2
+
+
+def test_a_lost_anthropic_batch_fails_the_job_with_that_reason(claude: Any, now: FakeClock) -> None:
+    credential, sim = claude
+    job = batch_job(credential, ["a", "b"], model=CLAUDE)
+    worker.advance_job(job.pk)
+    chunk = job.chunks.get()
+    sim.batches.clear()
+
+    job = drive(job, now)
+
+    assert job.status == "failed"
+    assert job.error.startswith(f"The provider no longer knows batch {chunk.remote_id} (404): ")
+    assert set(job.items.values_list("error", flat=True)) == {job.error}
+    assert sim.count("GET /v1/messages/batches/(?P<batch_id>[^/]+)") == 1
