@@ -5,17 +5,20 @@ result lines, a create answered 413, a batch the provider lost."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from dashboard.core import clock
 from dashboard.jobs import batch, worker
 from dashboard.models import Job
 from providers.batch import custom_id
+from providers.simulators import completion_text
 from providers.simulators.base import Fault
 from tests.conftest import FakeClock, outputs
 from tests.jobs import test_batch as base
-from tests.jobs.test_batch import CLAUDE, batch_job, drive
+from tests.jobs.test_batch import CLAUDE, MODEL, batch_job, drive
 
 pytestmark = pytest.mark.django_db
 
@@ -157,3 +160,145 @@ def test_a_lost_anthropic_batch_fails_the_job_with_that_reason(claude: Any, now:
     assert job.error.startswith(f"The provider no longer knows batch {chunk.remote_id} (404): ")
     assert set(job.items.values_list("error", flat=True)) == {job.error}
     assert sim.count("GET /v1/messages/batches/(?P<batch_id>[^/]+)") == 1
+
+
+# --- a create refused as too large (413) -------------------------------------------------------
+
+
+def chunk_table(job: Job) -> list[tuple[int, int, int, str]]:
+    return list(
+        job.chunks.order_by("number").values_list("number", "start_index", "end_index", "state")
+    )
+
+
+def one_row_body(credential: Any, job: Job, prompt: str) -> int:
+    """The bytes of a create body that holds one row of ``prompt``."""
+    from dashboard.core.connect import build_provider
+    from providers.anthropic import batch_requests_body
+
+    with build_provider(credential) as provider:
+        line = provider.batch_line(custom_id(job.pk, 0), prompt, batch.job_spec(job))
+    return len(batch_requests_body([line]))
+
+
+def test_a_413_splits_the_chunk_in_halves_down_to_single_rows(claude: Any, now: FakeClock) -> None:
+    credential, sim = claude
+    prompts = ["q0", "q1", "q2", "q3"]
+    job = batch_job(credential, prompts, model=CLAUDE, max_tokens=16)
+    sim.max_bytes = one_row_body(credential, job, "q0") + 10  # one row goes, two do not
+
+    job = drive(job, now)
+
+    assert job.status == "completed", job.error
+    assert outputs(job) == [completion_text(CLAUDE, p, 16).strip() for p in prompts]
+    assert chunk_table(job) == [
+        (0, 0, 4, "split"),
+        (1, 0, 2, "split"),
+        (2, 2, 4, "split"),
+        (3, 0, 1, "ended"),
+        (4, 1, 2, "ended"),
+        (5, 2, 3, "ended"),
+        (6, 3, 4, "ended"),
+    ]
+    first = job.chunks.get(number=0)
+    assert "HTTP 413" in first.error and "split into batches 2 and 3" in first.error
+    assert not first.remote_id and first.requests == 4
+    assert sim.count("POST /v1/messages/batches") == 7 and len(sim.batches) == 4
+    assert job.events.filter(kind="retry", message__contains="split into batches").count() == 3
+
+
+def test_a_single_row_still_too_large_fails_with_a_readable_error(
+    claude: Any, now: FakeClock
+) -> None:
+    credential, sim = claude
+    job = batch_job(credential, ["small", "big " * 500], model=CLAUDE)
+    sim.max_bytes = one_row_body(credential, job, "small") + 10
+
+    job = drive(job, now)
+
+    assert job.status == "completed", job.error
+    small, big = job.items.order_by("index")
+    assert small.status == "completed"
+    assert big.status == "failed"
+    assert big.error.startswith("This row alone is too large for a batch: ")
+    assert "HTTP 413" in big.error and "request_too_large" in big.error
+    assert chunk_table(job) == [(0, 0, 2, "split"), (1, 0, 1, "ended"), (2, 1, 2, "failed")]
+
+
+def test_an_openai_upload_answered_413_splits_the_chunk(
+    credential: Any, sim: Any, now: FakeClock
+) -> None:
+    sim.faults.append(
+        Fault(
+            status=413,
+            body={"error": {"message": "Request Entity Too Large", "type": "invalid_request"}},
+            method="POST",
+            path=r"^/v1/files$",
+        )
+    )
+    job = batch_job(credential, ["a", "b", "c"])
+
+    job = drive(job, now)
+
+    assert job.status == "completed", job.error
+    assert outputs(job) == [completion_text(MODEL, p).strip() for p in "abc"]
+    assert chunk_table(job) == [(0, 0, 3, "split"), (1, 0, 1, "ended"), (2, 1, 3, "ended")]
+    assert sim.files_uploaded == 2 and sim.batches_created == 2
+
+
+def test_a_worker_dying_mid_split_leaves_the_chunk_to_look_up_then_split(
+    credential: Any, sim: Any, now: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db.models import QuerySet
+
+    from dashboard.core.connect import build_provider
+
+    too_large = {"status": 413, "method": "POST", "path": r"^/v1/files$"}
+    sim.faults.append(Fault(**too_large))
+    job = batch_job(credential, ["a", "b"])
+    spec = batch.job_spec(job)
+
+    def died(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("the worker died")
+
+    with build_provider(credential) as provider:
+        (chunk,) = batch.chunks_cut(job, provider, spec)
+        chunk = job.chunks.get()
+        with monkeypatch.context() as patched:
+            patched.setattr(QuerySet, "bulk_create", died)
+            with pytest.raises(SystemExit):
+                batch.chunk_create(job, provider, spec, chunk, "worker-1")
+    # Nothing of the split was kept: the chunk is mid-create, as after any crash there.
+    assert chunk_table(job) == [(0, 0, 2, "submitting")]
+    job.chunks.update(lease_expires_at=clock.now() - timedelta(seconds=1))
+    sim.faults.append(Fault(**too_large))  # the provider refuses it again
+
+    job = drive(job, now)
+
+    assert job.status == "completed", job.error
+    assert chunk_table(job) == [(0, 0, 2, "split"), (1, 0, 1, "ended"), (2, 1, 2, "ended")]
+    assert sim.batches_created == 2 and sim.files_uploaded == 2
+
+
+def test_halves_of_a_job_cancelled_meanwhile_are_never_created(
+    claude: Any, now: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dashboard.jobs.services import job_cancel
+
+    credential, sim = claude
+    job = batch_job(credential, ["q0", "q1"], model=CLAUDE)
+    sim.max_bytes = one_row_body(credential, job, "q0") + 10
+    real = batch.chunk_split
+
+    def cancel_first(job: Job, *args: Any) -> Any:
+        assert job_cancel(Job.objects.get(pk=job.pk))  # asked while the create was under way
+        return real(job, *args)
+
+    monkeypatch.setattr(batch, "chunk_split", cancel_first)
+
+    job = drive(job, now)
+
+    assert job.status == "cancelled"
+    assert chunk_table(job) == [(0, 0, 2, "split"), (1, 0, 1, "failed"), (2, 1, 2, "failed")]
+    assert sim.count("POST /v1/messages/batches") == 1 and not sim.batches
+    assert set(job.items.values_list("status", flat=True)) == {"cancelled"}
