@@ -661,6 +661,7 @@ class BatchChunk(models.Model):
         ENDED = "ended", "Ended"  # results read
         FAILED = "failed", "Failed"  # refused at validation, or could not be created
         UNKNOWN = "unknown", "Outcome unknown"  # may have been created; cannot be looked up
+        SPLIT = "split", "Split"  # refused as too large (413): two halves replace it
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
     #: 0-based.

@@ -31,7 +31,9 @@ What this adapter relies on from the protocol:
 * Batches (:class:`providers.batch.BatchAPI`): the requests go inline in
   ``POST /v1/messages/batches``; there is no metadata to find a batch by, so
   ``batch_find`` cannot tell. Results are JSONL at the batch's
-  ``results_url``, read line by line.
+  ``results_url``, read line by line; a line that cannot be read (not JSON,
+  longer than ``max_response_bytes``, without a ``custom_id``) fails only the
+  row it still names.
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ from .batch import (
     BatchPhase,
     BatchResult,
     BatchState,
+    LongLine,
     ResultKind,
-    jsonl_lines,
+    bounded_lines,
+    custom_id_in,
+    long_line_message,
+    unreadable,
 )
 from .openai_compat import SSEDecoder, to_json_schema
 
@@ -376,19 +382,25 @@ _RESULT_WORDS = {
 
 
 def parse_result_line(line: bytes, redact: Callable[[str], str]) -> BatchResult:
-    """One JSONL result line. A line without a ``custom_id`` cannot be matched
-    to an item: PROTOCOL. A line that can be matched but makes no sense fails
-    only its item."""
+    """One JSONL result line. A line that is not JSON, or names no
+    ``custom_id``, is an unreadable result (for the row its head still
+    names, if any); a line that can be matched but makes no sense fails only
+    its item."""
     try:
         row = json.loads(line)
     except ValueError:
         head = shorten(redact(line[:400].decode(errors="replace")), 120)
-        raise ProviderError(
-            f"{LABEL} sent a result line that is not JSON: {head!r}", kind=ErrorKind.PROTOCOL
-        ) from None
+        return unreadable(
+            custom_id_in(line), f"{LABEL} sent a result line that is not JSON: {head!r}"
+        )
     cid = row.get("custom_id") if isinstance(row, dict) else None
     if not isinstance(cid, str) or not cid:
-        raise _protocol("a 'custom_id' in a result line")
+        shape = (
+            "without a 'custom_id'"
+            if isinstance(row, dict)
+            else f"of an unexpected shape ({type(row).__name__})"
+        )
+        return unreadable("", f"{LABEL} sent a result line {shape}.")
     result = row.get("result")
     result = result if isinstance(result, dict) else {}
     kind = RESULT_KINDS.get(str(result.get("type")))
@@ -620,8 +632,12 @@ class AnthropicProvider(BatchAPI, Provider):
                 if response.status_code >= 400:
                     self.read(response)
                     self.raise_for_status(response)
-                for line in jsonl_lines(self._line_capped(response.iter_bytes())):
-                    yield parse_result_line(line, self.redact)
+                for line in bounded_lines(response.iter_bytes(), self.max_response_bytes):
+                    if isinstance(line, LongLine):
+                        message = long_line_message(LABEL, line, self.max_response_bytes)
+                        yield unreadable(custom_id_in(line.head), message)
+                    else:
+                        yield parse_result_line(line, self.redact)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, "GET", "results") from None
 
@@ -640,14 +656,3 @@ class AnthropicProvider(BatchAPI, Provider):
             if (parts.scheme, parts.netloc) == (base.scheme, base.netloc):
                 return url
         return self._batch_path(state.remote_id) + "/results"
-
-    def _line_capped(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """``chunks`` as they come, refused once one line passes ``max_response_bytes``."""
-        size = 0  # of the line being read, so far
-        for chunk in chunks:
-            first, *lines = chunk.split(b"\n")
-            longest = max([size + len(first), *map(len, lines[:-1])])
-            size = len(lines[-1]) if lines else size + len(first)
-            if max(longest, size) > self.max_response_bytes:
-                raise self.too_large()
-            yield chunk

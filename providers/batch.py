@@ -27,10 +27,14 @@ An adapter that has a batch API sets ``batch = True`` and implements the
 5. ``batch_get(remote_id)``, ``batch_cancel(remote_id)``: the batch object.
 6. ``batch_results(state)``: every result line of an ended batch, output and
    error files alike, matched by ``custom_id`` by the caller, never by order.
+   A line that cannot be read (not JSON, over-long, of an unknown shape) is
+   an ERRORED result for the row it still names, or one with an empty
+   ``custom_id`` when it names none: one bad line never stops the read.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -96,6 +100,8 @@ class ResultKind(StrEnum):
 class BatchResult:
     """One line of a batch's results."""
 
+    #: Empty for a line that could not be read far enough to name its row
+    #: (``message`` says why): the caller counts it, no row takes it.
     custom_id: str
     kind: ResultKind
     #: For a succeeded line: the output and its usage tokens.
@@ -169,6 +175,81 @@ def jsonl_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     last = b"".join(parts)
     if last.strip():
         yield last
+
+
+#: Of a result line too long to read, the bytes kept: where its ``custom_id`` is.
+LINE_HEAD_BYTES = 4096
+
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+
+
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the reader's limit: its first bytes and its whole
+    length; the rest of it was skipped, never held."""
+
+    head: bytes
+    size: int
+
+
+def bounded_lines(
+    chunks: Iterable[bytes], limit: int, *, head: int = LINE_HEAD_BYTES
+) -> Iterator[bytes | LongLine]:
+    """Like :func:`jsonl_lines`, but a line longer than ``limit`` bytes comes
+    out as a :class:`LongLine` (its first ``head`` bytes kept, the rest
+    skipped as it streams by) and the lines after it are read as ever. At
+    most ``limit`` bytes of a line are ever held."""
+    parts: list[bytes] = []  # the open line, in pieces
+    size = 0  # its length so far
+    long: bytes | None = None  # the head of the open line, once it is too long
+    for chunk in chunks:
+        pieces = chunk.split(b"\n")
+        last = len(pieces) - 1
+        for n, piece in enumerate(pieces):
+            if long is None and size + len(piece) > limit:
+                long = b"".join([*parts, piece[:head]])[:head]
+                parts = []
+            if long is None and piece:
+                parts.append(piece)
+            size += len(piece)
+            if n == last:
+                break
+            # A newline ends the open line.
+            if long is not None:
+                yield LongLine(long, size)
+            elif size:
+                line = parts[0] if len(parts) == 1 else b"".join(parts)
+                if line.strip():
+                    yield line
+            parts, size, long = [], 0, None
+    if long is not None:
+        yield LongLine(long, size)
+    elif size:
+        line = b"".join(parts)
+        if line.strip():
+            yield line
+
+
+def custom_id_in(raw: bytes) -> str:
+    """The ``custom_id`` a line that cannot be parsed (cut short, not JSON, too
+    long) still names in its first bytes, or "". An unescaped
+    ``"custom_id": "…"`` is a key, never text inside a JSON string."""
+    found = _CUSTOM_ID.search(raw[:LINE_HEAD_BYTES])
+    return found.group(1).decode() if found else ""
+
+
+def unreadable(custom: str, message: str) -> BatchResult:
+    """The result of a line that could not be read: ERRORED for the row it
+    names (when it names one), saying why."""
+    return BatchResult(custom, ResultKind.ERRORED, code="unreadable", message=message)
+
+
+def long_line_message(label: str, line: LongLine, limit: int) -> str:
+    mb = 1024 * 1024
+    return (
+        f"{label} sent a result line of {line.size / mb:.1f} MB, over the {limit / mb:g} MB "
+        "read per line; it was skipped."
+    )
 
 
 def supports_batch(provider: Any) -> bool:

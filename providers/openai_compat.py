@@ -41,7 +41,8 @@ What this adapter relies on from the protocol:
   ``GET /v1/batches`` finds a batch whose create was never recorded);
   ``GET /v1/batches/{id}`` and ``.../cancel`` report it, and the output and
   error files (``GET /v1/files/{id}/content``) are streamed a line at a time,
-  each line at most ``max_response_bytes``. A line's body is exactly what the
+  each line at most ``max_response_bytes`` (a longer one is skipped, and fails
+  only the row it names, as does a line that is not JSON). A line's body is exactly what the
   online call sends, without ``stream``. The same ``/v1`` rule as the chat path
   applies. Many OpenAI-compatible servers have no batch API: a 404 on
   ``/v1/files`` or ``/v1/batches`` says so (NOT_FOUND), and
@@ -77,8 +78,12 @@ from .batch import (
     BatchPhase,
     BatchResult,
     BatchState,
+    LongLine,
     ResultKind,
-    jsonl_lines,
+    bounded_lines,
+    custom_id_in,
+    long_line_message,
+    unreadable,
 )
 
 LABEL = "OpenAI-compatible"
@@ -666,8 +671,10 @@ class OpenAIProvider(BatchAPI, Provider):
     @redacted
     def batch_results(self, state: BatchState) -> Iterator[BatchResult]:
         """Every line of the output file, then of the error file (either may be
-        absent), read as it arrives; a line longer than ``max_response_bytes``
-        stops the read with a PROTOCOL error."""
+        absent), read as it arrives. A line that cannot be read (longer than
+        ``max_response_bytes``, not JSON, not an object, without a
+        ``custom_id``) is an ERRORED result for the row it still names, or
+        for none; the lines after it are read as ever."""
         for file_id in (state.output_file_id, state.error_file_id):
             if file_id:
                 yield from self._file_results(file_id)
@@ -718,50 +725,33 @@ class OpenAIProvider(BatchAPI, Provider):
                 if response.status_code >= 400:
                     self.read(response)
                     self.raise_for_status(response)
-                for raw in jsonl_lines(self._bounded_lines(response.iter_bytes())):
-                    if len(raw) > self.max_response_bytes:
-                        raise self.line_too_large()
+                lines = bounded_lines(response.iter_bytes(), self.max_response_bytes)
+                for raw in lines:
                     yield self._result(raw)
         except httpx.HTTPError as exc:
             raise self.redact_error(self.transport_error(exc, "GET", path)) from None
         except ProviderError as exc:
             raise self.redact_error(exc) from None
 
-    def _bounded_lines(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """``chunks`` as they come, refused once the line they are adding to
-        (the bytes since the last newline, over many chunks) passes
-        ``max_response_bytes``, so no longer line is ever gathered. Lines
-        whole inside one chunk are checked as they come out."""
-        limit, open_line = self.max_response_bytes, 0
-        for chunk in chunks:
-            first = chunk.find(b"\n")
-            if first >= 0:
-                if open_line + first > limit:
-                    raise self.line_too_large()
-                open_line = len(chunk) - chunk.rfind(b"\n") - 1
-            else:
-                open_line += len(chunk)
-            if open_line > limit:
-                raise self.line_too_large()
-            yield chunk
-
-    def line_too_large(self) -> ProviderError:
-        limit = self.max_response_bytes / (1024 * 1024)
-        return ProviderError(
-            f"{self.label} sent a batch result line larger than {limit:g} MB; "
-            "the results were not read past it.",
-            kind=ErrorKind.PROTOCOL,
-        )
-
-    def _result(self, raw: bytes) -> BatchResult:
+    def _result(self, raw: bytes | LongLine) -> BatchResult:
+        if isinstance(raw, LongLine):
+            message = long_line_message(self.label, raw, self.max_response_bytes)
+            return unreadable(custom_id_in(raw.head), message)
         try:
             line = json.loads(raw)
         except ValueError:
-            raise _batch_protocol(
-                f"result line that is not JSON: {self.readable(raw[:200].decode(errors='replace'), 120)!r}"
-            ) from None
-        if not isinstance(line, dict):
-            raise _batch_protocol(f"result line of an unexpected shape ({type(line).__name__})")
+            head = self.readable(raw[:200].decode(errors="replace"), 120)
+            return unreadable(
+                custom_id_in(raw), f"{LABEL} server sent a result line that is not JSON: {head!r}"
+            )
+        custom = line.get("custom_id") if isinstance(line, dict) else None
+        if not isinstance(custom, str) or not custom:
+            shape = (
+                "without a 'custom_id'"
+                if isinstance(line, dict)
+                else f"of an unexpected shape ({type(line).__name__})"
+            )
+            return unreadable("", f"{LABEL} server sent a result line {shape}.")
         result = parse_result_line(line)
         if not result.message:
             return result

@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
@@ -112,7 +112,15 @@ def advance_batch_job(job: Job, provider: Provider, owner: str) -> str:
     )
     for chunk in stale.order_by("number"):
         chunk_reconcile(job, provider, chunk, owner)
-    for chunk in BatchChunk.objects.filter(job_id=job.pk, state=State.PENDING).order_by("number"):
+    tried: set[int] = set()
+    # Each pending chunk once per step; halves of a chunk split meanwhile (413) too.
+    while chunk := (
+        BatchChunk.objects.filter(job_id=job.pk, state=State.PENDING)
+        .exclude(pk__in=tried)
+        .order_by("number")
+        .first()
+    ):
+        tried.add(chunk.pk)
         if not renew_job(job.pk, owner):
             return "stopped"
         chunk_create(job, provider, spec, chunk, owner)
@@ -230,6 +238,12 @@ def _create_failed(
 ) -> None:
     message = redact(exc.message)
     mine = BatchChunk.objects.filter(pk=chunk.pk, state=State.SUBMITTING, lease_owner=owner)
+    if exc.status_code == 413:
+        if chunk.items > 1:
+            chunk_split(job, chunk, message, owner)
+            return
+        message = f"This row alone is too large for a batch: {message}"
+        exc = ProviderError(message, kind=ErrorKind.INVALID_SPEC, status_code=413)
     if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.AUTH):
         # No batch API on this server, or a credential it refuses: the job fails.
         mine.update(state=State.FAILED, error=message, lease_owner="", lease_expires_at=None)
@@ -263,6 +277,57 @@ def _create_failed(
         kind=JobEvent.Kind.ERROR,
     )
     rows_fail(job, chunk, message)
+
+
+def chunk_split(job: Job, chunk: BatchChunk, message: str, owner: str) -> list[BatchChunk]:
+    """A create refused as too large (HTTP 413): the chunk is ``split`` and two
+    pending chunks, each half of its rows, take its place (created next, and
+    split again while refused, down to one row). One transaction: a worker
+    that dies before it leaves the chunk ``submitting``, looked up as after
+    any crash mid-create; after it, the halves are there to create. Halves
+    of a job whose cancel was asked meanwhile are never created."""
+    middle = (chunk.start_index + chunk.end_index) // 2
+    now = clock.now()
+    with transaction.atomic():
+        cancelled = (
+            Job.objects.select_for_update()
+            .filter(pk=job.pk)
+            .values_list("cancel_requested_at", flat=True)
+            .first()
+        )
+        top = BatchChunk.objects.filter(job_id=job.pk).aggregate(top=Max("number"))["top"]
+        halves = [
+            BatchChunk(
+                job=job,
+                number=top + n,
+                start_index=start,
+                end_index=end,
+                requests=Item.objects.filter(
+                    job_id=job.pk, index__gte=start, index__lt=end, status__in=list(ITEM_ACTIVE)
+                ).count(),
+            )
+            for n, (start, end) in enumerate(
+                ((chunk.start_index, middle), (middle, chunk.end_index)), 1
+            )
+        ]
+        said = f"Too large for one batch ({message}); split into batches {top + 2} and {top + 3}."
+        moved = BatchChunk.objects.filter(
+            pk=chunk.pk, state=State.SUBMITTING, lease_owner=owner
+        ).update(state=State.SPLIT, error=said, lease_owner="", lease_expires_at=None, ended_at=now)
+        if not moved:
+            return []
+        if cancelled is not None:
+            for half in halves:
+                half.state, half.error, half.ended_at = (
+                    State.FAILED,
+                    "Cancelled before it was created.",
+                    now,
+                )
+        BatchChunk.objects.bulk_create(halves)
+        event_add(job.pk, f"Batch {chunk.number + 1}: {said}", kind=JobEvent.Kind.RETRY)
+    if cancelled is not None:
+        job_end_if_done(job.pk)
+    return halves
 
 
 def chunk_record_live(job: Job, provider: Provider, chunk: BatchChunk, state: BatchState) -> bool:
@@ -499,13 +564,20 @@ def _poll_failed(job: Job, chunk: BatchChunk, exc: ProviderError) -> str:
     failures = chunk.poll_failures + 1
     now = clock.now()
     if exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or failures >= MAX_POLL_FAILURES:
-        error = (
-            message
-            if failures < MAX_POLL_FAILURES
-            else f"Gave up after {failures} failed status checks: {message}"
-        )
+        if exc.kind == ErrorKind.NOT_FOUND:
+            # Lost (deleted, another account's, past its retention): asking again cannot help.
+            said = redact(exc.detail) if exc.detail else message
+            error = f"The provider no longer knows batch {chunk.remote_id} (404): {said}"
+        elif failures < MAX_POLL_FAILURES:
+            error = message
+        else:
+            error = f"Gave up after {failures} failed status checks: {message}"
         BatchChunk.objects.filter(pk=chunk.pk).update(
-            state=State.FAILED, error=error, poll_failures=failures, ended_at=now
+            state=State.FAILED,
+            error=error,
+            poll_failures=failures,
+            ended_at=now,
+            next_poll_at=None,
         )
         event_add(job.pk, f"Batch {chunk.number + 1}: {error}", kind=JobEvent.Kind.ERROR)
         rows_fail(job, chunk, error)
@@ -563,10 +635,14 @@ def results_read(job: Job, provider: Provider, chunk: BatchChunk, state: BatchSt
     schema = job.spec.get("output_schema")
     found: dict[int, BatchResult] = {}
     stray = 0
+    unread = Unreadable()
     for result in provider.batch_results(state):  # type: ignore[attr-defined]
         index = index_of(job, chunk, result.custom_id)
         if index is None:
-            stray += 1
+            if result.custom_id:
+                stray += 1
+            else:
+                unread.add(result.message)
             continue
         found[index] = result
         if len(found) >= WRITE_EVERY:
@@ -582,7 +658,42 @@ def results_read(job: Job, provider: Provider, chunk: BatchChunk, state: BatchSt
             f"Batch {chunk.number + 1}: {stray} result line(s) named no row of it; ignored.",
             kind=JobEvent.Kind.ERROR,
         )
+    unread.report(job, chunk)
     return rows_fail(job, chunk, NO_RESULT)
+
+
+class Unreadable:
+    """Result lines that named no row (not JSON and no ``custom_id`` in sight,
+    an object without one): counted, the first few reasons kept for the log."""
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reasons: list[str] = []
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.reasons) < self.KEEP and reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def report(self, job: Job, chunk: BatchChunk) -> None:
+        if not self.count:
+            return
+        why = " ".join(self.reasons)
+        logger.warning(
+            "Job %s batch %s: %s result line(s) could not be read: %s",
+            job.pk,
+            chunk.pk,
+            self.count,
+            why,
+        )
+        event_add(
+            job.pk,
+            f"Batch {chunk.number + 1}: {self.count} result line(s) could not be read and "
+            f"named no row ({why}); rows left without a result fail with '{NO_RESULT}'.",
+            kind=JobEvent.Kind.ERROR,
+        )
 
 
 def _write_results(job: Job, found: dict[int, BatchResult], schema: Any) -> bool:
@@ -644,7 +755,11 @@ def job_end_if_done(job_id: int) -> None:
     if job.cancel_requested_at is not None:
         jobs_end([job_id], status=JobStatus.CANCELLED, message="Cancelled: " + _done(job_id))
         return
-    chunks = list(BatchChunk.objects.filter(job_id=job_id).values_list("state", "error"))
+    chunks = list(
+        BatchChunk.objects.filter(job_id=job_id)
+        .exclude(state=State.SPLIT)
+        .values_list("state", "error")
+    )
     refused = [error for state, error in chunks if state == State.FAILED and error]
     if chunks and len(refused) == len(chunks) and not job.items_completed:
         error = "; ".join(dict.fromkeys(refused))

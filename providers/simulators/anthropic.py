@@ -227,6 +227,8 @@ class AnthropicSimulator(Simulator):
         self.stream_chunk_delay = stream_chunk_delay
         self.model_count = model_count
         self.batches: dict[str, Batch] = {}
+        #: The largest create body taken; a larger one is answered 413 (tests lower it).
+        self.max_bytes = MAX_BYTES
         #: Requests per actual path ("GET /v1/messages/batches/msgbatch_1"), for tests.
         self.paths: Counter[str] = Counter()
         self._serial = 0
@@ -247,6 +249,7 @@ class AnthropicSimulator(Simulator):
         """Forget batches, faults and counters, so one server can serve many tests."""
         with self.lock:
             self.batches.clear()
+            self.max_bytes = MAX_BYTES
             self.paths.clear()
             self.faults.clear()
             self.requests.clear()
@@ -347,7 +350,7 @@ class AnthropicSimulator(Simulator):
     # -- batches -------------------------------------------------------------------
 
     def batch_create(self, request: Request) -> Response:
-        if len(request.body) > MAX_BYTES:
+        if len(request.body) > self.max_bytes:
             return error(413, "request_too_large", "Request exceeds the maximum allowed size.")
         try:
             body = request.json()

@@ -53,6 +53,60 @@ class Fault:
 
 
 @dataclass
+class Hold:
+    """Hold a request matching ``method`` and ``path`` (a regex), after letting
+    ``skip`` of them through: before it is handled (``after`` 0: a crash test
+    kills the client while the provider has the request but has not acted on
+    it), or after ``after`` pieces of its answer were sent (a body is sent in
+    pieces of ``piece_bytes``: the client has read part of it). ``arrived`` is
+    set when it is held; it goes on once ``release`` is set."""
+
+    method: str | None = None
+    path: str = ".*"
+    skip: int = 0
+    after: int = 0
+    piece_bytes: int = 64 * 1024
+    timeout: float = 60.0
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and re.search(
+            self.path, path
+        ) is not None
+
+    def wait(self) -> None:
+        self.arrived.set()
+        self.release.wait(self.timeout)
+
+    def holding(self, response: Response) -> Response:
+        """``response`` sent in pieces, held after the first ``after``."""
+        if response.stream is not None:
+            pieces: Iterable[str | bytes] = response.stream
+        else:
+            body = response.body
+            if isinstance(body, str) and "json" not in response.content_type:
+                body = body.encode()
+            elif not isinstance(body, bytes):
+                body = json.dumps(body).encode()
+            size = self.piece_bytes
+            pieces = [body[i : i + size] for i in range(0, len(body), size)]
+
+        def held() -> Iterator[str | bytes]:
+            for n, piece in enumerate(pieces):
+                if n == self.after:
+                    self.wait()
+                yield piece
+
+        return Response(
+            response.status,
+            headers=response.headers,
+            stream=held(),
+            content_type=response.content_type,
+        )
+
+
+@dataclass
 class Request:
     method: str
     path: str
@@ -69,7 +123,7 @@ class Response:
     status: int = 200
     body: Any = None  # JSON-encoded, except bytes (sent as they are) and text of a non-JSON type
     headers: dict[str, str] = field(default_factory=dict)
-    stream: Iterable[str] | None = None  # raw text chunks, sent as they come
+    stream: Iterable[str | bytes] | None = None  # raw chunks, sent as they come
     content_type: str = "application/json"
 
 
@@ -95,6 +149,7 @@ class Simulator:
         self.host = host
         self.port = port
         self.faults: list[Fault] = []
+        self.holds: list[Hold] = []
         self.requests: Counter[str] = Counter()
         self.submissions = 0
         self.lock = threading.RLock()
@@ -162,6 +217,24 @@ class Simulator:
         with self.lock:
             self.faults.append(fault)
         return fault
+
+    def hold(self, **kwargs: Any) -> Hold:
+        """Hold the next matching request (see :class:`Hold`); tests release it."""
+        hold = Hold(**kwargs)
+        with self.lock:
+            self.holds.append(hold)
+        return hold
+
+    def take_hold(self, request: Request) -> Hold | None:
+        with self.lock:
+            for hold in self.holds:
+                if hold.matches(request.method, request.path):
+                    if hold.skip:
+                        hold.skip -= 1
+                        return None
+                    self.holds.remove(hold)
+                    return hold
+        return None
 
     def count(self, key: str) -> int:
         return self.requests[key]
@@ -268,6 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             )
             return
+        hold = self.sim.take_hold(request)
+        if hold is not None and not hold.after:
+            hold.wait()
         with self.sim.lock:
             self.sim.active += 1
             self.sim.max_active = max(self.sim.max_active, self.sim.active)
@@ -281,6 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with self.sim.lock:
                 self.sim.active -= 1
+        if hold is not None and hold.after:
+            response = hold.holding(response)
         self._send(response)
 
     do_GET = do_POST = do_DELETE = do_PUT = _handle
@@ -314,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         for chunk in _iter(response.stream):
-            data = chunk.encode()
+            data = chunk if isinstance(chunk, bytes) else chunk.encode()
             if data:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
@@ -330,7 +408,7 @@ def bad_request(message: str) -> _BadRequest:
     return _BadRequest(message)
 
 
-def _iter(stream: Iterable[str] | None) -> Iterator[str]:
+def _iter(stream: Iterable[str | bytes] | None) -> Iterator[str | bytes]:
     yield from stream or ()
 
 

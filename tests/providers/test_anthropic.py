@@ -312,12 +312,15 @@ def test_result_lines_of_every_kind() -> None:
     first = results[0].result
     assert first is not None and (first.output, first.tokens_in, first.tokens_out) == ("Hi", 3, 1)
     assert results[1].message == f"bad {REDACTED}"
-    with pytest.raises(ProviderError) as caught:
-        parse_result_line(b'{"result": {"type": "expired"}}', str)
-    assert caught.value.kind is ErrorKind.PROTOCOL
-    with pytest.raises(ProviderError) as caught:
-        parse_result_line(b'{"custom_id": "a", sk-xyz', lambda t: t.replace("sk-xyz", REDACTED))
-    assert caught.value.kind is ErrorKind.PROTOCOL and "sk-xyz" not in caught.value.message
+    # Lines that cannot be read: the row they still name fails, or none does.
+    nameless = parse_result_line(b'{"result": {"type": "expired"}}', str)
+    assert (nameless.custom_id, nameless.kind) == ("", ResultKind.ERRORED)
+    assert "without a 'custom_id'" in nameless.message
+    listed = parse_result_line(b'["a"]', str)
+    assert listed.custom_id == "" and "unexpected shape (list)" in listed.message
+    cut = parse_result_line(b'{"custom_id": "a", sk-xyz', lambda t: t.replace("sk-xyz", REDACTED))
+    assert (cut.custom_id, cut.kind, cut.code) == ("a", ResultKind.ERRORED, "unreadable")
+    assert "not JSON" in cut.message and "sk-xyz" not in cut.message
 
 
 def test_batch_line_is_a_messages_body_never_streamed() -> None:
@@ -461,16 +464,23 @@ def test_results_are_read_line_by_line_not_whole() -> None:
     assert urls == [state.results_url]
 
 
-def test_one_line_over_the_cap_is_refused() -> None:
+def test_one_line_over_the_cap_fails_its_row_and_the_rest_are_read() -> None:
     row = {"custom_id": "x", "result": {"type": "errored", "error": {"message": "y" * 5000}}}
+    ok = {"custom_id": "z", "result": {"type": "canceled"}}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=(json.dumps(row) + "\n").encode())
+        body = "".join(json.dumps(r) + "\n" for r in (ok, row, ok, row))
+        return httpx.Response(200, content=body.encode())
 
     state = parse_batch(batch_object("ended", errored=1))
-    with pytest.raises(ProviderError) as caught:
-        list(mock(handler, max_response_bytes=4096).batch_results(state))
-    assert caught.value.kind is ErrorKind.PROTOCOL and "larger than" in caught.value.message
+    results = list(mock(handler, max_response_bytes=4096).batch_results(state))
+    assert [(r.custom_id, r.kind, r.code) for r in results] == [
+        ("z", ResultKind.CANCELLED, "canceled"),
+        ("x", ResultKind.ERRORED, "unreadable"),
+        ("z", ResultKind.CANCELLED, "canceled"),
+        ("x", ResultKind.ERRORED, "unreadable"),
+    ]
+    assert "over the 0.00390625 MB read per line; it was skipped" in results[1].message
 
 
 def test_results_url_on_another_host_never_gets_the_key() -> None:

@@ -565,37 +565,43 @@ def test_the_output_file_then_the_error_file() -> None:
     ]
 
 
-def test_an_endless_line_is_refused_not_gathered() -> None:
+def test_an_over_long_line_fails_its_row_and_the_read_goes_on() -> None:
     pulled = {"chunks": 0}
 
     def body() -> Iterator[bytes]:
         yield result_line(0)
-        yield b'{"custom_id": "job1-item1", "response": {"body": "'
-        while True:  # never a newline: reading it whole would never end
+        yield b'{"id": "batch_req_1", "custom_id": "job1-item1", "response": {"body": "'
+        for _ in range(2000):  # 1 MB without a newline, read past and never held
             pulled["chunks"] += 1
             yield b"x" * 512
+        yield b'"}}\n' + result_line(2)
 
     state = BatchState("batch_1", BatchPhase.ENDED, "completed", output_file_id="file-out")
     provider = mocked(
         lambda request: httpx.Response(200, content=body()), max_response_bytes=64 * 1024
     )
-    results = provider.batch_results(state)
-    assert next(results).custom_id == "job1-item0"
-    with pytest.raises(ProviderError) as caught:
-        next(results)
-    assert caught.value.kind is ErrorKind.PROTOCOL
-    assert "batch result line larger than 0.0625 MB" in caught.value.message
-    assert pulled["chunks"] <= 130  # stopped just past the bound
+    results = list(provider.batch_results(state))
+    assert [(r.custom_id, r.kind) for r in results] == [
+        ("job1-item0", ResultKind.SUCCEEDED),
+        ("job1-item1", ResultKind.ERRORED),
+        ("job1-item2", ResultKind.SUCCEEDED),
+    ]
+    assert results[1].code == "unreadable"
+    assert "result line of 1.0 MB, over the 0.0625 MB read per line" in results[1].message
+    assert pulled["chunks"] == 2000
 
 
-def test_a_long_line_in_one_chunk_is_refused() -> None:
+def test_a_long_line_in_one_chunk_fails_only_its_row() -> None:
     big = json.dumps({"custom_id": "a", "error": {"code": "x", "message": "y" * 5000}}).encode()
     content = result_line(0) + big + b"\n" + result_line(2)
     state = BatchState("batch_1", BatchPhase.ENDED, "completed", output_file_id="file-out")
     provider = mocked(lambda request: httpx.Response(200, content=content), max_response_bytes=4096)
-    with pytest.raises(ProviderError) as caught:
-        list(provider.batch_results(state))
-    assert caught.value.kind is ErrorKind.PROTOCOL and "larger than" in caught.value.message
+    results = list(provider.batch_results(state))
+    assert [(r.custom_id, r.code) for r in results] == [
+        ("job1-item0", ""),
+        ("a", "unreadable"),
+        ("job1-item2", ""),
+    ]
 
 
 def test_result_messages_are_redacted() -> None:
@@ -638,14 +644,32 @@ def test_validation_errors_and_error_answers_are_redacted() -> None:
     assert caught.value.kind is ErrorKind.AUTH and SECRET not in str(caught.value)
 
 
-def test_a_result_line_that_is_not_json_is_a_protocol_error() -> None:
+@pytest.mark.parametrize(
+    ("line", "custom", "said"),
+    [
+        (b'{"id": "batch_req_9", "custom_id": "job1-item5", "respo', "job1-item5", "not JSON"),
+        (b"<html>502 bad gateway</html>", "", "not JSON"),
+        (b'["job1-item5"]', "", "unexpected shape (list)"),
+        (b'{"response": {"status_code": 200}}', "", "without a 'custom_id'"),
+        (b'{"custom_id": 5, "response": null}', "", "without a 'custom_id'"),
+        (b'{"custom_id": "job1-item5", "what": 1}', "job1-item5", "has no response"),
+    ],
+)
+def test_a_malformed_line_fails_only_the_row_it_names(line: bytes, custom: str, said: str) -> None:
     state = BatchState("batch_1", BatchPhase.ENDED, "completed", output_file_id="file-out")
-    provider = mocked(lambda request: httpx.Response(200, content=result_line(0) + b"{oops\n"))
-    results = provider.batch_results(state)
-    assert next(results).kind is ResultKind.SUCCEEDED
-    with pytest.raises(ProviderError) as caught:
-        next(results)
-    assert caught.value.kind is ErrorKind.PROTOCOL and "not JSON" in caught.value.message
+    content = result_line(0) + line + b"\n" + result_line(2)
+    provider = mocked(lambda request: httpx.Response(200, content=content))
+    first, bad, last = provider.batch_results(state)
+    assert (first.kind, last.kind) == (ResultKind.SUCCEEDED, ResultKind.SUCCEEDED)
+    assert bad.kind is ResultKind.ERRORED and bad.custom_id == custom and said in bad.message
+
+
+def test_an_unreadable_line_is_redacted() -> None:
+    state = BatchState("batch_1", BatchPhase.ENDED, "completed", output_file_id="file-out")
+    content = b'{"custom_id": "job1-item0", "key": "' + SECRET.encode() + b'", oops\n'
+    provider = mocked(lambda request: httpx.Response(200, content=content))
+    (bad,) = provider.batch_results(state)
+    assert bad.custom_id == "job1-item0" and SECRET not in bad.message
 
 
 def test_the_upload_and_create_requests() -> None:

@@ -471,3 +471,20 @@ def test_the_estimate_says_how_long_each_mode_takes_at_the_credential_s_limits(
     free = make_credential(team, "openai")
     unlimited = text(bob_client.post(reverse("job_estimate"), {**body, "credential": free.pk}))
     assert "online as fast as the provider answers; batch: within 24 h" in unlimited
+
+
+def test_a_split_chunk_says_so_and_waits_for_nothing(bob_client: Client, team: Team) -> None:
+    job = batch_job(team, ["p"] * 4)
+    said = "Too large for one batch (Anthropic refused a request too large (HTTP 413)); split into batches 2 and 3."
+    chunk(job, 0, 0, 4, state="split", error=said)
+    chunk(job, 1, 0, 2, state="ended", remote_id="msgbatch_1")
+    chunk(job, 2, 2, 4, state="ended", remote_id="msgbatch_2")
+
+    page = text(bob_client.get(job.get_absolute_url()))
+
+    panel = page[page.index('id="job-batches"') : page.index('id="job-outputs"')]
+    row = panel[panel.index('id="chunk-0"') :].split("</tr>")[0]
+    assert ">Split<" in row and "status-cancelled" in row
+    detail = panel[panel.index('id="chunk-0-detail"') :].split("</tr>")[0]
+    assert "split into batches 2 and 3" in detail
+    assert "Resubmit<" not in panel and 'id="batches-waiting"' not in panel
