@@ -533,7 +533,14 @@ def _poll(job: Job, provider: Provider, chunk: BatchChunk) -> str:
     fields = {**_state_fields(state), "poll_failures": 0}
     if state.phase == BatchPhase.ENDED:
         BatchChunk.objects.filter(pk=chunk.pk).update(**fields)
-        if not results_read(job, provider, chunk, state):
+        try:
+            read = results_read(job, provider, chunk, state)
+        except ProviderError as exc:
+            # A download that failed: read again at the next check (the rows
+            # already written stay so), or, gone for good, this batch's rows
+            # fail; the other batches of the job go on.
+            return _poll_failed(job, chunk, exc, reading=True)
+        if not read:
             return "stopped"
         BatchChunk.objects.filter(pk=chunk.pk, state=State.LIVE).update(
             state=State.ENDED, ended_at=now, next_poll_at=None
@@ -559,19 +566,27 @@ def _poll(job: Job, provider: Provider, chunk: BatchChunk) -> str:
     return "polled"
 
 
-def _poll_failed(job: Job, chunk: BatchChunk, exc: ProviderError) -> str:
+def _poll_failed(job: Job, chunk: BatchChunk, exc: ProviderError, *, reading: bool = False) -> str:
+    """A status check (or, ``reading``, the download of an ended batch's
+    results) failed: checked again later with backoff, or, when asking again
+    cannot help or has been tried enough, the chunk fails with its rows."""
     message = redact(exc.message)
     failures = chunk.poll_failures + 1
     now = clock.now()
+    what = "reads of the results" if reading else "status checks"
     if exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or failures >= MAX_POLL_FAILURES:
         if exc.kind == ErrorKind.NOT_FOUND:
             # Lost (deleted, another account's, past its retention): asking again cannot help.
             said = redact(exc.detail) if exc.detail else message
-            error = f"The provider no longer knows batch {chunk.remote_id} (404): {said}"
+            error = (
+                f"The results of batch {chunk.remote_id} are no longer available (404): {said}"
+                if reading
+                else f"The provider no longer knows batch {chunk.remote_id} (404): {said}"
+            )
         elif failures < MAX_POLL_FAILURES:
             error = message
         else:
-            error = f"Gave up after {failures} failed status checks: {message}"
+            error = f"Gave up after {failures} failed {what}: {message}"
         BatchChunk.objects.filter(pk=chunk.pk).update(
             state=State.FAILED,
             error=error,
@@ -586,10 +601,14 @@ def _poll_failed(job: Job, chunk: BatchChunk, exc: ProviderError) -> str:
     delay = max(float(settings.BATCH_POLL_SECONDS), backoff(failures, exc.retry_after))
     next_poll = now + timedelta(seconds=delay)
     BatchChunk.objects.filter(pk=chunk.pk).update(poll_failures=failures, next_poll_at=next_poll)
+    attempt = (
+        f"Reading the results of batch {chunk.number + 1} (try {failures})"
+        if reading
+        else (f"Status check {failures} of batch {chunk.number + 1}")
+    )
     event_add(
         job.pk,
-        f"Status check {failures} of batch {chunk.number + 1} failed, next in {delay:.0f} s: "
-        f"{message}",
+        f"{attempt} failed, next in {delay:.0f} s: {message}",
         kind=JobEvent.Kind.RETRY,
     )
     tasks_queue.nudge_batch_poll_at(chunk.pk, next_poll)

@@ -379,6 +379,34 @@ def test_poll_errors_back_off_then_the_batch_is_read(
     assert job.events.filter(kind="retry", message__contains="Status check 1").exists()
 
 
+def test_a_results_file_that_fails_to_download_is_read_again_later(
+    credential: Any, sim: Any, now: FakeClock
+) -> None:
+    """A 503 on the output file's download is a failed check of that batch,
+    retried later; the job does not fail, and the rows are read in the end."""
+    job = batch_job(credential, ["a", "b"])
+    sim.faults.append(Fault(status=503, method="GET", path=r"^/v1/files/.*/content$", times=1))
+    job = drive(job, now, seconds=600)
+    assert job.status == "completed", job.error
+    assert outputs(job) == [completion_text(MODEL, p).strip() for p in ("a", "b")]
+    assert job.events.filter(kind="retry", message__contains="results").exists()
+
+
+def test_results_gone_fail_only_that_batchs_rows(credential: Any, sim: Any, now: FakeClock) -> None:
+    """The output file of one batch is gone (404: past its retention, deleted):
+    that batch's unfinished rows fail saying so; the other batch's rows are
+    read, and the job ends as its rows say, not failed whole."""
+    job = batch_job(credential, ["a", "b", "c"], options={"batch_max_requests": 2})
+    sim.faults.append(Fault(status=404, method="GET", path=r"^/v1/files/.*/content$", times=1))
+    job = drive(job, now, seconds=600)
+    assert job.status == "completed", job.error
+    failed = list(job.items.filter(status="failed"))
+    assert len(failed) in (1, 2) and job.items_completed == 3 - len(failed)
+    assert all("results" in item.error and "404" in item.error for item in failed)
+    assert job.chunks.filter(state="failed").count() == 1
+    assert job.chunks.filter(state="ended").count() == 1
+
+
 def test_a_batch_job_has_a_deadline_that_covers_the_window(credential: Any) -> None:
     job = batch_job(credential, ["a"])
     assert (job.deadline_at - job.created_at).total_seconds() >= 24 * 3600
