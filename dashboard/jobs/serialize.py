@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from dashboard.models import Job, JobEvent
+from dashboard.models import BatchChunk, Job, JobEvent
 
 from . import cache, cost, results
 
@@ -65,7 +65,9 @@ def job_json(job: Job, *, with_log: bool = True) -> dict[str, Any]:
 
 
 def job_batches(job: Job) -> list[dict[str, Any]]:
-    """A batch job's remote batches (none for an online job)."""
+    """A batch job's remote batches (none for an online job). A chunk split
+    in halves (the provider refused it as too large) never was one: its rows
+    are the halves'."""
     if job.mode != Job.Mode.BATCH:
         return []
     return [
@@ -77,7 +79,7 @@ def job_batches(job: Job) -> list[dict[str, Any]]:
             "counts": chunk.counts,
             "items": chunk.items,
         }
-        for chunk in job.chunks.order_by("number")
+        for chunk in job.chunks.exclude(state=BatchChunk.State.SPLIT).order_by("number")
     ]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from dashboard.core import clock
 from dashboard.jobs import batch, worker
+from dashboard.jobs.serialize import job_batches
 from dashboard.models import Job
 from providers.batch import custom_id
 from providers.simulators import completion_text
@@ -205,6 +206,11 @@ def test_a_413_splits_the_chunk_in_halves_down_to_single_rows(claude: Any, now: 
     assert not first.remote_id and first.requests == 4
     assert sim.count("POST /v1/messages/batches") == 7 and len(sim.batches) == 4
     assert job.events.filter(kind="retry", message__contains="split into batches").count() == 3
+    # The API's batches are the remote ones: a split chunk never was one, and
+    # its rows are counted once, in the halves.
+    answered = job_batches(job)
+    assert [b["status"] for b in answered] == ["ended"] * 4
+    assert sum(b["items"] for b in answered) == len(prompts)
 
 
 def test_a_single_row_still_too_large_fails_with_a_readable_error(
