@@ -180,13 +180,26 @@ def _chunk_items(chunk: BatchChunk) -> Q:
     return Q(job_id=chunk.job_id, index__gte=chunk.start_index, index__lt=chunk.end_index)
 
 
-def chunk_lines(job: Job, provider: Provider, spec: JobSpec, chunk: BatchChunk) -> list[bytes]:
-    rows = (
-        Item.objects.filter(_chunk_items(chunk), status__in=list(ITEM_ACTIVE))
-        .order_by("index")
-        .only("index", "input")
-    )
-    return [_line(provider, job, item, spec) for item in rows.iterator(chunk_size=WRITE_EVERY)]
+def chunk_lines(job: Job, provider: Provider, spec: JobSpec, chunk: BatchChunk) -> ChunkLines:
+    return ChunkLines(job, provider, spec, chunk)
+
+
+class ChunkLines:
+    """A chunk's request lines, built from its items (WRITE_EVERY at a time)
+    each time they are read: a 50,000-request chunk is never held whole; the
+    adapter streams them to its request body."""
+
+    def __init__(self, job: Job, provider: Provider, spec: JobSpec, chunk: BatchChunk) -> None:
+        self.job, self.provider, self.spec, self.chunk = job, provider, spec, chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        rows = (
+            Item.objects.filter(_chunk_items(self.chunk), status__in=list(ITEM_ACTIVE))
+            .order_by("index")
+            .only("index", "input")
+        )
+        for item in rows.iterator(chunk_size=WRITE_EVERY):
+            yield _line(self.provider, self.job, item, self.spec)
 
 
 def chunk_create(
