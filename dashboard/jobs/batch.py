@@ -59,6 +59,7 @@ from providers.batch import (
 
 from .items import Changes, item_complete, item_fail, items_pending, items_write
 from .leases import lease_seconds, renew_job, worker_id
+from .result_order import ResultSpool
 from .retry import Deferred, backoff
 from .services import event_add, job_fail, job_redo, job_transition, jobs_end
 from .spec import mode_problem
@@ -642,28 +643,25 @@ def index_of(job: Job, chunk: BatchChunk, request_id: str) -> int | None:
 
 
 def results_read(job: Job, provider: Provider, chunk: BatchChunk, state: BatchState) -> bool:
-    """Every result line of an ended batch, written WRITE_EVERY items at a
-    time; then the chunk's rows without a result fail. False when the job
-    ended meanwhile (nothing more is written)."""
+    """Every result line of an ended batch, spooled as it is read, then written
+    in item order WRITE_EVERY items at a time (``result_order``: the lines
+    come in any order); then the chunk's rows without a result fail. False
+    when the job ended meanwhile (nothing more is written)."""
     schema = job.spec.get("output_schema")
-    found: dict[int, BatchResult] = {}
     stray = 0
     unread = Unreadable()
-    for result in provider.batch_results(state):  # type: ignore[attr-defined]
-        index = index_of(job, chunk, result.custom_id)
-        if index is None:
-            if result.custom_id:
-                stray += 1
-            else:
-                unread.add(result.message)
-            continue
-        found[index] = result
-        if len(found) >= WRITE_EVERY:
-            if not _write_results(job, found, schema):
-                return False
-            found.clear()
-    if found and not _write_results(job, found, schema):
-        return False
+    with ResultSpool(chunk.end_index - chunk.start_index) as spool:
+        for result in provider.batch_results(state):  # type: ignore[attr-defined]
+            index = index_of(job, chunk, result.custom_id)
+            if index is None:
+                if result.custom_id:
+                    stray += 1
+                else:
+                    unread.add(result.message)
+                continue
+            spool.add(index - chunk.start_index, result)
+        if not _write_in_order(job, chunk, spool, schema):
+            return False
     if stray:
         logger.warning("Job %s batch %s: %s result(s) of other requests", job.pk, chunk.pk, stray)
         event_add(
@@ -707,6 +705,17 @@ class Unreadable:
             f"named no row ({why}); rows left without a result fail with '{NO_RESULT}'.",
             kind=JobEvent.Kind.ERROR,
         )
+
+
+def _write_in_order(job: Job, chunk: BatchChunk, spool: ResultSpool, schema: Any) -> bool:
+    found: dict[int, BatchResult] = {}
+    for place, result in spool:
+        found[chunk.start_index + place] = result
+        if len(found) >= WRITE_EVERY:
+            if not _write_results(job, found, schema):
+                return False
+            found.clear()
+    return not found or _write_results(job, found, schema)
 
 
 def _write_results(job: Job, found: dict[int, BatchResult], schema: Any) -> bool:
