@@ -720,10 +720,17 @@ def _write_in_order(job: Job, chunk: BatchChunk, spool: ResultSpool, schema: Any
 
 def _write_results(job: Job, found: dict[int, BatchResult], schema: Any) -> bool:
     changes = Changes()
-    for item in Item.objects.filter(job_id=job.pk, index__in=list(found)):
-        if item.status in ITEM_ENDED:
+    low, high = min(found), max(found)
+    # Results come in item order (ResultSpool): a range, not a thousand parameters.
+    rows = Item.objects.filter(job_id=job.pk)
+    if high - low < 2 * len(found):
+        rows = rows.filter(index__gte=low, index__lte=high)
+    else:
+        rows = rows.filter(index__in=list(found))
+    for item in rows:
+        result = found.get(item.index)
+        if result is None or item.status in ITEM_ENDED:
             continue
-        result = found[item.index]
         changes.add(item, item.status)
         item.attempts = max(item.attempts, 1)
         if result.kind == ResultKind.SUCCEEDED and result.result is not None:

@@ -5,6 +5,7 @@ read back by place."""
 
 from __future__ import annotations
 
+import json
 import random
 import tracemalloc
 from datetime import timedelta
@@ -109,3 +110,57 @@ def test_a_shuffled_result_file_is_written_in_item_order(
     assert writes == [list(range(0, 1000)), list(range(1000, 2000)), list(range(2000, rows))]
     for item in job.items.filter(index__in=[0, 1234, rows - 1]):
         assert item.output == completion_text(MODEL, item.input).strip()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("present", [[9, 0], [5, 2, 7, 3, 6, 4], [4]])
+def test_rows_with_a_result_are_written_and_the_others_fail(
+    team: Any, nudges: list[Any], present: list[int]
+) -> None:
+    """Sparse results (read by their indexes) and a run of them (read as a range)."""
+    import httpx
+
+    from dashboard.models import Item
+    from providers.batch import BatchPhase, BatchState, custom_id
+    from providers.openai_compat import OpenAIProvider
+
+    credential = make_credential(team, "openai", base_url="https://api.test")
+    job = job_create(
+        team=team,
+        credential=credential,
+        spec=JobSpec(prompts=[f"q{i}" for i in range(10)], model=MODEL),
+        mode="batch",
+    )
+    lines = [
+        {
+            "custom_id": custom_id(job.pk, i),
+            "response": {
+                "status_code": 200,
+                "body": {"choices": [{"message": {"role": "assistant", "content": f"a{i}"}}]},
+            },
+        }
+        for i in present
+    ]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/files/file-out/content"
+        return httpx.Response(200, content=content)
+
+    provider = OpenAIProvider(
+        secret="sk-x", base_url="https://api.test", transport=httpx.MockTransport(handler)
+    )
+    (chunk,) = batch.chunks_cut(job, provider, batch.job_spec(job))
+    Item.objects.filter(job=job).update(status="running")
+    type(job).objects.filter(pk=job.pk).update(status="running", items_running=10)
+    state = BatchState("batch_1", BatchPhase.ENDED, "completed", output_file_id="file-out")
+
+    assert batch.results_read(job, provider, chunk, state)
+
+    got = dict(job.items.values_list("index", "status"))
+    assert got == {i: "completed" if i in present else "failed" for i in range(10)}
+    for item in job.items.all():
+        if item.index in present:
+            assert item.output == f"a{item.index}"
+        else:
+            assert item.error == batch.NO_RESULT
