@@ -1,36 +1,40 @@
 """Figure 10, batch mode (issue #20): a 50,000-row batch job of prompts of
-about 800 characters on the OpenAI-compatible simulator's batch endpoints
-(its own process, ``step_seconds`` 1: validating 1 s, in progress 2 s,
-finalizing 1 s; result lines shuffled). One chunk: OpenAI takes 50,000
-requests a batch.
+about 800 characters on each batch simulator, in a process of its own
+(``step_seconds`` 1; result lines in another order than the requests):
+OpenAI's files and batches in the OpenAI-compatible simulator (the input file
+uploaded, then the create), and Anthropic's Message Batches (the requests
+inline in the create). One chunk each: OpenAI takes 50,000 requests a batch,
+Anthropic 100,000.
 
 (a) Job saved -> its remote batch created, through a real qcluster
     (2 workers): ``job_create`` (its on_commit enqueue), then the bench polls
     the chunk rows every 50 ms until every chunk is live. Baseline in the same
-    run: a bare httpx client sending the same lines (built from the prompts in
-    memory) to ``POST /v1/files`` and ``POST /v1/batches``.
-(b) Worker peak RSS while building and uploading the input file and while
-    reading the 50,000-line result file, target at most +100 MB over the
-    worker's RSS just before the step. Measured in a fresh process of its own
-    per step (``python -m bench.b10_batch step ...``: Django set up, the
-    provider client opened once, then the peak RSS mark reset through
-    ``/proc/self/clear_refs`` and read back as ``VmHWM`` after the step), which
-    runs the worker's own task functions in-process: ``worker.advance_job``
-    (cut, lines, upload, create) and ``batch.batch_poll`` (status, results
-    read and written, the job ended). A qcluster worker would carry what its
-    earlier tasks left, hiding or adding megabytes; this process carries
-    nothing but the step.
+    run: a bare httpx client sending the same requests (built from the
+    prompts in memory) and creating the batch.
+(b) Worker peak RSS while building and sending the input and while reading
+    the 50,000-line result file, target at most +100 MB over the worker's RSS
+    just before the step. Measured in a fresh process of its own per step
+    (``python -m bench.b10_batch step ...``: Django set up, the provider
+    client opened once, then the peak RSS mark reset through
+    ``/proc/self/clear_refs`` and read back as ``VmHWM`` after the step),
+    which runs the worker's own task functions in-process:
+    ``worker.advance_job`` (cut, lines, upload, create) and
+    ``batch.batch_poll`` (status, results read and written, the job ended).
+    A qcluster worker would carry what its earlier tasks left, hiding or
+    adding megabytes; this process carries nothing but the step.
 (c) Rows ingested per second from the result file: the ``batch_poll`` step
     of (b), from its call to its return (the status check, the file streamed
     from the simulator, 50 writes of 1,000 items, the job ended), target
-    ≥ 5,000 rows/s. Baseline in the same run: a bare httpx stream of the same
-    file with ``json.loads`` per line.
+    ≥ 5,000 rows/s; 500 rows checked against their prompts' answers.
+    Baseline in the same run: a bare httpx stream of the same file with
+    ``json.loads`` per line.
 (d) SQL queries per poll round (``batch_poll`` of every live chunk, in this
     process under ``CaptureQueriesContext``) at 10 and then 100 live chunks
-    (jobs of one request per chunk on an in-process simulator whose clock the
-    bench holds in ``in_progress``), target: the same queries per chunk at 100
-    as at 10; and the minute sweep's queries while every chunk waits (none
-    due), the same at 10 and 100.
+    (OpenAI jobs of one request per chunk on an in-process simulator whose
+    clock the bench holds in ``in_progress``; the poll path is the same for
+    both providers), target: the same queries per chunk at 100 as at 10; and
+    the minute sweep's queries while every chunk waits (none due), the same
+    at 10 and 100.
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ from .common import HOST, PYTHON, ROOT, Config, Row
 
 ROWS = 50_000
 PROMPT_CHARS = 800
-MODEL = "gpt-bench"
 STEP = 1.0  # seconds per simulated batch phase
 RSS_LIMIT = 100.0  # MB over the RSS before the step
 INGEST_TARGET = 5_000  # rows/s
@@ -64,24 +67,151 @@ def prompt(i: int) -> str:
     return (f"Row {i}: " + "lorem ipsum " * PROMPT_CHARS)[:PROMPT_CHARS]
 
 
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
+def start_simulator(slug: str, port: int) -> subprocess.Popen[bytes]:
     process = common.start_process(
-        [PYTHON, "-m", "bench.simserver", "openai", "0", str(port), f"step_seconds={STEP}"],
+        [PYTHON, "-m", "bench.simserver", slug, "0", str(port), f"step_seconds={STEP}"],
         {**os.environ},
-        "b10-simulator.log",
+        f"b10-simulator-{slug}.log",
     )
     common.wait_http(f"http://{HOST}:{port}/v1/models", timeout=30)
     return process
 
 
-def batch_job(team: Any, credential: Any, prompts: list[str], **spec: Any) -> Any:
+class Remote:
+    """One provider's batch API on its simulator, and a bare httpx client of it
+    (the baselines): OpenAI's files and batches."""
+
+    slug = "openai"
+    label = "OpenAI"
+    model = "gpt-bench"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def client(self) -> Any:
+        import httpx
+
+        from providers.simulators import DEFAULT_TOKEN
+
+        headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def line(self, i: int, text: str) -> dict[str, Any]:
+        body = {"model": self.model, "messages": [{"role": "user", "content": text}]}
+        return {
+            "custom_id": f"bare-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": body,
+        }
+
+    def lines(self, prompts: list[str]) -> list[bytes]:
+        return [
+            json.dumps(self.line(i, text), ensure_ascii=False, separators=(",", ":")).encode()
+            for i, text in enumerate(prompts)
+        ]
+
+    def bare_create(self, prompts: list[str]) -> float:
+        """Seconds a bare client takes to send the same requests as a batch:
+        lines built from the prompts in memory, sent, the batch created."""
+        started = time.perf_counter()
+        content = b"".join(line + b"\n" for line in self.lines(prompts))
+        with self.client() as client:
+            file = client.post(
+                "/v1/files",
+                data={"purpose": "batch"},
+                files={"file": ("batch.jsonl", content, "application/jsonl")},
+            ).raise_for_status()
+            client.post(
+                "/v1/batches",
+                json={
+                    "input_file_id": file.json()["id"],
+                    "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h",
+                },
+            ).raise_for_status()
+        return time.perf_counter() - started
+
+    def wait_ended(self, remote_id: str, timeout: float = 180) -> str:
+        """Ask the simulator until the batch has ended (its results then made);
+        the path of its results."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                body = client.get(f"/v1/batches/{remote_id}").raise_for_status().json()
+                if body["status"] == "completed":
+                    return f"/v1/files/{body['output_file_id']}/content"
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"batch {remote_id} still {body['status']}")
+                time.sleep(0.5)
+
+    def bare_read(self, path: str) -> tuple[int, float]:
+        """(lines, seconds) of a bare stream of a result file, ``json.loads`` per line."""
+        started = time.perf_counter()
+        lines = 0
+        with self.client() as client, client.stream("GET", path) as response:
+            for line in response.iter_lines():
+                if line:
+                    json.loads(line)
+                    lines += 1
+        return lines, time.perf_counter() - started
+
+
+class AnthropicRemote(Remote):
+    """Anthropic's Message Batches: the requests inline in the create."""
+
+    slug = "anthropic"
+    label = "Anthropic"
+    model = "claude-haiku-4-5"
+
+    def client(self) -> Any:
+        import httpx
+
+        from providers.simulators import DEFAULT_TOKEN
+
+        headers = {"x-api-key": DEFAULT_TOKEN, "anthropic-version": "2023-06-01"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def line(self, i: int, text: str) -> dict[str, Any]:
+        params = {
+            "model": self.model,
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": text}],
+        }
+        return {"custom_id": f"bare-{i}", "params": params}
+
+    def bare_create(self, prompts: list[str]) -> float:
+        started = time.perf_counter()
+        content = b'{"requests":[' + b",".join(self.lines(prompts)) + b"]}"
+        with self.client() as client:
+            client.post(
+                "/v1/messages/batches",
+                content=content,
+                headers={"Content-Type": "application/json"},
+            ).raise_for_status()
+        return time.perf_counter() - started
+
+    def wait_ended(self, remote_id: str, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                path = f"/v1/messages/batches/{remote_id}"
+                body = client.get(path).raise_for_status().json()
+                if body["processing_status"] == "ended":
+                    return f"{path}/results"
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"batch {remote_id} still {body['processing_status']}")
+                time.sleep(0.5)
+
+
+def batch_job(team: Any, credential: Any, prompts: list[str], model: str, **spec: Any) -> Any:
     from dashboard.jobs.services import job_create
     from providers import JobSpec
 
     return job_create(
         team=team,
         credential=credential,
-        spec=JobSpec(prompts=prompts, model=MODEL, **spec),
+        spec=JobSpec(prompts=prompts, model=model, **spec),
         mode="batch",
     )
 
@@ -102,84 +232,6 @@ def wait_created(job_id: int, timeout: float) -> tuple[str, float]:
         time.sleep(0.05)
 
 
-def bare_create(url: str, prompts: list[str]) -> float:
-    """Seconds a bare httpx client takes to send the same requests as a batch:
-    lines built from the prompts in memory, the file uploaded, the batch created."""
-    import httpx
-
-    from providers.simulators import DEFAULT_TOKEN
-
-    started = time.perf_counter()
-    content = b"".join(
-        json.dumps(
-            {
-                "custom_id": f"bare-{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {"model": MODEL, "messages": [{"role": "user", "content": text}]},
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
-        + b"\n"
-        for i, text in enumerate(prompts)
-    )
-    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        file = client.post(
-            "/v1/files",
-            data={"purpose": "batch"},
-            files={"file": ("batch.jsonl", content, "application/jsonl")},
-        ).raise_for_status()
-        client.post(
-            "/v1/batches",
-            json={
-                "input_file_id": file.json()["id"],
-                "endpoint": "/v1/chat/completions",
-                "completion_window": "24h",
-            },
-        ).raise_for_status()
-    return time.perf_counter() - started
-
-
-def wait_completed(url: str, remote_id: str, timeout: float = 120) -> dict[str, Any]:
-    """Ask the simulator until the batch is completed (its result file is then written)."""
-    import httpx
-
-    from providers.simulators import DEFAULT_TOKEN
-
-    deadline = time.monotonic() + timeout
-    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
-        while True:
-            body = client.get(f"/v1/batches/{remote_id}").raise_for_status().json()
-            if body["status"] == "completed":
-                return dict(body)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"batch {remote_id} still {body['status']} after {timeout} s")
-            time.sleep(0.5)
-
-
-def bare_read(url: str, file_id: str) -> tuple[int, float]:
-    """(lines, seconds) of a bare httpx stream of a result file, ``json.loads`` per line."""
-    import httpx
-
-    from providers.simulators import DEFAULT_TOKEN
-
-    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-    started = time.perf_counter()
-    lines = 0
-    with (
-        httpx.Client(base_url=url, headers=headers, timeout=120) as client,
-        client.stream("GET", f"/v1/files/{file_id}/content") as response,
-    ):
-        for line in response.iter_lines():
-            if line:
-                json.loads(line)
-                lines += 1
-    return lines, time.perf_counter() - started
-
-
 def run_step(kind: str, pk: int) -> dict[str, Any]:
     """One worker step in a fresh process (see :func:`_step`)."""
     result = subprocess.run(
@@ -197,7 +249,7 @@ def run_step(kind: str, pk: int) -> dict[str, Any]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def check_outputs(job_id: int, n: int) -> str:
+def check_outputs(job_id: int, n: int, model: str) -> str:
     """'' when the job completed with every row's own output (a sample of 500
     rows checked against the simulator's deterministic answer), else why not."""
     from dashboard.models import Item, Job
@@ -212,7 +264,7 @@ def check_outputs(job_id: int, n: int) -> str:
     for item in Item.objects.filter(job_id=job_id, index__in=sample).only(
         "index", "input", "output"
     ):
-        if item.output != completion_text(MODEL, item.input).strip():
+        if item.output != completion_text(model, item.input).strip():
             return f"item {item.index}: output is not its prompt's answer"
     return ""
 
@@ -298,6 +350,7 @@ def poll_rounds(team: Any) -> list[Row]:
                 team,
                 credential,
                 [f"poll row {i}" for i in range(more)],
+                Remote.model,
                 options={"batch_max_requests": 1},
             )
             outcome = worker.advance_job(job.pk)
@@ -353,123 +406,152 @@ def poll_rounds(team: Any) -> list[Row]:
 # --- the figure --------------------------------------------------------------------------------
 
 
+def saved_to_created(
+    config: Config, env: dict[str, str], remote: Remote, team: Any, credential: Any, n: int
+) -> Row:
+    """(a), through a real qcluster; the bare client first."""
+    from dashboard.models import BatchChunk
+
+    prompts = [prompt(i) for i in range(n)]
+    bare = remote.bare_create(prompts)
+    with common.cluster(env, workers=2) as cluster:
+        warm = batch_job(team, credential, ["warm-up"], remote.model)
+        status, _ = wait_created(warm.pk, timeout=60)
+        if status != "live":
+            raise RuntimeError(f"warm-up batch job: {status}: {common.diagnose(warm.pk)}")
+        rss = PeakRss(cluster)
+        before = max(common.rss_mb(pid) for pid in cluster.worker_pids())
+        started = time.perf_counter()
+        job = batch_job(team, credential, prompts, remote.model)
+        saved = time.perf_counter()
+        status, created = wait_created(job.pk, timeout=300)
+        peak = rss.finish()
+    chunks = BatchChunk.objects.filter(job_id=job.pk).count()
+    seconds = created - saved
+    common.progress(
+        f"{remote.label} {config.label}: {n:,} rows saved in {saved - started:.2f} s, batch "
+        f"created {seconds:.2f} s later ({chunks} chunk(s), {status}); bare client "
+        f"{bare:.2f} s; qcluster workers' RSS {before:.0f} MB before, peak {peak:.0f} MB "
+        "(sampled)"
+    )
+    return Row(
+        "10",
+        f"{remote.label}, {n:,}-row batch job: saved → remote batch created ({config.label})",
+        "none set (a bare client's time beside it)",
+        f"{seconds:.2f} s ({chunks} chunk, real qcluster; saving the job "
+        f"{saved - started:.2f} s); a bare httpx client sending the same lines "
+        f"{bare:.2f} s = {seconds / bare:.2f} x",
+        None if status == "live" else False,
+        note="" if status == "live" else common.diagnose(job.pk),
+        data={
+            "saved_to_created_s": seconds,
+            "save_s": saved - started,
+            "bare_s": bare,
+            "chunks": chunks,
+            "status": status,
+            "worker_rss_before_mb": before,
+            "worker_rss_peak_sampled_mb": peak,
+        },
+    )
+
+
+def build_and_ingest(
+    config: Config, remote: Remote, team: Any, credential: Any, n: int
+) -> list[Row]:
+    """(b) and (c): the worker's steps, each in a fresh process."""
+    from dashboard.models import BatchChunk
+
+    label = f"{remote.label}, {config.label}"
+    job = batch_job(team, credential, [prompt(i) for i in range(n)], remote.model)
+    build = run_step("build", job.pk)
+    common.progress(
+        f"{label}: build + send + create of {n:,} requests in {build['seconds']:.2f} s, "
+        f"RSS {build['before_mb']:.0f} MB before, peak {build['peak_mb']:.0f} MB"
+    )
+    if build["outcome"] != "submitted":
+        raise RuntimeError(f"the build step gave {build['outcome']}: {common.diagnose(job.pk)}")
+    rows = [
+        rss_row(
+            f"{remote.label}: worker RSS building a {n:,}-request batch ({config.label})", build
+        )
+    ]
+
+    chunk = BatchChunk.objects.get(job_id=job.pk)
+    lines, bare_seconds = remote.bare_read(remote.wait_ended(chunk.remote_id))
+    BatchChunk.objects.filter(pk=chunk.pk).update(
+        next_poll_at=chunk.submitted_at or chunk.created_at
+    )
+    ingest = run_step("ingest", chunk.pk)
+    wrong = check_outputs(job.pk, n, remote.model)
+    per_second = n / ingest["seconds"]
+    bare_rate = lines / bare_seconds
+    # The simulator's own time to answer (it makes the results as it is asked):
+    # its share of the step, as far as the bare read shows it.
+    net = n / max(ingest["seconds"] - bare_seconds, 1e-9)
+    common.progress(
+        f"{label}: {n:,} result lines ingested in {ingest['seconds']:.2f} s "
+        f"({per_second:,.0f} rows/s; bare read {bare_rate:,.0f} lines/s), RSS "
+        f"{ingest['before_mb']:.0f} MB before, peak {ingest['peak_mb']:.0f} MB"
+        + (f"; {wrong}" if wrong else "")
+    )
+    rows.append(
+        rss_row(
+            f"{remote.label}: worker RSS reading a {n:,}-line result file ({config.label})",
+            ingest,
+            wrong,
+        )
+    )
+    rows.append(
+        Row(
+            "10",
+            f"{remote.label}: rows ingested from a {n:,}-line result file ({config.label})",
+            f"≥ {INGEST_TARGET:,} rows/s",
+            f"{per_second:,.0f} rows/s ({ingest['seconds']:.2f} s, batch_poll in a process of "
+            f"its own); a bare httpx read + json.loads of the same file {bare_rate:,.0f} "
+            f"lines/s ({bare_seconds:.2f} s); {net:,.0f} rows/s without the bare read's time",
+            per_second >= INGEST_TARGET and not wrong,
+            note=wrong,
+            data={
+                **ingest,
+                "rows_per_s": per_second,
+                "bare_lines_per_s": bare_rate,
+                "bare_s": bare_seconds,
+                "rows_per_s_without_bare": net,
+            },
+        )
+    )
+    return rows
+
+
 def run(config: Config, quick: bool) -> list[Row]:
     n = 5_000 if quick else ROWS
     env = common.prepare(config, "b10-batch")
-    from dashboard.models import BatchChunk
+    from dashboard.models import BatchChunk, Job
 
-    port = common.free_port()
-    sim = start_simulator(port)
-    url = f"http://{HOST}:{port}"
     rows: list[Row] = []
-    label = config.label
-    prompts = [prompt(i) for i in range(n)]
-    try:
-        team, user = common.demo_team()
-        credential = common.make_credential(team, "openai", url, name="b10 openai")
-
-        # (a) saved -> created, through a real qcluster; a bare client first.
-        bare = bare_create(url, prompts)
-        with common.cluster(env, workers=2) as cluster:
-            warm = batch_job(team, credential, ["warm-up"])
-            status, _ = wait_created(warm.pk, timeout=60)
-            if status != "live":
-                raise RuntimeError(f"warm-up batch job: {status}: {common.diagnose(warm.pk)}")
-            rss = PeakRss(cluster)
-            before = max(common.rss_mb(pid) for pid in cluster.worker_pids())
-            started = time.perf_counter()
-            job = batch_job(team, credential, prompts)
-            saved = time.perf_counter()
-            status, created = wait_created(job.pk, timeout=300)
-            peak = rss.finish()
-        chunks = BatchChunk.objects.filter(job_id=job.pk).count()
-        why = "" if status == "live" else common.diagnose(job.pk)
-        seconds = created - saved
-        common.progress(
-            f"{label}: {n:,} rows saved in {saved - started:.2f} s, batch created "
-            f"{seconds:.2f} s later ({chunks} chunk(s), {status}); bare client {bare:.2f} s; "
-            f"qcluster workers' RSS {before:.0f} MB before, peak {peak:.0f} MB (sampled)"
-        )
-        rows.append(
-            Row(
-                "10",
-                f"{n:,}-row batch job: saved → remote batch created ({label})",
-                "none set (the bare client's time beside it)",
-                f"{seconds:.2f} s ({chunks} chunk, real qcluster; saving the job "
-                f"{saved - started:.2f} s); a bare httpx client sending the same lines "
-                f"{bare:.2f} s = {seconds / bare:.2f} x",
-                None if status == "live" else False,
-                note=why,
-                data={
-                    "saved_to_created_s": seconds,
-                    "save_s": saved - started,
-                    "bare_s": bare,
-                    "chunks": chunks,
-                    "status": status,
-                    "worker_rss_before_mb": before,
-                    "worker_rss_peak_sampled_mb": peak,
-                },
+    team, _user = common.demo_team()
+    for kind in (Remote, AnthropicRemote):
+        port = common.free_port()
+        sim = start_simulator(kind.slug, port)
+        try:
+            remote = kind(f"http://{HOST}:{port}")
+            credential = common.make_credential(
+                team, kind.slug, remote.url, name=f"b10 {kind.slug}"
             )
-        )
+            rows.append(saved_to_created(config, env, remote, team, credential, n))
+            rows += build_and_ingest(config, remote, team, credential, n)
+        finally:
+            common.stop_process(sim)
 
-        # (b) building the file, in a fresh process.
-        job = batch_job(team, credential, prompts)
-        build = run_step("build", job.pk)
-        common.progress(
-            f"{label}: build + upload + create of {n:,} lines in {build['seconds']:.2f} s, "
-            f"RSS {build['before_mb']:.0f} MB before, peak {build['peak_mb']:.0f} MB"
-        )
-        if build["outcome"] != "submitted":
-            raise RuntimeError(f"the build step gave {build['outcome']}: {common.diagnose(job.pk)}")
-        rows.append(rss_row(f"Worker RSS building a {n:,}-line input file ({label})", build))
-
-        # (b) and (c) reading the result file, in a fresh process.
-        chunk = BatchChunk.objects.get(job_id=job.pk)
-        remote = wait_completed(url, chunk.remote_id)
-        lines, bare_seconds = bare_read(url, remote["output_file_id"])
-        BatchChunk.objects.filter(pk=chunk.pk).update(
-            next_poll_at=chunk.submitted_at or chunk.created_at
-        )
-        ingest = run_step("ingest", chunk.pk)
-        wrong = check_outputs(job.pk, n)
-        per_second = n / ingest["seconds"]
-        bare_rate = lines / bare_seconds
-        common.progress(
-            f"{label}: {n:,} result lines ingested in {ingest['seconds']:.2f} s "
-            f"({per_second:,.0f} rows/s; bare read {bare_rate:,.0f} lines/s), RSS "
-            f"{ingest['before_mb']:.0f} MB before, peak {ingest['peak_mb']:.0f} MB"
-            + (f"; {wrong}" if wrong else "")
-        )
-        rows.append(
-            rss_row(f"Worker RSS reading a {n:,}-line result file ({label})", ingest, wrong)
-        )
-        rows.append(
-            Row(
-                "10",
-                f"Rows ingested from a {n:,}-line result file ({label})",
-                f"≥ {INGEST_TARGET:,} rows/s",
-                f"{per_second:,.0f} rows/s ({ingest['seconds']:.2f} s, batch_poll in a "
-                f"process of its own); a bare httpx read + json.loads of the same file "
-                f"{bare_rate:,.0f} lines/s",
-                per_second >= INGEST_TARGET and not wrong,
-                note=wrong,
-                data={**ingest, "rows_per_s": per_second, "bare_lines_per_s": bare_rate},
-            )
-        )
-
-        # (d) SQL per poll round, on jobs of their own: the jobs above are set
-        # aside (cancelled, as if their batches had ended) so the sweep sees
-        # only the chunks counted.
-        from dashboard.models import Job
-
-        Job.objects.update(status="cancelled")
-        BatchChunk.objects.filter(state="live").update(state="ended")
-        rows += [
-            Row(r.figure, f"{r.what} ({label})", r.target, r.measured, r.ok, r.note, r.data)
-            for r in poll_rounds(team)
-        ]
-    finally:
-        common.stop_process(sim)
+    # (d) SQL per poll round, on jobs of their own: the jobs above are set
+    # aside (cancelled, their batches ended) so the sweep sees only the
+    # chunks counted.
+    Job.objects.update(status="cancelled")
+    BatchChunk.objects.filter(state="live").update(state="ended")
+    rows += [
+        Row(r.figure, f"{r.what} ({config.label})", r.target, r.measured, r.ok, r.note, r.data)
+        for r in poll_rounds(team)
+    ]
     return rows
 
 
@@ -498,7 +580,7 @@ def _step(kind: str, pk: int) -> None:
     job_id = pk if kind == "build" else BatchChunk.objects.get(pk=pk).job_id
     job = Job.objects.select_related("credential").get(pk=job_id)
     with build_provider(job.credential) as provider:  # the client's imports and CA bundle
-        provider.batch_available()  # type: ignore[attr-defined]
+        provider.list_models()
     gc.collect()
     before = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := the RSS now
