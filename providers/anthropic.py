@@ -334,6 +334,16 @@ def parse_models_page(body: dict[str, Any]) -> tuple[list[ModelInfo], str | None
     return models, (last_id if more else None)
 
 
+#: A create's body: ``{"requests": [...]}`` from lines that are already JSON
+#: objects, joined, not re-parsed (``batch_create`` streams it from a file).
+BODY_OPENING, BODY_SEPARATOR, BODY_CLOSING = b'{"requests":[', b",", b"]}"
+
+
+def batch_requests_body(lines: Iterable[bytes]) -> bytes:
+    """The create's body for ``lines``, whole (for a small batch, and tests)."""
+    return BODY_OPENING + BODY_SEPARATOR.join(lines) + BODY_CLOSING
+
+
 def parse_batch(body: dict[str, Any]) -> BatchState:
     """A Message Batch object as a :class:`BatchState`."""
     remote_id = body.get("id")
@@ -593,7 +603,9 @@ class AnthropicProvider(BatchAPI, Provider):
         # Anthropic keeps no metadata with a batch: ``metadata`` is not sent.
         # The body (``{"requests": [...]}``, the lines joined, not re-parsed)
         # goes from a temporary file with its length: never whole in memory.
-        with spool(lines, separator=b",", opening=b'{"requests":[', closing=b"]}") as body:
+        with spool(
+            lines, separator=BODY_SEPARATOR, opening=BODY_OPENING, closing=BODY_CLOSING
+        ) as body:
             if not body.count:
                 raise SpecError("A batch needs at least one request.", "prompts")
             response = self.request(

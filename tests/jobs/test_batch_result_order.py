@@ -164,3 +164,61 @@ def test_rows_with_a_result_are_written_and_the_others_fail(
             assert item.output == f"a{item.index}"
         else:
             assert item.error == batch.NO_RESULT
+
+
+@pytest.mark.django_db
+def test_a_worker_that_dies_after_a_write_leaves_the_rest_to_the_next_read(
+    team: Any,
+    sims: Any,
+    sim_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    """The first 1,000 rows committed, then the worker stops: the next poll
+    reads the whole file again and writes only the rows not written yet."""
+    from dashboard.models import BatchChunk
+
+    start = timezone.now()
+    monkeypatch.setattr(clock, "now", lambda: start + timedelta(seconds=sim_clock.now - 1000))
+    settings.BATCH_POLL_SECONDS = 30
+    sim = use_clock(sims.get("openai"), sim_clock, step_seconds=10.0)
+    credential = make_credential(team, "openai", base_url=sim.base_url, secret=sim.token)
+    rows = 2_500
+    job = job_create(
+        team=team,
+        credential=credential,
+        spec=JobSpec(prompts=[f"q{i}" for i in range(rows)], model=MODEL),
+        mode="batch",
+    )
+    worker.advance_job(job.pk)
+    (chunk,) = job.chunks.all()
+    sim_clock.advance(60)
+    writes: list[list[int]] = []
+    write = batch.items_write
+
+    def dies_after_one(job_id: int, changes: Any, **kwargs: Any) -> bool:
+        if writes:
+            raise SystemExit("killed")
+        writes.append(sorted(item.index for item in changes.items.values()))
+        return write(job_id, changes, **kwargs)
+
+    monkeypatch.setattr(batch, "items_write", dies_after_one)
+    with pytest.raises(SystemExit):
+        batch.batch_poll(chunk.pk)
+    job.refresh_from_db()
+    assert job.items_completed == 1000 and job.status == "running"
+
+    def recorded(job_id: int, changes: Any, **kwargs: Any) -> bool:
+        writes.append(sorted(item.index for item in changes.items.values()))
+        return write(job_id, changes, **kwargs)
+
+    monkeypatch.setattr(batch, "items_write", recorded)
+    BatchChunk.objects.filter(pk=chunk.pk).update(next_poll_at=clock.now())
+    assert batch.batch_poll(chunk.pk) == "ended"
+
+    job.refresh_from_db()
+    assert job.status == "completed"
+    assert (job.items_completed, job.progress_done) == (rows, rows)
+    assert writes == [list(range(0, 1000)), list(range(1000, 2000)), list(range(2000, rows))]
+    for item in job.items.filter(index__in=[0, 999, 1000, rows - 1]):
+        assert item.output == completion_text(MODEL, item.input).strip()
