@@ -1,5 +1,5 @@
 """``make bench``: the figures against the simulators on loopback (1-8 from issue #7,
-9 from "every prompt is a row"),
+9 from "every prompt is a row", 10 from batch mode),
 printed as one table (figure, what, target, measured, pass/fail).
 
     python -m bench                 # all of them
@@ -48,6 +48,7 @@ FIGURES = (
     Figure(7, "bench.b7_memory", ("sqlite-orm",), 540),
     Figure(8, "bench.b8_load", ("pg-redis",), 240),
     Figure(9, "bench.b9_items", ("sqlite-orm", "pg-redis"), 900),
+    Figure(10, "bench.b10_batch", ("sqlite-orm", "pg-redis"), 900),
     Figure(11, "bench.b11_scores", ("sqlite-orm",), 600),
     Figure(13, "bench.b13_rate_limits", ("sqlite-orm", "pg-redis"), 400),
 )

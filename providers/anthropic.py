@@ -39,7 +39,7 @@ What this adapter relies on from the protocol:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -71,6 +71,7 @@ from .batch import (
     bounded_lines,
     custom_id_in,
     long_line_message,
+    spool,
     unreadable,
 )
 from .openai_compat import SSEDecoder, to_json_schema
@@ -333,9 +334,14 @@ def parse_models_page(body: dict[str, Any]) -> tuple[list[ModelInfo], str | None
     return models, (last_id if more else None)
 
 
-def batch_requests_body(lines: Sequence[bytes]) -> bytes:
-    """``{"requests": [...]}`` from lines that are already JSON objects: joined, not re-parsed."""
-    return b'{"requests":[' + b",".join(lines) + b"]}"
+#: A create's body: ``{"requests": [...]}`` from lines that are already JSON
+#: objects, joined, not re-parsed (``batch_create`` streams it from a file).
+BODY_OPENING, BODY_SEPARATOR, BODY_CLOSING = b'{"requests":[', b",", b"]}"
+
+
+def batch_requests_body(lines: Iterable[bytes]) -> bytes:
+    """The create's body for ``lines``, whole (for a small batch, and tests)."""
+    return BODY_OPENING + BODY_SEPARATOR.join(lines) + BODY_CLOSING
 
 
 def parse_batch(body: dict[str, Any]) -> BatchState:
@@ -587,22 +593,27 @@ class AnthropicProvider(BatchAPI, Provider):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
 
     @redacted
-    def batch_upload(self, lines: Sequence[bytes]) -> str | None:
+    def batch_upload(self, lines: Iterable[bytes]) -> str | None:
         return None  # the requests go inline in the create call
 
     @redacted
     def batch_create(
-        self, lines: Sequence[bytes], input_file_id: str | None, metadata: dict[str, str]
+        self, lines: Iterable[bytes], input_file_id: str | None, metadata: dict[str, str]
     ) -> BatchState:
         # Anthropic keeps no metadata with a batch: ``metadata`` is not sent.
-        if not lines:
-            raise SpecError("A batch needs at least one request.", "prompts")
-        response = self.request(
-            "POST",
-            self.path("/messages/batches"),
-            content=batch_requests_body(lines),
-            headers={"Content-Type": "application/json"},
-        )
+        # The body (``{"requests": [...]}``, the lines joined, not re-parsed)
+        # goes from a temporary file with its length: never whole in memory.
+        with spool(
+            lines, separator=BODY_SEPARATOR, opening=BODY_OPENING, closing=BODY_CLOSING
+        ) as body:
+            if not body.count:
+                raise SpecError("A batch needs at least one request.", "prompts")
+            response = self.request(
+                "POST",
+                self.path("/messages/batches"),
+                content=body.chunks(),
+                headers={"Content-Type": "application/json", "Content-Length": str(body.size)},
+            )
         return parse_batch(self.json(response))
 
     @redacted

@@ -34,11 +34,13 @@ An adapter that has a batch API sets ``batch = True`` and implements the
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import IO, Any
 
 from .data import ItemResult, JobSpec
 
@@ -131,11 +133,12 @@ class BatchAPI:
         """One request, as the JSON line (no newline) the provider takes."""
         raise NotImplementedError
 
-    def batch_upload(self, lines: Sequence[bytes]) -> str | None:
+    def batch_upload(self, lines: Iterable[bytes]) -> str | None:
+        """``lines`` may be read once, as they come (see :func:`spool`)."""
         raise NotImplementedError
 
     def batch_create(
-        self, lines: Sequence[bytes], input_file_id: str | None, metadata: dict[str, str]
+        self, lines: Iterable[bytes], input_file_id: str | None, metadata: dict[str, str]
     ) -> BatchState:
         raise NotImplementedError
 
@@ -150,6 +153,56 @@ class BatchAPI:
 
     def batch_results(self, state: BatchState) -> Iterator[BatchResult]:
         raise NotImplementedError
+
+
+#: Bytes a spooled request body is sent in, at a time.
+SPOOL_CHUNK = 64 * 1024
+
+
+@dataclass
+class Spool:
+    """A request body written to a temporary file: sent from disk, so a
+    chunk's input (up to hundreds of MB) is never held whole in memory."""
+
+    file: IO[bytes]
+    #: Lines written, and the body's size in bytes.
+    count: int
+    size: int
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body from its start, SPOOL_CHUNK bytes at a time."""
+        self.file.seek(0)
+        while chunk := self.file.read(SPOOL_CHUNK):
+            yield chunk
+
+
+@contextlib.contextmanager
+def spool(
+    lines: Iterable[bytes],
+    *,
+    line_end: bytes = b"",
+    separator: bytes = b"",
+    opening: bytes = b"",
+    closing: bytes = b"",
+    max_bytes: int | None = None,
+    too_large: Callable[[], Exception] | None = None,
+) -> Iterator[Spool]:
+    """``opening``, the lines (each followed by ``line_end``, ``separator``
+    between two), ``closing``, written to a temporary file as the lines come
+    (each line read once; the file is gone on exit). Past ``max_bytes`` the
+    writing stops with ``too_large()``."""
+    with tempfile.TemporaryFile(prefix="dashboard-batch-") as file:
+        size, count = file.write(opening), 0
+        for line in lines:
+            if count and separator:
+                size += file.write(separator)
+            size += file.write(line) + file.write(line_end)
+            count += 1
+            if max_bytes is not None and size > max_bytes:
+                raise too_large() if too_large else ValueError(f"more than {max_bytes} bytes")
+        size += file.write(closing)
+        file.flush()
+        yield Spool(file, count, size)
 
 
 def custom_id(job_id: int, index: int) -> str:

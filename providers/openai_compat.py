@@ -52,7 +52,7 @@ What this adapter relies on from the protocol:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -83,6 +83,7 @@ from .batch import (
     bounded_lines,
     custom_id_in,
     long_line_message,
+    spool,
     unreadable,
 )
 
@@ -588,21 +589,29 @@ class OpenAIProvider(BatchAPI, Provider):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
 
     @redacted
-    def batch_upload(self, lines: Sequence[bytes]) -> str:
-        if not lines:
-            raise ProviderError("A batch needs at least one request.", kind=ErrorKind.INVALID_SPEC)
-        content = b"".join(line + b"\n" for line in lines)
-        if len(content) > BATCH_LIMITS.max_bytes:
-            raise ProviderError(
+    def batch_upload(self, lines: Iterable[bytes]) -> str:
+        """The input file, written to a temporary file as the lines come and
+        uploaded from it (multipart, with its length): never whole in memory."""
+
+        def too_large() -> ProviderError:
+            return ProviderError(
                 f"A batch input file is at most {BATCH_LIMITS.max_bytes // (1024 * 1024)} MB.",
                 kind=ErrorKind.INVALID_SPEC,
             )
-        answer = self._batch_json(
-            "POST",
-            "/files",
-            data={"purpose": "batch"},
-            files={"file": ("batch.jsonl", content, "application/jsonl")},
-        )
+
+        with spool(
+            lines, line_end=b"\n", max_bytes=BATCH_LIMITS.max_bytes, too_large=too_large
+        ) as body:
+            if not body.count:
+                raise ProviderError(
+                    "A batch needs at least one request.", kind=ErrorKind.INVALID_SPEC
+                )
+            answer = self._batch_json(
+                "POST",
+                "/files",
+                data={"purpose": "batch"},
+                files={"file": ("batch.jsonl", body.file, "application/jsonl")},
+            )
         file_id = answer.get("id")
         if not isinstance(file_id, str) or not file_id:
             raise _batch_protocol("file object without an 'id'")
@@ -610,7 +619,7 @@ class OpenAIProvider(BatchAPI, Provider):
 
     @redacted
     def batch_create(
-        self, lines: Sequence[bytes], input_file_id: str | None, metadata: dict[str, str]
+        self, lines: Iterable[bytes], input_file_id: str | None, metadata: dict[str, str]
     ) -> BatchState:
         if not input_file_id:
             raise ProviderError(

@@ -59,6 +59,7 @@ from providers.batch import (
 
 from .items import Changes, item_complete, item_fail, items_pending, items_write
 from .leases import lease_seconds, renew_job, worker_id
+from .result_order import ResultSpool
 from .retry import Deferred, backoff
 from .services import event_add, job_fail, job_redo, job_transition, jobs_end
 from .spec import mode_problem
@@ -180,13 +181,26 @@ def _chunk_items(chunk: BatchChunk) -> Q:
     return Q(job_id=chunk.job_id, index__gte=chunk.start_index, index__lt=chunk.end_index)
 
 
-def chunk_lines(job: Job, provider: Provider, spec: JobSpec, chunk: BatchChunk) -> list[bytes]:
-    rows = (
-        Item.objects.filter(_chunk_items(chunk), status__in=list(ITEM_ACTIVE))
-        .order_by("index")
-        .only("index", "input")
-    )
-    return [_line(provider, job, item, spec) for item in rows.iterator(chunk_size=WRITE_EVERY)]
+def chunk_lines(job: Job, provider: Provider, spec: JobSpec, chunk: BatchChunk) -> ChunkLines:
+    return ChunkLines(job, provider, spec, chunk)
+
+
+class ChunkLines:
+    """A chunk's request lines, built from its items (WRITE_EVERY at a time)
+    each time they are read: a 50,000-request chunk is never held whole; the
+    adapter streams them to its request body."""
+
+    def __init__(self, job: Job, provider: Provider, spec: JobSpec, chunk: BatchChunk) -> None:
+        self.job, self.provider, self.spec, self.chunk = job, provider, spec, chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        rows = (
+            Item.objects.filter(_chunk_items(self.chunk), status__in=list(ITEM_ACTIVE))
+            .order_by("index")
+            .only("index", "input")
+        )
+        for item in rows.iterator(chunk_size=WRITE_EVERY):
+            yield _line(self.provider, self.job, item, self.spec)
 
 
 def chunk_create(
@@ -648,28 +662,25 @@ def index_of(job: Job, chunk: BatchChunk, request_id: str) -> int | None:
 
 
 def results_read(job: Job, provider: Provider, chunk: BatchChunk, state: BatchState) -> bool:
-    """Every result line of an ended batch, written WRITE_EVERY items at a
-    time; then the chunk's rows without a result fail. False when the job
-    ended meanwhile (nothing more is written)."""
+    """Every result line of an ended batch, spooled as it is read, then written
+    in item order WRITE_EVERY items at a time (``result_order``: the lines
+    come in any order); then the chunk's rows without a result fail. False
+    when the job ended meanwhile (nothing more is written)."""
     schema = job.spec.get("output_schema")
-    found: dict[int, BatchResult] = {}
     stray = 0
     unread = Unreadable()
-    for result in provider.batch_results(state):  # type: ignore[attr-defined]
-        index = index_of(job, chunk, result.custom_id)
-        if index is None:
-            if result.custom_id:
-                stray += 1
-            else:
-                unread.add(result.message)
-            continue
-        found[index] = result
-        if len(found) >= WRITE_EVERY:
-            if not _write_results(job, found, schema):
-                return False
-            found.clear()
-    if found and not _write_results(job, found, schema):
-        return False
+    with ResultSpool(chunk.end_index - chunk.start_index) as spool:
+        for result in provider.batch_results(state):  # type: ignore[attr-defined]
+            index = index_of(job, chunk, result.custom_id)
+            if index is None:
+                if result.custom_id:
+                    stray += 1
+                else:
+                    unread.add(result.message)
+                continue
+            spool.add(index - chunk.start_index, result)
+        if not _write_in_order(job, chunk, spool, schema):
+            return False
     if stray:
         logger.warning("Job %s batch %s: %s result(s) of other requests", job.pk, chunk.pk, stray)
         event_add(
@@ -715,12 +726,30 @@ class Unreadable:
         )
 
 
+def _write_in_order(job: Job, chunk: BatchChunk, spool: ResultSpool, schema: Any) -> bool:
+    found: dict[int, BatchResult] = {}
+    for place, result in spool:
+        found[chunk.start_index + place] = result
+        if len(found) >= WRITE_EVERY:
+            if not _write_results(job, found, schema):
+                return False
+            found.clear()
+    return not found or _write_results(job, found, schema)
+
+
 def _write_results(job: Job, found: dict[int, BatchResult], schema: Any) -> bool:
     changes = Changes()
-    for item in Item.objects.filter(job_id=job.pk, index__in=list(found)):
-        if item.status in ITEM_ENDED:
+    low, high = min(found), max(found)
+    # Results come in item order (ResultSpool): a range, not a thousand parameters.
+    rows = Item.objects.filter(job_id=job.pk)
+    if high - low < 2 * len(found):
+        rows = rows.filter(index__gte=low, index__lte=high)
+    else:
+        rows = rows.filter(index__in=list(found))
+    for item in rows:
+        result = found.get(item.index)
+        if result is None or item.status in ITEM_ENDED:
             continue
-        result = found[item.index]
         changes.add(item, item.status)
         item.attempts = max(item.attempts, 1)
         if result.kind == ResultKind.SUCCEEDED and result.result is not None:

@@ -23,7 +23,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -201,6 +201,8 @@ class Batch:
     created_at: datetime
     requests: list[dict[str, Any]]
     cancelled_at: float | None = None
+    #: index -> its result, made once the batch has ended (it never changes after).
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def done_at(self, index: int, step: float) -> float:
         return self.created + step * (index + 1) / len(self.requests)
@@ -441,6 +443,14 @@ class AnthropicSimulator(Simulator):
         return self.clock() >= batch.ended_at(self.step_seconds)
 
     def _result(self, batch: Batch, index: int) -> dict[str, Any]:
+        """The result of request ``index`` of an ended batch, made once (a
+        50,000-request batch is looked at on every status check)."""
+        found = batch.results.get(index)
+        if found is None:
+            found = batch.results[index] = self._make_result(batch, index)
+        return found
+
+    def _make_result(self, batch: Batch, index: int) -> dict[str, Any]:
         item = batch.requests[index]
         params = item["params"]
         cancelled = batch.cancelled_at

@@ -644,6 +644,29 @@ def test_batch_runs_until_the_clock_says_it_ended(sims: Any, sim_clock: FakeCloc
     assert sim.submissions == 1
 
 
+def test_an_ended_batch_makes_each_result_once(
+    sims: Any, sim_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every status check of an ended batch counts its results: they are made
+    once, not on every look (a 50,000-request batch, figure 10)."""
+    from providers.simulators import anthropic as simulator
+
+    sim = use_clock(sims.get("anthropic"), sim_clock, step_seconds=10.0)
+    provider, state = run_batch(sim, [f"prompt {i}" for i in range(4)])
+    made: list[Any] = []
+    answer = simulator.answer
+    monkeypatch.setattr(simulator, "answer", lambda body: made.append(body) or answer(body))
+    sim_clock.advance(10.0)
+
+    for _ in range(3):
+        state = provider.batch_get(state.remote_id)
+    results = [list(provider.batch_results(state)) for _ in range(2)]
+
+    assert state.phase is BatchPhase.ENDED and state.completed == 4
+    assert results[0] == results[1] and len(results[0]) == 4
+    assert len(made) == 4
+
+
 def test_batch_with_every_result_kind(sims: Any, sim_clock: FakeClock) -> None:
     sim = use_clock(sims.get("anthropic"), sim_clock, step_seconds=10.0)
     prompts = ["fine", "too [[expire]]", "hot", "late", "later"]
