@@ -71,6 +71,7 @@ from .batch import (
     bounded_lines,
     custom_id_in,
     long_line_message,
+    result_object,
     spool,
     unreadable,
 )
@@ -392,21 +393,10 @@ def parse_result_line(line: bytes, redact: Callable[[str], str]) -> BatchResult:
     ``custom_id``, is an unreadable result (for the row its head still
     names, if any); a line that can be matched but makes no sense fails only
     its item."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        head = shorten(redact(line[:400].decode(errors="replace")), 120)
-        return unreadable(
-            custom_id_in(line), f"{LABEL} sent a result line that is not JSON: {head!r}"
-        )
-    cid = row.get("custom_id") if isinstance(row, dict) else None
-    if not isinstance(cid, str) or not cid:
-        shape = (
-            "without a 'custom_id'"
-            if isinstance(row, dict)
-            else f"of an unexpected shape ({type(row).__name__})"
-        )
-        return unreadable("", f"{LABEL} sent a result line {shape}.")
+    row = result_object(line, LABEL, lambda text: shorten(redact(text), 120))
+    if isinstance(row, BatchResult):
+        return row
+    cid = row["custom_id"]
     result = row.get("result")
     result = result if isinstance(result, dict) else {}
     kind = RESULT_KINDS.get(str(result.get("type")))

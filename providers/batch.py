@@ -35,6 +35,7 @@ An adapter that has a batch API sets ``batch = True`` and implements the
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -295,6 +296,28 @@ def unreadable(custom: str, message: str) -> BatchResult:
     """The result of a line that could not be read: ERRORED for the row it
     names (when it names one), saying why."""
     return BatchResult(custom, ResultKind.ERRORED, code="unreadable", message=message)
+
+
+def result_object(
+    raw: bytes, who: str, clean: Callable[[str], str]
+) -> dict[str, Any] | BatchResult:
+    """A JSONL result line as the object it holds, with a ``custom_id``; or,
+    when it is not JSON or names no row, the unreadable result that says why
+    (``clean`` makes provider text fit for a message: redacted, shortened)."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        head = clean(raw[:400].decode(errors="replace"))
+        return unreadable(custom_id_in(raw), f"{who} sent a result line that is not JSON: {head!r}")
+    custom = line.get("custom_id") if isinstance(line, dict) else None
+    if not isinstance(custom, str) or not custom:
+        shape = (
+            "without a 'custom_id'"
+            if isinstance(line, dict)
+            else f"of an unexpected shape ({type(line).__name__})"
+        )
+        return unreadable("", f"{who} sent a result line {shape}.")
+    return line
 
 
 def long_line_message(label: str, line: LongLine, limit: int) -> str:

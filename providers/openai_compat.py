@@ -83,6 +83,7 @@ from .batch import (
     bounded_lines,
     custom_id_in,
     long_line_message,
+    result_object,
     spool,
     unreadable,
 )
@@ -746,21 +747,9 @@ class OpenAIProvider(BatchAPI, Provider):
         if isinstance(raw, LongLine):
             message = long_line_message(self.label, raw, self.max_response_bytes)
             return unreadable(custom_id_in(raw.head), message)
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            head = self.readable(raw[:200].decode(errors="replace"), 120)
-            return unreadable(
-                custom_id_in(raw), f"{LABEL} server sent a result line that is not JSON: {head!r}"
-            )
-        custom = line.get("custom_id") if isinstance(line, dict) else None
-        if not isinstance(custom, str) or not custom:
-            shape = (
-                "without a 'custom_id'"
-                if isinstance(line, dict)
-                else f"of an unexpected shape ({type(line).__name__})"
-            )
-            return unreadable("", f"{LABEL} server sent a result line {shape}.")
+        line = result_object(raw, f"{LABEL} server", lambda text: self.readable(text, 120))
+        if isinstance(line, BatchResult):
+            return line
         result = parse_result_line(line)
         if not result.message:
             return result
