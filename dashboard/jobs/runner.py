@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import queue
 import random
 import threading
@@ -23,17 +24,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db.models import F
+
 from dashboard.core import clock
 from dashboard.core.connect import credential_redact
 from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.instances.gate import note_runs
-from dashboard.models import Item, Job, JobEvent
+from dashboard.models import Credential, Item, Job, JobEvent, JobSlice
 from dashboard.status import ItemStatus, JobStatus
 from providers import ErrorKind, ItemResult, JobSpec, Provider, ProviderError
 from providers.data import RateInfo
 
-from . import cache, limits
+from . import cache, limits, slices
 from .cost import DEFAULT_MAX_TOKENS
 from .items import (
     Changes,
@@ -47,6 +50,7 @@ from .items import (
 from .leases import lease_seconds, renew_job
 from .retry import MAX_CALL_ATTEMPTS, Deferred, backoff
 from .services import job_fail, job_finish, job_transition
+from .slices import SliceGaveUp
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +145,20 @@ class _Retry:
 
 
 class SyncRun:
-    """One slice of a sync job: the main thread's state."""
+    """One task's run of a sync job, or of the slices it claimed of a big
+    one (``slices``; then ``job_lease`` says whether it holds the job's own
+    lease too): the main thread's state."""
 
-    def __init__(self, job: Job, provider: Provider, deadline: float, owner: str = "") -> None:
+    def __init__(
+        self,
+        job: Job,
+        provider: Provider,
+        deadline: float,
+        owner: str = "",
+        *,
+        slices: list[JobSlice] | None = None,
+        job_lease: bool = True,
+    ) -> None:
         self.job = job
         self.provider = provider
         self.deadline = deadline
@@ -151,7 +166,16 @@ class SyncRun:
         self.base = {k: v for k, v in job.spec.items() if k != "prompts"}
         self.schema = self.base.get("output_schema")
         self.stream = bool(self.base.get("stream"))
-        self.pending: Iterator[Item] = items_pending(job.pk, chunk=LOOKAHEAD)
+        self.slice_ids = [s.pk for s in slices] if slices is not None else None
+        self.job_lease = job_lease
+        self.pending: Iterator[Item] = (
+            items_pending(job.pk, chunk=LOOKAHEAD)
+            if slices is None
+            else itertools.chain.from_iterable(
+                items_pending(job.pk, chunk=LOOKAHEAD, start=s.start_index, stop=s.end_index)
+                for s in slices
+            )
+        )
         self.units: deque[list[Item]] = deque()
         self.retries: list[_Retry] = []
         self.seq = itertools.count()
@@ -197,7 +221,9 @@ class SyncRun:
         self.check_limits = True
         self.stopping = False
         self.job_left = False
-        self.in_flight_written = -1
+        #: The calls in flight as last written. Alone on a job, the run writes
+        #: the job's count as it is; on slices, by how much its own moved.
+        self.in_flight_written = -1 if slices is None else 0
         self.last_heartbeat = clock.monotonic()
 
     # -- what to run next -------------------------------------------------------------
@@ -430,18 +456,32 @@ class SyncRun:
         self.check_limits = True  # another worker may have opened the circuit meanwhile
         if clock.monotonic() - self.last_heartbeat > lease_seconds() / 3:
             self.last_heartbeat = clock.monotonic()
-            if not renew_job(self.job.pk, self.owner):
+            if self.job_lease and not renew_job(self.job.pk, self.owner):
                 return False  # another worker owns the job now
+            if self.slice_ids is not None and not slices.slices_hold(
+                self.slice_ids, self.owner, self.in_flight_written
+            ):
+                return False  # another worker took the slice over
             limits.slots_renew(self.job.credential_id, self.owner)
-        running = {"items_running": in_flight} if in_flight != self.in_flight_written else {}
+        running: dict[str, object] = {}
+        if in_flight != self.in_flight_written:
+            if self.slice_ids is None:
+                running = {"items_running": in_flight}
+            else:
+                running = {"items_running": F("items_running") + in_flight - self.in_flight_written}
         if not self.changes and not running:
             return Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).exists()
+        guard = None
+        if self.slice_ids is not None:
+            ids = self.slice_ids
+            guard = lambda: slices.slices_hold(ids, self.owner, in_flight)  # noqa: E731
         written = items_write(
             self.job.pk,
             self.changes,
             statuses=[JobStatus.RUNNING],
             job_fields=running,
             scorers=self.job.scorers,
+            guard=guard,
         )
         self.in_flight_written = in_flight
         return written
@@ -648,16 +688,12 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
         raise Deferred(
             clock.monotonic() + circuit, f"{provider.label} keeps failing (circuit open)"
         )
+    if slices.slices_ensure(job, todo):
+        return run_slices(job, provider, deadline, owner, job_lease=True)
     workers = limits.slots_acquire(credential, owner, min(credential.max_concurrency, todo))
     if not workers:
-        Job.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
-            provider_status="waiting for a free slot"
-        )
-        raise Deferred(clock.monotonic() + 5, "every concurrency slot of the credential is busy")
-    if job.status != JobStatus.RUNNING:
-        job_transition(
-            job.pk, JobStatus.RUNNING, provider_status="", message=f"Running on {provider.label}."
-        )
+        _no_slot(job)
+    _running(job, provider)
     run = SyncRun(job, provider, deadline, owner)
     run.run(workers)
     if run.job_left:
@@ -670,6 +706,112 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
     if run.has_work():
         raise Deferred(clock.monotonic(), "more prompts to run")
     return _finish(job)
+
+
+def _no_slot(job: Job) -> None:
+    Job.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
+        provider_status="waiting for a free slot"
+    )
+    raise Deferred(clock.monotonic() + 5, "every concurrency slot of the credential is busy")
+
+
+def _running(job: Job, provider: Provider) -> None:
+    if job.status != JobStatus.RUNNING:
+        job_transition(
+            job.pk, JobStatus.RUNNING, provider_status="", message=f"Running on {provider.label}."
+        )
+        job.status = JobStatus.RUNNING
+
+
+#: Seconds the job's own task waits between looks at slices other workers
+#: hold (to take over one whose worker died, or to end the job).
+WATCH_INTERVAL = 1.0
+
+
+def run_slices(
+    job: Job, provider: Provider, deadline: float, owner: str, *, job_lease: bool
+) -> str:
+    """Work on a big job's slices until none is left to claim: claim, take a
+    share of the credential's slots, run the slice's pending items, mark it
+    done. The job's own task (``job_lease``) then watches the slices others
+    hold, taking over any whose worker died; a helper returns. Whoever finds
+    every slice done ends the job. Raises Deferred like ``run_sync_job``;
+    what it still holds is let go on the way out."""
+    credential = job.credential
+    assert credential is not None
+    try:
+        while True:
+            now = clock.monotonic()
+            if now >= deadline:
+                raise Deferred(now, "time budget of this task used up")
+            try:
+                claimed = slices.slice_claim(job.pk, owner)
+            except SliceGaveUp as exc:
+                job_fail(job.pk, str(exc), retryable=True)
+                return "failed"
+            if claimed is None:
+                if not slices.slices_unfinished(job.pk):
+                    return _finish(job)
+                if not job_lease:
+                    return "idle"
+                # Watching, not calling: the slots go to the workers on the slices.
+                limits.slots_release(credential.pk, owner)
+                clock.sleep(max(0.0, min(WATCH_INTERVAL, deadline - now)))
+                if not renew_job(job.pk, owner):
+                    return "stopped"
+                job.refresh_from_db(fields=["status"])
+                if job.is_terminal:
+                    return "stopped"
+                continue
+            held = [claimed]
+            # An equal share of the credential's slots for each worker on the job
+            # (those already on it give theirs back at their next slice).
+            want = math.ceil(
+                max(1, credential.max_concurrency) / max(1, slices.live_owners(job.pk))
+            )
+            while len(held) < min(slices.MAX_CLAIM, math.ceil(2 * want / slices.SLICE_ITEMS)):
+                more = slices.slice_claim(job.pk, owner)
+                if more is None:
+                    break
+                held.append(more)
+            workers = _slots_for(
+                job, credential, owner, held, min(want, slices.SLICE_ITEMS * len(held))
+            )
+            if not workers:
+                slices.slices_let_go(job.pk, owner)
+                if job_lease:
+                    _no_slot(job)
+                return "no slot"
+            _running(job, provider)
+            slices.helper_enqueue(job.pk)
+            run = SyncRun(job, provider, deadline, owner, slices=held, job_lease=job_lease)
+            run.run(workers)
+            if run.job_left:
+                return "stopped"  # cancelled, failed, or the slice was taken over
+            if run.fatal is not None:
+                job_fail(job.pk, redact(run.fatal.message), retryable=False)
+                return "failed"
+            if run.deferred is not None:
+                raise run.deferred
+            if run.has_work():
+                raise Deferred(clock.monotonic(), "more prompts to run")
+            slices.slices_done([s.pk for s in held], owner)
+    finally:
+        slices.slices_let_go(job.pk, owner)
+
+
+def _slots_for(
+    job: Job, credential: Credential, owner: str, held: list[JobSlice], want: int
+) -> int:
+    """Hold ``want`` of the credential's slots, waiting up to ``SLOT_WAIT``
+    for the workers already on the job to give some back. 0 when none came."""
+    give_up = clock.monotonic() + slices.SLOT_WAIT
+    while True:
+        workers = limits.slots_resize(credential, owner, want)
+        if workers or clock.monotonic() >= give_up:
+            return workers
+        clock.sleep(0.25)
+        slices.slices_hold([s.pk for s in held], owner)
 
 
 def _finish(job: Job) -> str:
