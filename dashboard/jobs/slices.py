@@ -9,11 +9,12 @@ slice's lease at every write. A slice whose lease expired (a killed worker)
 is taken over: its items already recorded stay so, the rest go again. Each
 claim costs the same whatever the job's size.
 
-One helper task (``dashboard.tasks.advance_slices``) waits in the broker at
-a time: the job's own task queues one when it claims a slice while others
-are still unclaimed, and each helper queues the next when it starts work, so
-helpers fill the free workers one by one and stop when there is nothing left
-to claim. The job ends (``jobs_end``, by the rule, conditional) when whoever
+One helper task (``dashboard.tasks.advance_slices``) is queued at a time:
+whoever claims a slice while others are still unclaimed queues one, unless
+one was queued less than ``HELPER_AGAIN_SECONDS`` ago and has not started
+(a busy cluster's pusher may hold it in its own queue), so helpers fill the
+free workers of every cluster one by one and stop when there is nothing
+left to claim. The job ends (``jobs_end``, by the rule, conditional) when whoever
 records its last item finds no slice unfinished.
 """
 
@@ -43,9 +44,11 @@ MAX_CLAIM = 8
 #: Seconds a helper waits for the workers already on the job to give it some
 #: of the credential's slots (they give them back at their next slice).
 SLOT_WAIT = 10.0
-#: A queued helper not started after this long is taken for lost (a broker
-#: that dropped it): another may be queued.
-HELPER_LOST_SECONDS = 60
+#: A queued helper not started after this long is taken for stuck (a busy
+#: cluster's pusher took it into its own queue, or the broker lost it):
+#: another may be queued, for a free worker elsewhere. A stale one that runs
+#: later claims a slice if one is left, else returns at once.
+HELPER_AGAIN_SECONDS = 2
 #: Takeovers of one slice (its worker killed every time) before the job fails.
 MAX_TAKEOVERS = 5
 
@@ -199,10 +202,10 @@ def helper_enqueue(job_id: int) -> bool:
     if not JobSlice.objects.filter(job_id=job_id, state=Pending).exists():
         return False
     now = clock.now()
-    lost = now - timedelta(seconds=HELPER_LOST_SECONDS)
+    stale = now - timedelta(seconds=HELPER_AGAIN_SECONDS)
     queued = (
         Job.objects.filter(pk=job_id, status=JobStatus.RUNNING)
-        .filter(Q(slice_helper_at__isnull=True) | Q(slice_helper_at__lt=lost))
+        .filter(Q(slice_helper_at__isnull=True) | Q(slice_helper_at__lt=stale))
         .update(slice_helper_at=now)
     )
     if queued:
