@@ -555,39 +555,47 @@ class SyncRun:
         indexes = [item.index for item in call.items]
         return lambda position, text: self.chunks.put((indexes[position], text))
 
-    def run(self, workers: int) -> None:
-        in_flight: dict[Future[Outcome], Call] = {}
-        last_flush = clock.monotonic()
-        with ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=f"job{self.job.pk}"
-        ) as pool:
-            while True:
-                if not self.stopping:
-                    self.dispatch(pool, in_flight, workers)
-                if not in_flight:
-                    if self.stopping or not self.wait_for_retry():
-                        break
-                    continue
-                for future in self.ended(self.wait_for_next()):
-                    call = in_flight.pop(future)
-                    if future.cancelled():
-                        self.unstarted(call.items)
-                        self.units.appendleft(call.items)  # never ran: it goes again
-                    else:
-                        self.record(future.result())
-                if self.fatal is not None:
-                    self.stopping = True
-                if self.stopping or self.paused_until > self.now():
-                    # Calls queued behind the running ones wait for the next slice
-                    # or the end of the pause; the running ones finish.
-                    for future in in_flight:
-                        future.cancel()
-                if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
-                    last_flush = clock.monotonic()
-                    if not self.flush(min(workers, len(in_flight))):
-                        self.job_left = self.stopping = True
+    def run(self, workers: int, pool: ThreadPoolExecutor | None = None) -> None:
+        """Run on a pool of ``workers`` threads (``pool``, kept by the caller,
+        else one of its own for this run)."""
+        if pool is not None:
+            self.loop(pool, workers)
+        else:
+            with ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"job{self.job.pk}"
+            ) as own:
+                self.loop(own, workers)
         if not self.job_left and not self.flush():
             self.job_left = True
+
+    def loop(self, pool: ThreadPoolExecutor, workers: int) -> None:
+        in_flight: dict[Future[Outcome], Call] = {}
+        last_flush = clock.monotonic()
+        while True:
+            if not self.stopping:
+                self.dispatch(pool, in_flight, workers)
+            if not in_flight:
+                if self.stopping or not self.wait_for_retry():
+                    break
+                continue
+            for future in self.ended(self.wait_for_next()):
+                call = in_flight.pop(future)
+                if future.cancelled():
+                    self.unstarted(call.items)
+                    self.units.appendleft(call.items)  # never ran: it goes again
+                else:
+                    self.record(future.result())
+            if self.fatal is not None:
+                self.stopping = True
+            if self.stopping or self.paused_until > self.now():
+                # Calls queued behind the running ones wait for the next slice
+                # or the end of the pause; the running ones finish.
+                for future in in_flight:
+                    future.cancel()
+            if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
+                last_flush = clock.monotonic()
+                if not self.flush(min(workers, len(in_flight))):
+                    self.job_left = self.stopping = True
 
     def wait_for_next(self) -> float:
         """How long the loop may wait for a call to end before it looks again:
@@ -739,6 +747,7 @@ def run_slices(
     what it still holds is let go on the way out."""
     credential = job.credential
     assert credential is not None
+    pools = _Pools(job.pk)
     try:
         while True:
             now = clock.monotonic()
@@ -764,18 +773,22 @@ def run_slices(
                     return "stopped"
                 continue
             held = [claimed]
+            # Whoever claims while slices are unclaimed queues a helper first, so
+            # the share below keeps its part for it.
+            slices.helper_enqueue(job.pk)
             # An equal share of the credential's slots for each worker on the job
             # (those already on it give theirs back at their next slice).
             want = math.ceil(
                 max(1, credential.max_concurrency) / max(1, slices.live_owners(job.pk))
             )
-            while len(held) < min(slices.MAX_CLAIM, math.ceil(2 * want / slices.SLICE_ITEMS)):
+            # A wide share keeps about two calls per slot in hand.
+            while len(held) < slices.MAX_CLAIM and sum(s.items for s in held) < 2 * want:
                 more = slices.slice_claim(job.pk, owner)
                 if more is None:
                     break
                 held.append(more)
             workers = _slots_for(
-                job, credential, owner, held, min(want, slices.SLICE_ITEMS * len(held))
+                job, credential, owner, held, min(want, sum(s.items for s in held))
             )
             if not workers:
                 slices.slices_let_go(job.pk, owner)
@@ -783,9 +796,8 @@ def run_slices(
                     _no_slot(job)
                 return "no slot"
             _running(job, provider)
-            slices.helper_enqueue(job.pk)
             run = SyncRun(job, provider, deadline, owner, slices=held, job_lease=job_lease)
-            run.run(workers)
+            run.run(workers, pools.get(workers))
             if run.job_left:
                 return "stopped"  # cancelled, failed, or the slice was taken over
             if run.fatal is not None:
@@ -798,6 +810,32 @@ def run_slices(
             slices.slices_done([s.pk for s in held], owner)
     finally:
         slices.slices_let_go(job.pk, owner)
+        pools.close()
+
+
+class _Pools:
+    """The thread pool a task's slices run on, kept from one slice to the
+    next while its width stays (each of its threads keeps its HTTP client and
+    connection); a new width gets a new pool."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.width = 0
+        self.pool: ThreadPoolExecutor | None = None
+
+    def get(self, width: int) -> ThreadPoolExecutor:
+        if self.pool is None or width != self.width:
+            self.close()
+            self.width = width
+            self.pool = ThreadPoolExecutor(
+                max_workers=width, thread_name_prefix=f"job{self.job_id}"
+            )
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
 def _slots_for(
@@ -810,7 +848,7 @@ def _slots_for(
         workers = limits.slots_resize(credential, owner, want)
         if workers or clock.monotonic() >= give_up:
             return workers
-        clock.sleep(0.25)
+        clock.sleep(0.05)
         slices.slices_hold([s.pk for s in held], owner)
 
 

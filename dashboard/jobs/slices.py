@@ -1,7 +1,9 @@
 """Slices: one big online job worked on by every free worker process.
 
-A sync job with more pending items than one slice is cut into slices of
-``SLICE_ITEMS`` contiguous items (``JobSlice``). Any worker process, on any
+A sync job with more than ``SLICE_ITEMS`` pending items is cut into slices
+of contiguous items (``JobSlice``), largest first: each is a share of what is
+left (``slices_plan``), so the workers start at once on small ones and finish
+together on small ones, whatever the job's size. Any worker process, on any
 machine, claims one with a conditional UPDATE (PostgreSQL first locks the
 row it picks with ``FOR UPDATE SKIP LOCKED``, so two claimers never wait on
 each other), runs its pending items with the sync runner and renews the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, IntegerField, Max, Q, Sum, Value, When
 from django.db.models.functions import Greatest
@@ -35,9 +38,14 @@ from dashboard.status import JobStatus
 from . import limits
 from .services import event_add
 
-#: Items per slice: enough that a claim's few queries are nothing beside its
-#: calls, few enough that every worker gets some of a job of thousands.
+#: A job with more pending items than this is cut into slices; a smaller one
+#: runs as one piece, as it always did.
 SLICE_ITEMS = 500
+#: The smallest and largest slice: the first ones and the last ones are the
+#: smallest (workers start at once, and none is left alone with a long tail);
+#: between, each is ``1 / (2 × workers)`` of what is left.
+SLICE_MIN = 100
+SLICE_MAX = 2000
 #: The most slices one worker claims at once (for a wide credential: it keeps
 #: about two calls per slot of items in hand).
 MAX_CLAIM = 8
@@ -70,21 +78,40 @@ def slices_ensure(job: Job, pending: int) -> bool:
     if pending <= SLICE_ITEMS:
         return False
     last = Item.objects.filter(job_id=job.pk).aggregate(last=Max("index"))["last"]
-    count = math.ceil((last + 1) / SLICE_ITEMS)
+    plan = slices_plan(last + 1, int(settings.Q_CLUSTER.get("workers") or 1))
     JobSlice.objects.bulk_create(
         [
-            JobSlice(
-                job_id=job.pk,
-                number=n,
-                start_index=n * SLICE_ITEMS,
-                end_index=(n + 1) * SLICE_ITEMS,
-            )
-            for n in range(count)
+            JobSlice(job_id=job.pk, number=n, start_index=start, end_index=end)
+            for n, (start, end) in enumerate(plan)
         ],
         ignore_conflicts=True,
     )
-    event_add(job.pk, f"Cut into {count:,} slices of {SLICE_ITEMS:,} prompts for every worker.")
+    sizes = [end - start for start, end in plan]
+    event_add(
+        job.pk,
+        f"Cut into {len(plan):,} slices of {min(sizes):,} to {max(sizes):,} prompts "
+        "for every free worker.",
+    )
     return True
+
+
+def slices_plan(total: int, workers: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges over ``total`` items: ``SLICE_MIN`` for the
+    first ``workers`` (each worker's first slice is short, so the slots spread
+    over the workers as they arrive), then each a ``1 / (2 × workers)`` share
+    of what is left (guided scheduling), within ``SLICE_MIN``–``SLICE_MAX``.
+    A few dozen slices for any size up to tens of thousands of items; past
+    that, ``SLICE_MAX`` each."""
+    workers = max(1, workers)
+    plan: list[tuple[int, int]] = []
+    start = 0
+    while start < total:
+        left = total - start
+        size = SLICE_MIN if len(plan) < workers else math.ceil(left / (2 * workers))
+        size = min(left, max(SLICE_MIN, min(SLICE_MAX, size)))
+        plan.append((start, start + size))
+        start += size
+    return plan
 
 
 def _expiry() -> object:
@@ -187,13 +214,18 @@ def slices_unfinished(job_id: int) -> bool:
 
 
 def live_owners(job_id: int) -> int:
-    """Worker processes on the job now (live leases)."""
-    return (
-        JobSlice.objects.filter(job_id=job_id, state=Running, lease_expires_at__gte=clock.now())
+    """Worker processes on the job now (live leases), and one more for a
+    helper queued lately that has not started yet: its share is kept for it."""
+    now = clock.now()
+    owners = (
+        JobSlice.objects.filter(job_id=job_id, state=Running, lease_expires_at__gte=now)
         .values("owner")
         .distinct()
         .count()
     )
+    recent = now - timedelta(seconds=HELPER_AGAIN_SECONDS)
+    queued = Job.objects.filter(pk=job_id, slice_helper_at__gte=recent).exists()
+    return owners + queued
 
 
 def helper_enqueue(job_id: int) -> bool:

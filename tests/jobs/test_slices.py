@@ -25,6 +25,8 @@ SLICE = 10
 @pytest.fixture(autouse=True)
 def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slices, "SLICE_ITEMS", SLICE)
+    monkeypatch.setattr(slices, "SLICE_MIN", SLICE)
+    monkeypatch.setattr(slices, "SLICE_MAX", SLICE)
     monkeypatch.setattr(slices, "SLOT_WAIT", 0.0)
 
 
@@ -73,10 +75,26 @@ def test_a_big_job_runs_in_slices_and_queues_a_helper(
     assert job.status == "completed"
     assert job.items_completed == 35 and job.items_running == 0
     cuts = list(JobSlice.objects.filter(job=job).values_list("start_index", "end_index", "state"))
-    assert cuts == [(0, 10, "done"), (10, 20, "done"), (20, 30, "done"), (30, 40, "done")]
+    assert cuts == [(0, 10, "done"), (10, 20, "done"), (20, 30, "done"), (30, 35, "done")]
     assert sent(together) == Counter(f"row {i:04d}" for i in range(35))
     # One helper queued (not started: nudges are recorded), not one per slice.
     assert nudges.count(("dashboard.tasks.advance_slices", job.pk)) == 1
+
+
+def test_slices_are_largest_first_and_small_at_both_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slices, "SLICE_MIN", 100)
+    monkeypatch.setattr(slices, "SLICE_MAX", 2000)
+    plan = slices.slices_plan(10_000, 4)
+    sizes = [end - start for start, end in plan]
+    assert plan[:4] == [(0, 100), (100, 200), (200, 300), (300, 400)]  # one each to start
+    assert plan[-1][1] == 10_000
+    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:], strict=False))
+    assert sizes[4] == 1200 and sizes[-1] <= 100  # 9,600 / 8, then down
+    assert sizes[4:] == sorted(sizes[4:], reverse=True)
+    assert len(plan) < 40
+    # Past SLICE_MAX x 8 workers the slices are SLICE_MAX: as many as it takes.
+    assert max(end - start for start, end in slices.slices_plan(200_000, 4)) == 2000
+    assert slices.slices_plan(50, 4) == [(0, 50)]
 
 
 def test_two_owners_claim_different_slices_and_none_is_claimed_twice(
