@@ -739,12 +739,13 @@ WATCH_INTERVAL = 1.0
 def run_slices(
     job: Job, provider: Provider, deadline: float, owner: str, *, job_lease: bool
 ) -> str:
-    """Work on a big job's slices until none is left to claim: claim, take a
-    share of the credential's slots, run the slice's pending items, mark it
-    done. The job's own task (``job_lease``) then watches the slices others
-    hold, taking over any whose worker died; a helper returns. Whoever finds
-    every slice done ends the job. Raises Deferred like ``run_sync_job``;
-    what it still holds is let go on the way out."""
+    """Work on a big job's slices until none is left to claim: take a share
+    of the credential's slots, claim slices for that width, run their pending
+    items, mark them done; again. The job's own task (``job_lease``) then
+    watches the slices others hold, taking over any whose worker died; a
+    helper returns. Whoever finds every slice done ends the job. Raises
+    Deferred like ``run_sync_job``; what it still holds is let go on the way
+    out."""
     credential = job.credential
     assert credential is not None
     pools = _Pools(job.pk)
@@ -753,18 +754,15 @@ def run_slices(
             now = clock.monotonic()
             if now >= deadline:
                 raise Deferred(now, "time budget of this task used up")
-            try:
-                claimed = slices.slice_claim(job.pk, owner)
-            except SliceGaveUp as exc:
-                job_fail(job.pk, str(exc), retryable=True)
-                return "failed"
-            if claimed is None:
+            # One slice first: it makes this worker one of those on the job.
+            held = slices.slices_claim(job.pk, owner)
+            if not held:
+                # Watching, not calling: the slots go to the workers on the slices.
+                limits.slots_release(credential.pk, owner)
                 if not slices.slices_unfinished(job.pk):
                     return _finish(job)
                 if not job_lease:
                     return "idle"
-                # Watching, not calling: the slots go to the workers on the slices.
-                limits.slots_release(credential.pk, owner)
                 clock.sleep(max(0.0, min(WATCH_INTERVAL, deadline - now)))
                 if not renew_job(job.pk, owner):
                     return "stopped"
@@ -772,30 +770,27 @@ def run_slices(
                 if job.is_terminal:
                     return "stopped"
                 continue
-            held = [claimed]
-            # Whoever claims while slices are unclaimed queues a helper first, so
-            # the share below keeps its part for it.
-            slices.helper_enqueue(job.pk)
             # An equal share of the credential's slots for each worker on the job
-            # (those already on it give theirs back at their next slice).
-            want = math.ceil(
-                max(1, credential.max_concurrency) / max(1, slices.live_owners(job.pk))
-            )
-            # A wide share keeps about two calls per slot in hand.
-            while len(held) < slices.MAX_CLAIM and sum(s.items for s in held) < 2 * want:
-                more = slices.slice_claim(job.pk, owner)
-                if more is None:
-                    break
-                held.append(more)
-            workers = _slots_for(
-                job, credential, owner, held, min(want, sum(s.items for s in held))
-            )
+            # (those on it already give theirs back at their next claim).
+            owners = slices.other_owners(job.pk, owner) + 1
+            limit = max(1, credential.max_concurrency)
+            workers = _slots_for(job, credential, owner, math.ceil(limit / owners), held, job_lease)
             if not workers:
                 slices.slices_let_go(job.pk, owner)
                 if job_lease:
                     _no_slot(job)
                 return "no slot"
             _running(job, provider)
+            if slices.helper_enqueue(job.pk):
+                # Its share is kept for it.
+                owners += 1
+                workers = limits.slots_resize(credential, owner, math.ceil(limit / owners))
+            size = slices.claim_size(workers, owners, slices.unclaimed_items(job.pk))
+            if size > held[0].items:
+                held += slices.slices_claim(job.pk, owner, size - held[0].items)
+            items = sum(piece.items for piece in held)
+            if items < workers:
+                workers = limits.slots_resize(credential, owner, items)
             run = SyncRun(job, provider, deadline, owner, slices=held, job_lease=job_lease)
             run.run(workers, pools.get(workers))
             if run.job_left:
@@ -807,7 +802,10 @@ def run_slices(
                 raise run.deferred
             if run.has_work():
                 raise Deferred(clock.monotonic(), "more prompts to run")
-            slices.slices_done([s.pk for s in held], owner)
+            slices.slices_done([piece.pk for piece in held], owner)
+    except SliceGaveUp as exc:
+        job_fail(job.pk, str(exc), retryable=True)
+        return "failed"
     finally:
         slices.slices_let_go(job.pk, owner)
         pools.close()
@@ -839,17 +837,26 @@ class _Pools:
 
 
 def _slots_for(
-    job: Job, credential: Credential, owner: str, held: list[JobSlice], want: int
+    job: Job,
+    credential: Credential,
+    owner: str,
+    want: int,
+    held: list[JobSlice],
+    job_lease: bool,
 ) -> int:
-    """Hold ``want`` of the credential's slots, waiting up to ``SLOT_WAIT``
-    for the workers already on the job to give some back. 0 when none came."""
+    """Hold ``want`` of the credential's slots (fewer if no more are free),
+    waiting up to ``SLOT_WAIT`` for the workers already on the job to give
+    some back when none is, the leases of ``held`` renewed meanwhile. 0 when
+    none came."""
     give_up = clock.monotonic() + slices.SLOT_WAIT
     while True:
         workers = limits.slots_resize(credential, owner, want)
         if workers or clock.monotonic() >= give_up:
             return workers
         clock.sleep(0.05)
-        slices.slices_hold([s.pk for s in held], owner)
+        slices.slices_hold([piece.pk for piece in held], owner)
+        if job_lease:
+            renew_job(job.pk, owner)
 
 
 def _finish(job: Job) -> str:

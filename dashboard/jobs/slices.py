@@ -1,22 +1,25 @@
 """Slices: one big online job worked on by every free worker process.
 
-A sync job with more than ``SLICE_ITEMS`` pending items is cut into slices
-of contiguous items (``JobSlice``), largest first: each is a share of what is
-left (``slices_plan``), so the workers start at once on small ones and finish
-together on small ones, whatever the job's size. Any worker process, on any
-machine, claims one with a conditional UPDATE (PostgreSQL first locks the
-row it picks with ``FOR UPDATE SKIP LOCKED``, so two claimers never wait on
-each other), runs its pending items with the sync runner and renews the
-slice's lease at every write. A slice whose lease expired (a killed worker)
-is taken over: its items already recorded stay so, the rest go again. Each
-claim costs the same whatever the job's size.
+A sync job with more than ``DASHBOARD_SLICE_ITEMS`` (500) pending items is cut
+into slices of ``SLICE_SIZE`` contiguous items (``JobSlice``). A worker
+process, on any machine, claims one (so it counts as one of the job's
+workers), takes an equal share of the credential's slots (one share per
+worker on the job) and claims more, as many as that width runs in about
+``ROUNDS`` calls each, or a ``1 / (2 × workers)`` part of what is left when
+that is less (guided scheduling: the workers end together). The claim is one
+conditional UPDATE whatever its size (PostgreSQL first locks the rows it
+picks with ``FOR UPDATE SKIP LOCKED``, so two claimers never wait on each
+other); the worker runs the slices' pending items with the sync runner and
+renews their leases at every write. A slice whose lease expired (a killed
+worker) is taken over: its items already recorded stay so, the rest go
+again.
 
 One helper task (``dashboard.tasks.advance_slices``) is queued at a time:
-whoever claims a slice while others are still unclaimed queues one, unless
-one was queued less than ``HELPER_AGAIN_SECONDS`` ago and has not started
-(a busy cluster's pusher may hold it in its own queue), so helpers fill the
-free workers of every cluster one by one and stop when there is nothing
-left to claim. The job ends (``jobs_end``, by the rule, conditional) when whoever
+whoever claims while slices are still unclaimed queues one, unless one was
+queued less than ``HELPER_AGAIN_SECONDS`` ago and has not started (a busy
+cluster's pusher may hold it in its own queue), so helpers fill the free
+workers of every cluster one by one and stop when there is nothing left to
+claim. The job ends (``jobs_end``, by the rule, conditional) when whoever
 records its last item finds no slice unfinished.
 """
 
@@ -38,17 +41,14 @@ from dashboard.status import JobStatus
 from . import limits
 from .services import event_add
 
-#: A job with more pending items than this is cut into slices; a smaller one
-#: runs as one piece, as it always did.
-SLICE_ITEMS = 500
-#: The smallest and largest slice: the first ones and the last ones are the
-#: smallest (workers start at once, and none is left alone with a long tail);
-#: between, each is ``1 / (2 × workers)`` of what is left.
-SLICE_MIN = 100
-SLICE_MAX = 2000
-#: The most slices one worker claims at once (for a wide credential: it keeps
-#: about two calls per slot of items in hand).
-MAX_CLAIM = 8
+#: Items per slice: the unit of a claim and of a takeover.
+SLICE_SIZE = 100
+#: A claim covers about this many calls per slot: long enough that the few
+#: queries between two claims are nothing, short enough that the shares of
+#: the slots follow the workers as they come and go.
+ROUNDS = 40
+#: The most slices in one claim.
+MAX_CLAIM = 500
 #: Seconds a helper waits for the workers already on the job to give it some
 #: of the credential's slots (they give them back at their next slice).
 SLOT_WAIT = 10.0
@@ -70,107 +70,130 @@ class SliceGaveUp(Exception):
 
 
 def slices_ensure(job: Job, pending: int) -> bool:
-    """Cut the job into slices when it has more pending items than one
-    (once; a concurrent cut of the same job adds nothing). True when the job
-    is worked on in slices."""
+    """Cut the job into slices when it has more than ``DASHBOARD_SLICE_ITEMS`` pending
+    items (once; a concurrent cut of the same job adds nothing). True when
+    the job is worked on in slices."""
     if JobSlice.objects.filter(job_id=job.pk).exists():
         return True
-    if pending <= SLICE_ITEMS:
+    if pending <= settings.DASHBOARD_SLICE_ITEMS:
         return False
     last = Item.objects.filter(job_id=job.pk).aggregate(last=Max("index"))["last"]
-    plan = slices_plan(last + 1, int(settings.Q_CLUSTER.get("workers") or 1))
+    count = math.ceil((last + 1) / SLICE_SIZE)
     JobSlice.objects.bulk_create(
         [
-            JobSlice(job_id=job.pk, number=n, start_index=start, end_index=end)
-            for n, (start, end) in enumerate(plan)
+            JobSlice(
+                job_id=job.pk,
+                number=n,
+                start_index=n * SLICE_SIZE,
+                end_index=min(last + 1, (n + 1) * SLICE_SIZE),
+            )
+            for n in range(count)
         ],
         ignore_conflicts=True,
     )
-    sizes = [end - start for start, end in plan]
-    event_add(
-        job.pk,
-        f"Cut into {len(plan):,} slices of {min(sizes):,} to {max(sizes):,} prompts "
-        "for every free worker.",
-    )
+    event_add(job.pk, f"Cut into {count:,} slices of {SLICE_SIZE:,} prompts for every worker.")
     return True
 
 
-def slices_plan(total: int, workers: int) -> list[tuple[int, int]]:
-    """``[start, end)`` ranges over ``total`` items: ``SLICE_MIN`` for the
-    first ``workers`` (each worker's first slice is short, so the slots spread
-    over the workers as they arrive), then each a ``1 / (2 × workers)`` share
-    of what is left (guided scheduling), within ``SLICE_MIN``–``SLICE_MAX``.
-    A few dozen slices for any size up to tens of thousands of items; past
-    that, ``SLICE_MAX`` each."""
-    workers = max(1, workers)
-    plan: list[tuple[int, int]] = []
-    start = 0
-    while start < total:
-        left = total - start
-        size = SLICE_MIN if len(plan) < workers else math.ceil(left / (2 * workers))
-        size = min(left, max(SLICE_MIN, min(SLICE_MAX, size)))
-        plan.append((start, start + size))
-        start += size
-    return plan
+def claim_size(width: int, owners: int, unclaimed: int) -> int:
+    """Items to claim for a run ``width`` calls wide, with ``owners`` workers
+    on the job and ``unclaimed`` items left to claim."""
+    guided = math.ceil(unclaimed / (2 * max(1, owners)))
+    return max(SLICE_SIZE, min(ROUNDS * max(1, width), guided))
+
+
+def unclaimed_items(job_id: int) -> int:
+    """About how many items are left to claim: slices are claimed in order,
+    so those after the first unclaimed one (two index lookups)."""
+    first = (
+        JobSlice.objects.filter(job_id=job_id, state=Pending)
+        .order_by("number")
+        .values_list("number", flat=True)
+        .first()
+    )
+    if first is None:
+        return 0
+    last = (
+        JobSlice.objects.filter(job_id=job_id)
+        .order_by("-number")
+        .values_list("number", flat=True)
+        .first()
+    )
+    return ((last or 0) - first + 1) * SLICE_SIZE
 
 
 def _expiry() -> object:
     return clock.now() + timedelta(seconds=limits.lease_seconds())
 
 
-def slice_claim(job_id: int, owner: str) -> JobSlice | None:
-    """Claim the job's first slice nobody works on, else one whose worker's
-    lease expired (a takeover). None when there is none. Raises
-    ``SliceGaveUp`` when a slice has been taken over too often."""
+def slices_claim(job_id: int, owner: str, items: int = 1) -> list[JobSlice]:
+    """Claim the job's first unclaimed slices, about ``items`` items (at
+    least one slice), with one UPDATE; when none is unclaimed, take over one
+    whose worker's lease expired. Empty when there is nothing to claim.
+    Raises ``SliceGaveUp`` when a slice has been taken over too often."""
+    count = max(1, min(MAX_CLAIM, math.ceil(items / SLICE_SIZE)))
+    for _ in range(5):  # lost a race on SQLite: look again
+        with transaction.atomic():
+            ids = [
+                found.pk
+                for found in JobSlice.objects.select_for_update(skip_locked=True)
+                .filter(job_id=job_id, state=Pending)
+                .order_by("number")
+                .only("pk")[:count]
+            ]
+            if not ids:
+                break
+            moved = JobSlice.objects.filter(pk__in=ids, state=Pending).update(
+                state=Running, owner=owner, lease_expires_at=_expiry(), running=0
+            )
+        if moved:
+            return list(
+                JobSlice.objects.filter(pk__in=ids, owner=owner, state=Running).order_by("number")
+            )
+    taken = _take_over(job_id, owner)
+    return [taken] if taken is not None else []
+
+
+def _take_over(job_id: int, owner: str) -> JobSlice | None:
     now = clock.now()
-    for claimable in (Q(state=Pending), Q(state=Running, lease_expires_at__lt=now)):
-        for _ in range(5):  # lost a race on SQLite: look again
-            with transaction.atomic():
-                found = (
-                    JobSlice.objects.select_for_update(skip_locked=True)
-                    .filter(claimable, job_id=job_id)
-                    .order_by("number")
-                    .first()
+    expired = Q(state=Running, lease_expires_at__lt=now)
+    for _ in range(5):
+        with transaction.atomic():
+            found = (
+                JobSlice.objects.select_for_update(skip_locked=True)
+                .filter(expired, job_id=job_id)
+                .order_by("number")
+                .first()
+            )
+            if found is None:
+                return None
+            moved = JobSlice.objects.filter(
+                expired, pk=found.pk, owner=found.owner, lease_expires_at=found.lease_expires_at
+            ).update(
+                owner=owner,
+                lease_expires_at=_expiry(),
+                running=0,
+                takeovers=F("takeovers") + 1,
+            )
+            if not moved:
+                continue
+            if found.running:
+                # The killed worker's calls in flight are not any more.
+                Job.objects.filter(pk=job_id).update(
+                    items_running=Greatest(F("items_running") - found.running, Value(0))
                 )
-                if found is None:
-                    break
-                takeover = found.state == Running
-                moved = (
-                    JobSlice.objects.filter(
-                        pk=found.pk,
-                        state=found.state,
-                        owner=found.owner,
-                        lease_expires_at=found.lease_expires_at,
-                    )
-                    .filter(claimable)
-                    .update(
-                        state=Running,
-                        owner=owner,
-                        lease_expires_at=_expiry(),
-                        running=0,
-                        takeovers=F("takeovers") + (1 if takeover else 0),
-                    )
-                )
-                if not moved:
-                    continue
-                if takeover and found.running:
-                    # The killed worker's calls in flight are not any more.
-                    Job.objects.filter(pk=job_id).update(
-                        items_running=Greatest(F("items_running") - found.running, Value(0))
-                    )
-            found.refresh_from_db()
-            if takeover:
-                if found.takeovers > MAX_TAKEOVERS:
-                    raise SliceGaveUp(
-                        f"Gave up after {found.takeovers} interrupted attempts at prompts "
-                        f"{found.start_index + 1}–{found.end_index}."
-                    )
-                event_add(
-                    job_id,
-                    f"Prompts {found.start_index + 1}–{found.end_index} resumed after a worker "
-                    f"stopped mid-slice (takeover {found.takeovers}).",
-                )
-            return found
+        found.refresh_from_db()
+        if found.takeovers > MAX_TAKEOVERS:
+            raise SliceGaveUp(
+                f"Gave up after {found.takeovers} interrupted attempts at prompts "
+                f"{found.start_index + 1}–{found.end_index}."
+            )
+        event_add(
+            job_id,
+            f"Prompts {found.start_index + 1}–{found.end_index} resumed after a worker "
+            f"stopped mid-slice (takeover {found.takeovers}).",
+        )
+        return found
     return None
 
 
@@ -213,12 +236,14 @@ def slices_unfinished(job_id: int) -> bool:
     return JobSlice.objects.filter(job_id=job_id).exclude(state=Done).exists()
 
 
-def live_owners(job_id: int) -> int:
-    """Worker processes on the job now (live leases), and one more for a
-    helper queued lately that has not started yet: its share is kept for it."""
+def other_owners(job_id: int, owner: str) -> int:
+    """The other worker processes on the job now (live leases), and one more
+    for a helper queued lately that has not started yet: its share is kept
+    for it."""
     now = clock.now()
     owners = (
         JobSlice.objects.filter(job_id=job_id, state=Running, lease_expires_at__gte=now)
+        .exclude(owner=owner)
         .values("owner")
         .distinct()
         .count()

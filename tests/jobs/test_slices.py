@@ -23,10 +23,9 @@ SLICE = 10
 
 
 @pytest.fixture(autouse=True)
-def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(slices, "SLICE_ITEMS", SLICE)
-    monkeypatch.setattr(slices, "SLICE_MIN", SLICE)
-    monkeypatch.setattr(slices, "SLICE_MAX", SLICE)
+def small_slices(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    settings.DASHBOARD_SLICE_ITEMS = SLICE
+    monkeypatch.setattr(slices, "SLICE_SIZE", SLICE)
     monkeypatch.setattr(slices, "SLOT_WAIT", 0.0)
 
 
@@ -81,20 +80,19 @@ def test_a_big_job_runs_in_slices_and_queues_a_helper(
     assert nudges.count(("dashboard.tasks.advance_slices", job.pk)) == 1
 
 
-def test_slices_are_largest_first_and_small_at_both_ends(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(slices, "SLICE_MIN", 100)
-    monkeypatch.setattr(slices, "SLICE_MAX", 2000)
-    plan = slices.slices_plan(10_000, 4)
-    sizes = [end - start for start, end in plan]
-    assert plan[:4] == [(0, 100), (100, 200), (200, 300), (300, 400)]  # one each to start
-    assert plan[-1][1] == 10_000
-    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:], strict=False))
-    assert sizes[4] == 1200 and sizes[-1] <= 100  # 9,600 / 8, then down
-    assert sizes[4:] == sorted(sizes[4:], reverse=True)
-    assert len(plan) < 40
-    # Past SLICE_MAX x 8 workers the slices are SLICE_MAX: as many as it takes.
-    assert max(end - start for start, end in slices.slices_plan(200_000, 4)) == 2000
-    assert slices.slices_plan(50, 4) == [(0, 50)]
+def test_a_claim_is_sized_by_its_width_and_what_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slices, "SLICE_SIZE", 100)
+    rounds = slices.ROUNDS
+    assert slices.claim_size(8, 4, 9_000) == 8 * rounds  # calls per slot
+    assert slices.claim_size(250, 4, 50_000) == 50_000 // 8  # a share of what is left
+    assert slices.claim_size(8, 4, 300) == 100  # at least a slice
+    assert slices.claim_size(0, 0, 0) == 100
+
+
+def claim(job: Job, owner: str, items: int = SLICE) -> JobSlice | None:
+    held = slices.slices_claim(job.pk, owner, items)
+    assert len(held) <= 1
+    return held[0] if held else None
 
 
 def test_two_owners_claim_different_slices_and_none_is_claimed_twice(
@@ -103,15 +101,19 @@ def test_two_owners_claim_different_slices_and_none_is_claimed_twice(
     job = big_job(team, together)
     cut(job)
     claims = []
-    for owner in ["a", "b", "a", "b", "a"]:
-        claimed = slices.slice_claim(job.pk, owner)
+    for owner in ["a", "b", "a"]:
+        claimed = claim(job, owner)
         claims.append(None if claimed is None else (claimed.number, claimed.owner))
-    assert claims == [(0, "a"), (1, "b"), (2, "a"), (3, "b"), None]
+    assert claims == [(0, "a"), (1, "b"), (2, "a")]
+    # One claim of several slices: one UPDATE, the next in order.
+    assert [(s.number, s.owner) for s in slices.slices_claim(job.pk, "b", 25)] == [(3, "b")]
+    assert slices.slices_claim(job.pk, "a", 100) == []
     ranges = [range(s.start_index, s.end_index) for s in JobSlice.objects.filter(job=job)]
     covered = Counter(i for r in ranges for i in r)
     assert set(covered.values()) == {1}
     assert set(range(35)) <= set(covered)
-    assert slices.live_owners(job.pk) == 2
+    assert slices.other_owners(job.pk, "a") == 1
+    assert slices.other_owners(job.pk, "c") == 2
 
 
 def test_an_expired_slice_is_taken_over_and_only_its_unrecorded_rows_go_again(
@@ -119,7 +121,7 @@ def test_an_expired_slice_is_taken_over_and_only_its_unrecorded_rows_go_again(
 ) -> None:
     job = big_job(team, together, n=20)
     cut(job)
-    dead = slices.slice_claim(job.pk, "dead")
+    dead = claim(job, "dead")
     assert dead is not None and dead.number == 0
     # The dead worker recorded rows 0-3 and had 2 calls in flight when it died.
     recorded = list(Item.objects.filter(job=job, index__lt=4))
@@ -134,7 +136,7 @@ def test_an_expired_slice_is_taken_over_and_only_its_unrecorded_rows_go_again(
         guard=lambda: slices.slices_hold([dead.pk], "dead", 2),
     )
     # Its lease is live: nobody else takes the slice.
-    assert slices.slice_claim(job.pk, "other").number == 1
+    assert claim(job, "other").number == 1
     JobSlice.objects.filter(pk=dead.pk).update(lease_expires_at=clock.now() - timedelta(seconds=1))
     slices.slices_let_go(job.pk, "other")
 
@@ -156,10 +158,10 @@ def test_an_expired_slice_is_taken_over_and_only_its_unrecorded_rows_go_again(
 def test_a_worker_that_lost_its_slice_writes_nothing(team: Any, together: Any) -> None:
     job = big_job(team, together, n=20)
     cut(job)
-    first = slices.slice_claim(job.pk, "slow")
+    first = claim(job, "slow")
     JobSlice.objects.filter(pk=first.pk).update(lease_expires_at=clock.now() - timedelta(seconds=1))
     JobSlice.objects.filter(job=job, number=1).update(state="done")
-    assert slices.slice_claim(job.pk, "fast").pk == first.pk
+    assert claim(job, "fast").pk == first.pk
     item = Item.objects.get(job=job, index=0)
     changes = Changes()
     changes.add(item, item.status)
@@ -175,7 +177,7 @@ def test_a_takeover_takes_the_dead_workers_calls_off_the_running_count(
 ) -> None:
     job = big_job(team, together, n=20)
     cut(job)
-    dead = slices.slice_claim(job.pk, "dead")
+    dead = claim(job, "dead")
     assert items_write(
         job.pk,
         Changes(),
@@ -183,8 +185,8 @@ def test_a_takeover_takes_the_dead_workers_calls_off_the_running_count(
         guard=lambda: slices.slices_hold([dead.pk], "dead", 3),
     )
     JobSlice.objects.filter(pk=dead.pk).update(lease_expires_at=clock.now() - timedelta(seconds=1))
-    slices.slice_claim(job.pk, "b")  # the unclaimed slice 1 goes first
-    assert slices.slice_claim(job.pk, "b").pk == dead.pk
+    claim(job, "b")  # the unclaimed slice 1 goes first
+    assert claim(job, "b").pk == dead.pk
     job.refresh_from_db()
     assert job.items_running == 0
 
@@ -236,13 +238,11 @@ def test_workers_on_one_job_share_the_credentials_slots(team: Any, together: Any
     job = big_job(team, together, n=40, max_concurrency=8)
     credential = job.credential
     cut(job)
-    held = [slices.slice_claim(job.pk, "a")]
-    assert runner._slots_for(job, credential, "a", held, 8) == 8
-    # b arrives: nothing free for it until a takes its share at its next slice.
-    held_b = [slices.slice_claim(job.pk, "b")]
-    assert runner._slots_for(job, credential, "b", held_b, 4) == 0
+    assert runner._slots_for(job, credential, "a", 8, [], False) == 8
+    # b arrives: nothing free for it until a takes its share at its next claim.
+    assert runner._slots_for(job, credential, "b", 4, [], False) == 0
     assert limits.slots_resize(credential, "a", 4) == 4
-    assert runner._slots_for(job, credential, "b", held_b, 4) == 4
+    assert runner._slots_for(job, credential, "b", 4, [], False) == 4
     holders = Counter(CredentialSlot.objects.filter(credential=credential).values_list("holder"))
     assert holders == {("a",): 4, ("b",): 4}
     assert limits.slots_resize(credential, "a", 6) == 4  # no more free

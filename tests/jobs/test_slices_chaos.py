@@ -113,7 +113,12 @@ def test_two_clusters_share_one_big_job_and_survive_a_sigkill(
     assert job.items_completed == job.progress_done == ROWS and job.items_running == 0
     assert Item.objects.filter(job=job, status="completed").count() == ROWS
     assert job.events.filter(message__startswith="Completed").count() == 1
-    sent = Counter(request.json()["prompt"] for request in together.log)
+    bodies = [request.json() for request in together.log]
+    # A request the kill cut before its body was sent reaches the simulator
+    # empty: one of the killed worker's calls in flight, never answered.
+    torn = sum(body is None for body in bodies)
+    assert torn <= credential.max_concurrency
+    sent = Counter(body["prompt"] for body in bodies if body is not None)
     assert set(sent) == set(prompts), "no row lost"
     twice = {prompt for prompt, n in sent.items() if n > 1}
     assert twice <= exposed, sorted(twice - exposed)[:10]
@@ -134,5 +139,6 @@ def test_two_clusters_share_one_big_job_and_survive_a_sigkill(
     print(
         f"\nslices chaos: killed cluster {victim} at {done_at_kill}/{ROWS} rows, holding "
         f"{killed_slices} slice(s) with {len(exposed)} unrecorded rows; {len(twice)} rows sent "
-        f"twice, {takeovers} takeover(s); slices finished per cluster {dict(finished_by)}"
+        f"twice, {torn} cut short by the kill, {takeovers} takeover(s); slices finished per "
+        f"cluster {dict(finished_by)}"
     )
