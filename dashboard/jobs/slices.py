@@ -233,7 +233,7 @@ def slices_let_go(job_id: int, owner: str) -> int:
 
 
 def slices_unfinished(job_id: int) -> bool:
-    return JobSlice.objects.filter(job_id=job_id).exclude(state=Done).exists()
+    return JobSlice.objects.filter(job_id=job_id, state__in=[Pending, Running]).exists()
 
 
 def other_owners(job_id: int, owner: str) -> int:
