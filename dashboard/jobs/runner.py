@@ -781,11 +781,10 @@ def run_slices(
                     _no_slot(job)
                 return "no slot"
             _running(job, provider)
-            if slices.helper_enqueue(job.pk):
-                # Its share is kept for it.
-                owners += 1
-                workers = limits.slots_resize(credential, owner, math.ceil(limit / owners))
-            size = slices.claim_size(workers, owners, slices.unclaimed_items(job.pk))
+            # A helper for the slices still unclaimed; it takes its share of the
+            # slots as those on the job give theirs back at their next claim.
+            slices.helper_enqueue(job.pk)
+            size = slices.claim_size(workers, limit, slices.unclaimed_items(job.pk))
             if size > held[0].items:
                 held += slices.slices_claim(job.pk, owner, size - held[0].items)
             items = sum(piece.items for piece in held)

@@ -5,8 +5,9 @@ into slices of ``SLICE_SIZE`` contiguous items (``JobSlice``). A worker
 process, on any machine, claims one (so it counts as one of the job's
 workers), takes an equal share of the credential's slots (one share per
 worker on the job) and claims more, as many as that width runs in about
-``ROUNDS`` calls each, or a ``1 / (2 × workers)`` part of what is left when
-that is less (guided scheduling: the workers end together). The claim is one
+``ROUNDS`` calls a slot, or its width's part of what is left when that is
+less (guided scheduling: the runs get shorter towards the end, and the
+workers end together). The claim is one
 conditional UPDATE whatever its size (PostgreSQL first locks the rows it
 picks with ``FOR UPDATE SKIP LOCKED``, so two claimers never wait on each
 other); the worker runs the slices' pending items with the sync runner and
@@ -95,11 +96,15 @@ def slices_ensure(job: Job, pending: int) -> bool:
     return True
 
 
-def claim_size(width: int, owners: int, unclaimed: int) -> int:
-    """Items to claim for a run ``width`` calls wide, with ``owners`` workers
-    on the job and ``unclaimed`` items left to claim."""
-    guided = math.ceil(unclaimed / (2 * max(1, owners)))
-    return max(SLICE_SIZE, min(ROUNDS * max(1, width), guided))
+def claim_size(width: int, limit: int, unclaimed: int) -> int:
+    """Items to claim for a run ``width`` calls wide, on a credential of
+    ``limit`` slots with ``unclaimed`` items left to claim: about ``ROUNDS``
+    calls a slot, or this width's part of what is left when that is less
+    (guided scheduling: the runs get shorter towards the end, and the workers
+    end together; a worker alone on the job takes all that is left)."""
+    width = max(1, width)
+    guided = math.ceil(unclaimed * width / max(width, limit))
+    return max(SLICE_SIZE, min(ROUNDS * width, guided))
 
 
 def unclaimed_items(job_id: int) -> int:
@@ -237,20 +242,16 @@ def slices_unfinished(job_id: int) -> bool:
 
 
 def other_owners(job_id: int, owner: str) -> int:
-    """The other worker processes on the job now (live leases), and one more
-    for a helper queued lately that has not started yet: its share is kept
-    for it."""
-    now = clock.now()
-    owners = (
-        JobSlice.objects.filter(job_id=job_id, state=Running, lease_expires_at__gte=now)
+    """The other worker processes on the job now (live leases): a helper
+    counts once it has claimed its first slice, waiting for its share of the
+    slots."""
+    return (
+        JobSlice.objects.filter(job_id=job_id, state=Running, lease_expires_at__gte=clock.now())
         .exclude(owner=owner)
         .values("owner")
         .distinct()
         .count()
     )
-    recent = now - timedelta(seconds=HELPER_AGAIN_SECONDS)
-    queued = Job.objects.filter(pk=job_id, slice_helper_at__gte=recent).exists()
-    return owners + queued
 
 
 def helper_enqueue(job_id: int) -> bool:

@@ -83,9 +83,13 @@ def test_a_big_job_runs_in_slices_and_queues_a_helper(
 def test_a_claim_is_sized_by_its_width_and_what_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slices, "SLICE_SIZE", 100)
     rounds = slices.ROUNDS
-    assert slices.claim_size(8, 4, 9_000) == 8 * rounds  # calls per slot
-    assert slices.claim_size(250, 4, 50_000) == 50_000 // 8  # a share of what is left
-    assert slices.claim_size(8, 4, 300) == 100  # at least a slice
+    assert slices.claim_size(8, 32, 9_000) == 8 * rounds  # calls per slot
+    assert slices.claim_size(250, 1000, 50_000) == 250 * rounds
+    # Its width's part of what is left: shorter runs towards the end.
+    assert slices.claim_size(250, 1000, 8_000) == 2_000
+    assert slices.claim_size(125, 1000, 8_000) == 1_000
+    assert slices.claim_size(1000, 1000, 8_000) == 8_000  # alone: all of it
+    assert slices.claim_size(8, 32, 300) == 100  # at least a slice
     assert slices.claim_size(0, 0, 0) == 100
 
 
@@ -113,6 +117,8 @@ def test_two_owners_claim_different_slices_and_none_is_claimed_twice(
     assert set(covered.values()) == {1}
     assert set(range(35)) <= set(covered)
     assert slices.other_owners(job.pk, "a") == 1
+    assert slices.other_owners(job.pk, "c") == 2
+    slices.helper_enqueue(job.pk)  # a helper queued, not started: no share yet
     assert slices.other_owners(job.pk, "c") == 2
 
 
