@@ -57,7 +57,7 @@ SLOT_WAIT = 10.0
 #: cluster's pusher took it into its own queue, or the broker lost it):
 #: another may be queued, for a free worker elsewhere. A stale one that runs
 #: later claims a slice if one is left, else returns at once.
-HELPER_AGAIN_SECONDS = 2
+HELPER_AGAIN_SECONDS = 1
 #: Takeovers of one slice (its worker killed every time) before the job fails.
 MAX_TAKEOVERS = 5
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db.models import Q
 
 from dashboard.jobs import runner
 from dashboard.jobs import sweep as job_sweep
@@ -48,7 +49,7 @@ def test_two_clusters_share_one_big_job_and_survive_a_sigkill(
     team: Any, sims: Any, tmp_path: Path
 ) -> None:
     together = sims.get("together")
-    together.latency = 0.02
+    together.latency = 0.05  # long enough (about 10 s) for both clusters to get slices
     together.keep_log = True
     together.log.clear()
     credential = make_credential(team, base_url=together.base_url, max_concurrency=16)
@@ -58,27 +59,29 @@ def test_two_clusters_share_one_big_job_and_survive_a_sigkill(
     prompts = [f"row {i:05d}" for i in range(ROWS)]
     try:
         job = make_job(credential, prompts, max_tokens=8)
-        # Both clusters on the job: each owns a slice it works on or finished.
+        # Both clusters at work on the job: each has finished a slice or has
+        # calls in flight on one (as its last write says).
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            owners = {
+            worked = {
                 owner_pid(o)
-                for o in JobSlice.objects.filter(job=job).values_list("owner", flat=True)
-                if o
+                for o in JobSlice.objects.filter(job=job)
+                .filter(Q(state="done") | Q(state="running", running__gt=0))
+                .values_list("owner", flat=True)
+            }
+            calling = {
+                owner_pid(o)
+                for o in JobSlice.objects.filter(
+                    job=job, state="running", running__gt=0
+                ).values_list("owner", flat=True)
             }
             done = Job.objects.filter(pk=job.pk).values_list("progress_done", flat=True)[0]
-            if all(owners & group for group in pids) and done >= ROWS // 5:
+            if all(worked & group for group in pids) and calling and done >= ROWS // 5:
                 break
-            time.sleep(0.05)
-        assert all(owners & group for group in pids), (owners, pids)
-        # SIGKILL the cluster holding a slice at work now.
-        running = {
-            owner_pid(o)
-            for o in JobSlice.objects.filter(job=job, state="running").values_list(
-                "owner", flat=True
-            )
-        }
-        victim = 0 if running & pids[0] else 1
+            time.sleep(0.02)
+        assert all(worked & group for group in pids), (worked, pids)
+        # SIGKILL a cluster with calls in flight now.
+        victim = 0 if calling & pids[0] else 1
         kill(clusters[victim])
         # What the killed workers held and had not recorded: all that may go twice.
         held = JobSlice.objects.filter(job=job, state="running")
