@@ -50,7 +50,9 @@ FIGURES = (
     Figure(9, "bench.b9_items", ("sqlite-orm", "pg-redis"), 900),
     Figure(10, "bench.b10_batch", ("sqlite-orm", "pg-redis"), 900),
     Figure(11, "bench.b11_scores", ("sqlite-orm",), 600),
+    Figure(12, "bench.b12_wide", ("sqlite-orm", "pg-redis"), 400),
     Figure(13, "bench.b13_rate_limits", ("sqlite-orm", "pg-redis"), 400),
+    Figure(14, "bench.b14_two_clusters", ("pg-redis",), 600),
 )
 
 

@@ -35,11 +35,13 @@ BENCH_DIR = ROOT / "var" / "bench"
 LOG_DIR = BENCH_DIR / "logs"
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-PG_DATABASE = "dashboard_bench"
+#: The PostgreSQL database the figures drop and create (BENCH_PG_DATABASE: one
+#: of its own for each of several runs sharing a server).
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "dashboard_bench")
 PG_ADMIN = f"host={HOST} port=5432 user=postgres dbname=postgres"
 PG_URL = f"postgres://postgres@{HOST}:5432/{PG_DATABASE}"
 #: A Redis database of its own, so the benchmark's queue never meets anyone else's.
-REDIS_DB = 13
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "13"))
 REDIS_URL = f"redis://{HOST}:6379/{REDIS_DB}"
 USERNAME = "bench"
 MODEL = "bench-model"

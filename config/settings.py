@@ -152,6 +152,9 @@ TASK_BUDGET = envint("DASHBOARD_TASK_BUDGET", 50)
 #: Seconds a worker's claim on a job (or slot) lasts without a heartbeat; a
 #: killed worker's jobs are taken over this long after it died.
 DASHBOARD_LEASE_SECONDS = envint("DASHBOARD_LEASE_SECONDS", 60)
+#: A sync job with more pending prompts than this is cut into slices that
+#: every free worker process works on (dashboard/jobs/slices.py).
+DASHBOARD_SLICE_ITEMS = envint("DASHBOARD_SLICE_ITEMS", 500)
 #: Seconds to wait for a provider's answer (a Bytez cold run can be slow).
 DASHBOARD_HTTP_TIMEOUT = float(envint("DASHBOARD_HTTP_TIMEOUT", 30))
 #: The largest answer read from a provider, in MB; a larger one fails the call.

@@ -293,6 +293,9 @@ class Job(models.Model):
     next_check_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: When a helper task (``advance_slices``) was queued for this job and has
+    #: not started yet: one waits in the broker at a time (see ``JobSlice``).
+    slice_helper_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -698,6 +701,48 @@ class BatchChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}/{self.number} {self.remote_id or self.state}"
+
+    @property
+    def items(self) -> int:
+        return self.end_index - self.start_index
+
+
+class JobSlice(models.Model):
+    """A contiguous range ``[start_index, end_index)`` of a big online job's
+    items, worked on by one worker process at a time, so every free worker
+    on every machine may work on one job. Claimed and renewed with
+    conditional UPDATEs (PostgreSQL skips rows another claimer has locked);
+    a killed worker's slice is taken over once its lease expires, and only
+    its items not recorded yet go again."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # nobody works on it (never claimed, or let go)
+        RUNNING = "running", "Running"  # ``owner`` works on it until ``lease_expires_at``
+        DONE = "done", "Done"  # every item of it ended
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="slices")
+    #: 0-based.
+    number = models.PositiveIntegerField()
+    start_index = models.PositiveIntegerField()
+    end_index = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    #: The worker process that holds it, or held it last (kept once done).
+    owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: Calls in flight as its owner last wrote them: its share of the job's
+    #: ``items_running``, taken back when a killed owner's slice is taken over.
+    running = models.PositiveIntegerField(default=0)
+    takeovers = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="one_slice_per_number")
+        ]
+        indexes = [models.Index(fields=["job", "state", "number"], name="slice_claim")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.number} {self.state}"
 
     @property
     def items(self) -> int:

@@ -25,6 +25,10 @@ def advance_job(job_id: int) -> str:
     return worker.advance_job(job_id)
 
 
+def advance_slices(job_id: int) -> str:
+    return worker.advance_slices(job_id)
+
+
 def poll_credential(credential_id: int) -> int:
     return job_poller.poll_credential(credential_id)
 

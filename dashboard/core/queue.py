@@ -61,6 +61,11 @@ def nudge_job_on_commit(job_id: int) -> None:
     on_commit("dashboard.tasks.advance_job", job_id)
 
 
+def nudge_slices(job_id: int) -> None:
+    """A helper for a big job: claims its slices on whichever worker is free."""
+    enqueue("dashboard.tasks.advance_slices", job_id)
+
+
 def nudge_poller(credential_id: int) -> None:
     enqueue("dashboard.tasks.poll_credential", credential_id)
 

@@ -258,14 +258,18 @@ def items_write(
     statuses: Iterable[str] = JOB_ACTIVE,
     job_fields: dict[str, Any] | None = None,
     scorers: Sequence[dict[str, Any]] = (),
+    guard: Callable[[], bool] | None = None,
 ) -> bool:
     """Write the changed items and move the job's counters, in one transaction,
     if the job is still in ``statuses``. False (nothing written) otherwise.
     With the job's ``scorers``, the items that completed are scored in the
-    same transaction (``completed_announce``)."""
+    same transaction (``completed_announce``). ``guard`` runs first in that
+    transaction: False (a slice's lease lost to another worker) writes nothing."""
     tally = changes.tally()
     updates = {**tally.job_updates(), **(job_fields or {})}
     with transaction.atomic():
+        if guard is not None and not guard():
+            return False
         rows = Job.objects.filter(pk=job_id, status__in=list(statuses))
         moved = rows.update(**updates) if updates else rows.exists()
         if not moved:
@@ -480,15 +484,19 @@ def item_fail(item: Item, error: str, *, latency_ms: int | None = None) -> None:
 # --- reading --------------------------------------------------------------------------------
 
 
-def items_pending(job_id: int, *, chunk: int = 1000) -> Iterator[Item]:
-    """The job's pending items in index order, ``chunk`` rows per query, so a
-    worker never holds fifty thousand prompts at once."""
-    after = -1
+def items_pending(
+    job_id: int, *, chunk: int = 1000, start: int = 0, stop: int | None = None
+) -> Iterator[Item]:
+    """The job's pending items in index order (those of ``[start, stop)``
+    only, for a slice), ``chunk`` rows per query, so a worker never holds
+    fifty thousand prompts at once."""
+    after = start - 1
+    upto = {} if stop is None else {"index__lt": stop}
     while True:
         rows = list(
-            Item.objects.filter(job_id=job_id, status=ItemStatus.PENDING, index__gt=after).order_by(
-                "index"
-            )[:chunk]
+            Item.objects.filter(
+                job_id=job_id, status=ItemStatus.PENDING, index__gt=after, **upto
+            ).order_by("index")[:chunk]
         )
         yield from rows
         if len(rows) < chunk:

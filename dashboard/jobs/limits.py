@@ -68,6 +68,43 @@ def slots_acquire(credential: Credential, owner: str, want: int) -> int:
     )
 
 
+def slots_resize(credential: Credential, owner: str, want: int) -> int:
+    """Hold ``want`` of the credential's slots (fewer when no more are free):
+    gives back those beyond it, or leases more. Returns how many are held.
+    A worker on a slice of a big job calls it at each slice, so the slots
+    spread over the processes that work on the job."""
+    want = max(0, want)
+    held = list(
+        CredentialSlot.objects.filter(credential=credential, holder=owner)
+        .order_by("-number")
+        .values_list("pk", flat=True)
+    )
+    if len(held) > want:
+        CredentialSlot.objects.filter(pk__in=held[: len(held) - want], holder=owner).update(
+            holder="", expires_at=None
+        )
+        return want
+    if len(held) == want:
+        return want
+    if not held:
+        return slots_acquire(credential, owner, want)
+    limit = max(1, credential.max_concurrency)
+    now = clock.now()
+    free = Q(holder="") | Q(expires_at__lt=now)
+    candidates = list(
+        CredentialSlot.objects.filter(credential=credential, number__lt=limit)
+        .filter(free)
+        .order_by("number")
+        .values_list("pk", flat=True)[: want - len(held)]
+    )
+    got = (
+        CredentialSlot.objects.filter(pk__in=candidates)
+        .filter(free)
+        .update(holder=owner, expires_at=now + timedelta(seconds=lease_seconds()))
+    )
+    return len(held) + got
+
+
 def slots_renew(credential_id: int, owner: str) -> None:
     CredentialSlot.objects.filter(credential_id=credential_id, holder=owner).update(
         expires_at=clock.now() + timedelta(seconds=lease_seconds())

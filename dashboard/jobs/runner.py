@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import queue
 import random
 import threading
@@ -23,17 +24,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db.models import F
+
 from dashboard.core import clock
 from dashboard.core.connect import credential_redact
 from dashboard.core.health import credential_record_call
 from dashboard.core.logs import redact
 from dashboard.instances.gate import note_runs
-from dashboard.models import Item, Job, JobEvent
+from dashboard.models import Credential, Item, Job, JobEvent, JobSlice
 from dashboard.status import ItemStatus, JobStatus
 from providers import ErrorKind, ItemResult, JobSpec, Provider, ProviderError
 from providers.data import RateInfo
 
-from . import cache, limits
+from . import cache, limits, slices
 from .cost import DEFAULT_MAX_TOKENS
 from .items import (
     Changes,
@@ -47,6 +50,7 @@ from .items import (
 from .leases import lease_seconds, renew_job
 from .retry import MAX_CALL_ATTEMPTS, Deferred, backoff
 from .services import job_fail, job_finish, job_transition
+from .slices import SliceGaveUp
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +145,20 @@ class _Retry:
 
 
 class SyncRun:
-    """One slice of a sync job: the main thread's state."""
+    """One task's run of a sync job, or of the slices it claimed of a big
+    one (``slices``; then ``job_lease`` says whether it holds the job's own
+    lease too): the main thread's state."""
 
-    def __init__(self, job: Job, provider: Provider, deadline: float, owner: str = "") -> None:
+    def __init__(
+        self,
+        job: Job,
+        provider: Provider,
+        deadline: float,
+        owner: str = "",
+        *,
+        slices: list[JobSlice] | None = None,
+        job_lease: bool = True,
+    ) -> None:
         self.job = job
         self.provider = provider
         self.deadline = deadline
@@ -151,7 +166,16 @@ class SyncRun:
         self.base = {k: v for k, v in job.spec.items() if k != "prompts"}
         self.schema = self.base.get("output_schema")
         self.stream = bool(self.base.get("stream"))
-        self.pending: Iterator[Item] = items_pending(job.pk, chunk=LOOKAHEAD)
+        self.slice_ids = [s.pk for s in slices] if slices is not None else None
+        self.job_lease = job_lease
+        self.pending: Iterator[Item] = (
+            items_pending(job.pk, chunk=LOOKAHEAD)
+            if slices is None
+            else itertools.chain.from_iterable(
+                items_pending(job.pk, chunk=LOOKAHEAD, start=s.start_index, stop=s.end_index)
+                for s in slices
+            )
+        )
         self.units: deque[list[Item]] = deque()
         self.retries: list[_Retry] = []
         self.seq = itertools.count()
@@ -197,7 +221,9 @@ class SyncRun:
         self.check_limits = True
         self.stopping = False
         self.job_left = False
-        self.in_flight_written = -1
+        #: The calls in flight as last written. Alone on a job, the run writes
+        #: the job's count as it is; on slices, by how much its own moved.
+        self.in_flight_written = -1 if slices is None else 0
         self.last_heartbeat = clock.monotonic()
 
     # -- what to run next -------------------------------------------------------------
@@ -430,18 +456,32 @@ class SyncRun:
         self.check_limits = True  # another worker may have opened the circuit meanwhile
         if clock.monotonic() - self.last_heartbeat > lease_seconds() / 3:
             self.last_heartbeat = clock.monotonic()
-            if not renew_job(self.job.pk, self.owner):
+            if self.job_lease and not renew_job(self.job.pk, self.owner):
                 return False  # another worker owns the job now
+            if self.slice_ids is not None and not slices.slices_hold(
+                self.slice_ids, self.owner, self.in_flight_written
+            ):
+                return False  # another worker took the slice over
             limits.slots_renew(self.job.credential_id, self.owner)
-        running = {"items_running": in_flight} if in_flight != self.in_flight_written else {}
+        running: dict[str, object] = {}
+        if in_flight != self.in_flight_written:
+            if self.slice_ids is None:
+                running = {"items_running": in_flight}
+            else:
+                running = {"items_running": F("items_running") + in_flight - self.in_flight_written}
         if not self.changes and not running:
             return Job.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).exists()
+        guard = None
+        if self.slice_ids is not None:
+            ids = self.slice_ids
+            guard = lambda: slices.slices_hold(ids, self.owner, in_flight)  # noqa: E731
         written = items_write(
             self.job.pk,
             self.changes,
             statuses=[JobStatus.RUNNING],
             job_fields=running,
             scorers=self.job.scorers,
+            guard=guard,
         )
         self.in_flight_written = in_flight
         return written
@@ -515,39 +555,47 @@ class SyncRun:
         indexes = [item.index for item in call.items]
         return lambda position, text: self.chunks.put((indexes[position], text))
 
-    def run(self, workers: int) -> None:
-        in_flight: dict[Future[Outcome], Call] = {}
-        last_flush = clock.monotonic()
-        with ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=f"job{self.job.pk}"
-        ) as pool:
-            while True:
-                if not self.stopping:
-                    self.dispatch(pool, in_flight, workers)
-                if not in_flight:
-                    if self.stopping or not self.wait_for_retry():
-                        break
-                    continue
-                for future in self.ended(self.wait_for_next()):
-                    call = in_flight.pop(future)
-                    if future.cancelled():
-                        self.unstarted(call.items)
-                        self.units.appendleft(call.items)  # never ran: it goes again
-                    else:
-                        self.record(future.result())
-                if self.fatal is not None:
-                    self.stopping = True
-                if self.stopping or self.paused_until > self.now():
-                    # Calls queued behind the running ones wait for the next slice
-                    # or the end of the pause; the running ones finish.
-                    for future in in_flight:
-                        future.cancel()
-                if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
-                    last_flush = clock.monotonic()
-                    if not self.flush(min(workers, len(in_flight))):
-                        self.job_left = self.stopping = True
+    def run(self, workers: int, pool: ThreadPoolExecutor | None = None) -> None:
+        """Run on a pool of ``workers`` threads (``pool``, kept by the caller,
+        else one of its own for this run)."""
+        if pool is not None:
+            self.loop(pool, workers)
+        else:
+            with ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"job{self.job.pk}"
+            ) as own:
+                self.loop(own, workers)
         if not self.job_left and not self.flush():
             self.job_left = True
+
+    def loop(self, pool: ThreadPoolExecutor, workers: int) -> None:
+        in_flight: dict[Future[Outcome], Call] = {}
+        last_flush = clock.monotonic()
+        while True:
+            if not self.stopping:
+                self.dispatch(pool, in_flight, workers)
+            if not in_flight:
+                if self.stopping or not self.wait_for_retry():
+                    break
+                continue
+            for future in self.ended(self.wait_for_next()):
+                call = in_flight.pop(future)
+                if future.cancelled():
+                    self.unstarted(call.items)
+                    self.units.appendleft(call.items)  # never ran: it goes again
+                else:
+                    self.record(future.result())
+            if self.fatal is not None:
+                self.stopping = True
+            if self.stopping or self.paused_until > self.now():
+                # Calls queued behind the running ones wait for the next slice
+                # or the end of the pause; the running ones finish.
+                for future in in_flight:
+                    future.cancel()
+            if clock.monotonic() - last_flush >= FLUSH_INTERVAL or not in_flight:
+                last_flush = clock.monotonic()
+                if not self.flush(min(workers, len(in_flight))):
+                    self.job_left = self.stopping = True
 
     def wait_for_next(self) -> float:
         """How long the loop may wait for a call to end before it looks again:
@@ -648,16 +696,12 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
         raise Deferred(
             clock.monotonic() + circuit, f"{provider.label} keeps failing (circuit open)"
         )
+    if slices.slices_ensure(job, todo):
+        return run_slices(job, provider, deadline, owner, job_lease=True)
     workers = limits.slots_acquire(credential, owner, min(credential.max_concurrency, todo))
     if not workers:
-        Job.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
-            provider_status="waiting for a free slot"
-        )
-        raise Deferred(clock.monotonic() + 5, "every concurrency slot of the credential is busy")
-    if job.status != JobStatus.RUNNING:
-        job_transition(
-            job.pk, JobStatus.RUNNING, provider_status="", message=f"Running on {provider.label}."
-        )
+        _no_slot(job)
+    _running(job, provider)
     run = SyncRun(job, provider, deadline, owner)
     run.run(workers)
     if run.job_left:
@@ -670,6 +714,148 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
     if run.has_work():
         raise Deferred(clock.monotonic(), "more prompts to run")
     return _finish(job)
+
+
+def _no_slot(job: Job) -> None:
+    Job.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
+        provider_status="waiting for a free slot"
+    )
+    raise Deferred(clock.monotonic() + 5, "every concurrency slot of the credential is busy")
+
+
+def _running(job: Job, provider: Provider) -> None:
+    if job.status != JobStatus.RUNNING:
+        job_transition(
+            job.pk, JobStatus.RUNNING, provider_status="", message=f"Running on {provider.label}."
+        )
+        job.status = JobStatus.RUNNING
+
+
+#: Seconds the job's own task waits between looks at slices other workers
+#: hold (to take over one whose worker died, or to end the job).
+WATCH_INTERVAL = 1.0
+
+
+def run_slices(
+    job: Job, provider: Provider, deadline: float, owner: str, *, job_lease: bool
+) -> str:
+    """Work on a big job's slices until none is left to claim: take a share
+    of the credential's slots, claim slices for that width, run their pending
+    items, mark them done; again. The job's own task (``job_lease``) then
+    watches the slices others hold, taking over any whose worker died; a
+    helper returns. Whoever finds every slice done ends the job. Raises
+    Deferred like ``run_sync_job``; what it still holds is let go on the way
+    out."""
+    credential = job.credential
+    assert credential is not None
+    pools = _Pools(job.pk)
+    try:
+        while True:
+            now = clock.monotonic()
+            if now >= deadline:
+                raise Deferred(now, "time budget of this task used up")
+            # One slice first: it makes this worker one of those on the job.
+            held = slices.slices_claim(job.pk, owner)
+            if not held:
+                # Watching, not calling: the slots go to the workers on the slices.
+                limits.slots_release(credential.pk, owner)
+                if not slices.slices_unfinished(job.pk):
+                    return _finish(job)
+                if not job_lease:
+                    return "idle"
+                clock.sleep(max(0.0, min(WATCH_INTERVAL, deadline - now)))
+                if not renew_job(job.pk, owner):
+                    return "stopped"
+                job.refresh_from_db(fields=["status"])
+                if job.is_terminal:
+                    return "stopped"
+                continue
+            # An equal share of the credential's slots for each worker on the job
+            # (those on it already give theirs back at their next claim).
+            owners = slices.other_owners(job.pk, owner) + 1
+            limit = max(1, credential.max_concurrency)
+            workers = _slots_for(job, credential, owner, math.ceil(limit / owners), held, job_lease)
+            if not workers:
+                slices.slices_let_go(job.pk, owner)
+                if job_lease:
+                    _no_slot(job)
+                return "no slot"
+            _running(job, provider)
+            # A helper for the slices still unclaimed; it takes its share of the
+            # slots as those on the job give theirs back at their next claim.
+            slices.helper_enqueue(job.pk)
+            size = slices.claim_size(workers, limit, slices.unclaimed_items(job.pk))
+            if size > held[0].items:
+                held += slices.slices_claim(job.pk, owner, size - held[0].items)
+            items = sum(piece.items for piece in held)
+            if items < workers:
+                workers = limits.slots_resize(credential, owner, items)
+            run = SyncRun(job, provider, deadline, owner, slices=held, job_lease=job_lease)
+            run.run(workers, pools.get(workers))
+            if run.job_left:
+                return "stopped"  # cancelled, failed, or the slice was taken over
+            if run.fatal is not None:
+                job_fail(job.pk, redact(run.fatal.message), retryable=False)
+                return "failed"
+            if run.deferred is not None:
+                raise run.deferred
+            if run.has_work():
+                raise Deferred(clock.monotonic(), "more prompts to run")
+            slices.slices_done([piece.pk for piece in held], owner)
+    except SliceGaveUp as exc:
+        job_fail(job.pk, str(exc), retryable=True)
+        return "failed"
+    finally:
+        slices.slices_let_go(job.pk, owner)
+        pools.close()
+
+
+class _Pools:
+    """The thread pool a task's slices run on, kept from one slice to the
+    next while its width stays (each of its threads keeps its HTTP client and
+    connection); a new width gets a new pool."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.width = 0
+        self.pool: ThreadPoolExecutor | None = None
+
+    def get(self, width: int) -> ThreadPoolExecutor:
+        if self.pool is None or width != self.width:
+            self.close()
+            self.width = width
+            self.pool = ThreadPoolExecutor(
+                max_workers=width, thread_name_prefix=f"job{self.job_id}"
+            )
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+
+def _slots_for(
+    job: Job,
+    credential: Credential,
+    owner: str,
+    want: int,
+    held: list[JobSlice],
+    job_lease: bool,
+) -> int:
+    """Hold ``want`` of the credential's slots (fewer if no more are free),
+    waiting up to ``SLOT_WAIT`` for the workers already on the job to give
+    some back when none is, the leases of ``held`` renewed meanwhile. 0 when
+    none came."""
+    give_up = clock.monotonic() + slices.SLOT_WAIT
+    while True:
+        workers = limits.slots_resize(credential, owner, want)
+        if workers or clock.monotonic() >= give_up:
+            return workers
+        clock.sleep(0.05)
+        slices.slices_hold([piece.pk for piece in held], owner)
+        if job_lease:
+            renew_job(job.pk, owner)
 
 
 def _finish(job: Job) -> str:

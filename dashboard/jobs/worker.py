@@ -6,8 +6,10 @@ the batch engine (``jobs/batch.py``)."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 
 from dashboard.core import clock
 from dashboard.core import queue as tasks_queue
@@ -18,7 +20,7 @@ from dashboard.models import Job
 from dashboard.status import JobStatus
 from providers import ErrorKind, Provider, ProviderError
 
-from . import limits
+from . import limits, slices
 from .batch import advance_batch_job
 from .leases import (
     lease_job,
@@ -27,7 +29,7 @@ from .leases import (
     worker_id,
 )
 from .retry import Deferred
-from .runner import run_sync_job
+from .runner import run_slices, run_sync_job
 from .services import event_add, job_fail, job_transition
 from .submitter import submit_async_job
 
@@ -79,6 +81,58 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
             nudge_waiting_jobs(job.credential_id, exclude=job_id)
         if next_check_in is not None and next_check_in < 1:
             tasks_queue.nudge_job(job_id)
+
+
+def advance_slices(job_id: int, *, budget: float | None = None) -> str:
+    """A helper on a big job (``jobs/slices.py``): claim its slices and run
+    them until none is left, the task's budget is spent or the credential
+    asks to wait. The job's own task does the rest (its status, deadline and
+    end); a helper only works on items. Returns what happened."""
+    owner = worker_id()
+    slices.helper_started(job_id)
+    job = (
+        Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, mode=Job.Mode.ONLINE)
+        .select_related("credential")
+        .first()
+    )
+    if job is None or job.credential is None:
+        return "skipped"
+    if job.deadline_at and job.deadline_at <= clock.now():
+        return "skipped"  # the job's own task (or the sweep) fails it
+    deadline = clock.monotonic() + (budget if budget is not None else settings.TASK_BUDGET)
+    try:
+        provider = build_provider(job.credential)
+        with provider:
+            if provider.kind != "sync":
+                return "skipped"
+            return run_slices(job, provider, deadline, owner, job_lease=False)
+    except Deferred as deferred:
+        if deferred.when - clock.monotonic() < 1:
+            slices.helper_enqueue(job_id)  # its budget spent: a successor goes on
+        else:
+            _due_by(job_id, deferred.when)
+        return "deferred"
+    except ProviderError as exc:
+        job_fail(job.pk, redact(exc.message), retryable=exc.retryable)
+        return "failed"
+    except Exception as exc:
+        logger.exception("Job %s: unexpected error in a slice helper", job_id)
+        job_fail(
+            job.pk, f"Internal error while running the job: {type(exc).__name__}", retryable=True
+        )
+        return "failed"
+    finally:
+        if limits.slots_release(job.credential_id, owner):
+            nudge_waiting_jobs(job.credential_id, exclude=job_id)
+
+
+def _due_by(job_id: int, when: float) -> None:
+    """A helper was told to wait (a pause, an open circuit): the job is due
+    again by then at the latest, whoever holds it next."""
+    moment = clock.now() + timedelta(seconds=max(0.0, when - clock.monotonic()))
+    Job.objects.filter(pk=job_id, lease_owner="").filter(
+        Q(next_check_at__isnull=True) | Q(next_check_at__gt=moment)
+    ).update(next_check_at=moment)
 
 
 #: A pause this short is waited out inside the task, holding the lease, rather

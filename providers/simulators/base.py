@@ -182,7 +182,6 @@ class Simulator:
 
         self._server = _Server((self.host, self.port), Handler)
         self._server.daemon_threads = True
-        self._server.request_queue_size = 128
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -279,6 +278,10 @@ class Simulator:
 
 
 class _Server(ThreadingHTTPServer):
+    #: The listen backlog: a wide pool opens its connections all at once. A
+    #: class attribute, since ``listen`` is called in the constructor.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up (a closed keep-alive connection, a stream read
         # up to its end marker) is normal; anything else still gets a traceback.
