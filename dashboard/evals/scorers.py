@@ -292,8 +292,13 @@ def verdict(
     return CHECKS[kind](scorer, output, expected)
 
 
-def _passed(ok: bool, reason: str = "") -> Verdict:
-    return ok, 1.0 if ok else 0.0, "" if ok else reason[:MAX_REASON]
+def _passed(ok: bool, reason: Callable[[], str] | str = "") -> Verdict:
+    """A pass or a fail; ``reason`` (text, or what makes it: a verdict runs for
+    every row as it completes, so a passing row never builds its reason) only
+    for a fail."""
+    if ok:
+        return True, 1.0, ""
+    return False, 0.0, (reason if isinstance(reason, str) else reason())[:MAX_REASON]
 
 
 def _text(value: Any) -> str:
@@ -301,7 +306,12 @@ def _text(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = _text(value)
+    return _quoted(_text(value), limit)
+
+
+@functools.lru_cache(maxsize=256)
+def _quoted(text: str, limit: int) -> str:
+    """A value as a reason quotes it: the same few expected values, row after row."""
     return json.dumps(text[:limit] + ("…" if len(text) > limit else ""), ensure_ascii=False)
 
 
@@ -310,14 +320,14 @@ def _equals(scorer: dict[str, Any], output: Any, expected: Any) -> Verdict:
         ok = _text(output).strip() == _text(expected).strip()
     else:
         ok = output == expected
-    return _passed(ok, f"expected {_short(expected)}")
+    return _passed(ok, lambda: f"expected {_short(expected)}")
 
 
 def _contains(scorer: dict[str, Any], output: Any, expected: Any) -> Verdict:
     needle, text = _text(expected), _text(output)
     if scorer["type"] == "icontains":
         needle, text = needle.casefold(), text.casefold()
-    return _passed(needle in text, f"does not contain {_short(expected)}")
+    return _passed(needle in text, lambda: f"does not contain {_short(expected)}")
 
 
 def _regex(scorer: dict[str, Any], output: Any, expected: Any) -> Verdict:
@@ -332,7 +342,7 @@ def _regex(scorer: dict[str, Any], output: Any, expected: Any) -> Verdict:
         found = pattern.search(_text(output), timeout=REGEX_TIMEOUT, concurrent=False)
     except TimeoutError:
         return None, None, f"regex took longer than {REGEX_TIMEOUT:g} s"
-    return _passed(found is not None, f"no match for {_short(pattern.pattern)}")
+    return _passed(found is not None, lambda: f"no match for {_short(pattern.pattern)}")
 
 
 def _json_field(scorer: dict[str, Any], output: Any, expected: Any) -> Verdict:
@@ -390,7 +400,7 @@ def _numeric(scorer: dict[str, Any], output: Any, expected: Any) -> Verdict:
     if want is None:
         return None, None, f"the expected value {_short(expected)} is not a number"
     tolerance = float(scorer.get("tolerance", 0))
-    return _passed(abs(got - want) <= tolerance, f"{got:g} is not {want:g} ± {tolerance:g}")
+    return _passed(abs(got - want) <= tolerance, lambda: f"{got:g} is not {want:g} ± {tolerance:g}")
 
 
 def _length(scorer: dict[str, Any], text: str) -> Verdict:

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dashboard.evals.scores import job_rescore, scores_summary, wilson
+from dashboard.evals.scores import job_rescore, score_rows, scores_summary, scores_write, wilson
 from dashboard.jobs import worker
 from dashboard.jobs.serialize import job_json
 from dashboard.jobs.services import job_create
@@ -135,6 +135,23 @@ def test_the_summary_is_one_query_at_any_size(
     expected = sum("1" in f"out {i}" for i in range(n))
     assert (one["passed"], one["failed"], one["unscored"]) == (expected, n - expected, 0)
     assert summary[1]["unscored"] == n  # no schema: every row unscored
+
+
+def test_verdicts_go_as_many_a_statement_as_the_database_takes(team: Any) -> None:
+    """900 completed items with five scorers: their 4,500 verdicts go in one
+    INSERT (SQLite takes 32,766 parameters, 4,680 verdicts), written again (a
+    re-score) in one more, replacing, not doubling. They were cut at 1,000
+    rows: five statements."""
+    job = job_row(team, prompts=[f"p{i}" for i in range(900)], outputs=["o"] * 900)
+    items = list(Item.objects.filter(job=job).order_by("index"))
+    scorers = [{"type": "length", "min": 1, "name": f"s{n}"} for n in range(5)]
+    rows = score_rows(job.pk, scorers, items)
+    for _ in range(2):
+        with CaptureQueriesContext(connection) as captured:
+            scores_write(rows)
+        inserts = [q for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+        assert len(inserts) == 1, len(inserts)
+    assert ItemScore.objects.filter(job=job, passed=True).count() == 4500
 
 
 def test_rescoring_fills_scores_without_a_provider_call(team: Any, sims: Any) -> None:
