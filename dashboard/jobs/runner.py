@@ -679,6 +679,23 @@ class SyncRun:
         return True
 
 
+def _ended(run: SyncRun) -> str | None:
+    """What a run that stopped before its items were done says: "stopped" (the
+    job was cancelled or failed meanwhile, or its lease or slice taken over),
+    "failed" (a fatal answer); a pause or more prompts to run raise Deferred.
+    None when the run's items are done."""
+    if run.job_left:
+        return "stopped"
+    if run.fatal is not None:
+        job_fail(run.job.pk, redact(run.fatal.message), retryable=False)
+        return "failed"
+    if run.deferred is not None:
+        raise run.deferred
+    if run.has_work():
+        raise Deferred(clock.monotonic(), "more prompts to run")
+    return None
+
+
 def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "") -> str:
     """Run one slice of a sync job. Returns what happened; raises Deferred when
     the job must continue later."""
@@ -704,16 +721,7 @@ def run_sync_job(job: Job, provider: Provider, deadline: float, owner: str = "")
     _running(job, provider)
     run = SyncRun(job, provider, deadline, owner)
     run.run(workers)
-    if run.job_left:
-        return "stopped"  # cancelled, failed by a deadline, or taken over while we worked
-    if run.fatal is not None:
-        job_fail(job.pk, redact(run.fatal.message), retryable=False)
-        return "failed"
-    if run.deferred is not None:
-        raise run.deferred
-    if run.has_work():
-        raise Deferred(clock.monotonic(), "more prompts to run")
-    return _finish(job)
+    return _ended(run) or _finish(job)
 
 
 def _no_slot(job: Job) -> None:
@@ -792,15 +800,8 @@ def run_slices(
                 workers = limits.slots_resize(credential, owner, items)
             run = SyncRun(job, provider, deadline, owner, slices=held, job_lease=job_lease)
             run.run(workers, pools.get(workers))
-            if run.job_left:
-                return "stopped"  # cancelled, failed, or the slice was taken over
-            if run.fatal is not None:
-                job_fail(job.pk, redact(run.fatal.message), retryable=False)
-                return "failed"
-            if run.deferred is not None:
-                raise run.deferred
-            if run.has_work():
-                raise Deferred(clock.monotonic(), "more prompts to run")
+            if outcome := _ended(run):
+                return outcome
             slices.slices_done([piece.pk for piece in held], owner)
     except SliceGaveUp as exc:
         job_fail(job.pk, str(exc), retryable=True)

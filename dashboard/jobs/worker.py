@@ -66,15 +66,8 @@ def advance_job(job_id: int, *, budget: float | None = None) -> str:
         if next_check_in < 1:
             next_check_in = 0.0  # due at once, so the successor nudged below may take it
         return "deferred"
-    except ProviderError as exc:
-        job_fail(job.pk, redact(exc.message), retryable=exc.retryable)
-        return "failed"
     except Exception as exc:
-        logger.exception("Job %s: unexpected error", job_id)
-        job_fail(
-            job.pk, f"Internal error while running the job: {type(exc).__name__}", retryable=True
-        )
-        return "failed"
+        return _failed(job, exc)
     finally:
         release_job(job_id, owner, next_check_in=next_check_in)
         if job.credential_id and limits.slots_release(job.credential_id, owner):
@@ -112,15 +105,8 @@ def advance_slices(job_id: int, *, budget: float | None = None) -> str:
         else:
             _due_by(job_id, deferred.when)
         return "deferred"
-    except ProviderError as exc:
-        job_fail(job.pk, redact(exc.message), retryable=exc.retryable)
-        return "failed"
     except Exception as exc:
-        logger.exception("Job %s: unexpected error in a slice helper", job_id)
-        job_fail(
-            job.pk, f"Internal error while running the job: {type(exc).__name__}", retryable=True
-        )
-        return "failed"
+        return _failed(job, exc)
     finally:
         if limits.slots_release(job.credential_id, owner):
             nudge_waiting_jobs(job.credential_id, exclude=job_id)
@@ -133,6 +119,19 @@ def _due_by(job_id: int, when: float) -> None:
     Job.objects.filter(pk=job_id, lease_owner="").filter(
         Q(next_check_at__isnull=True) | Q(next_check_at__gt=moment)
     ).update(next_check_at=moment)
+
+
+def _failed(job: Job, exc: Exception) -> str:
+    """The job fails with what went wrong: a provider's error in its words
+    (redacted), anything else as an internal error, logged with its traceback."""
+    if isinstance(exc, ProviderError):
+        job_fail(job.pk, redact(exc.message), retryable=exc.retryable)
+    else:
+        logger.exception("Job %s: unexpected error", job.pk)
+        job_fail(
+            job.pk, f"Internal error while running the job: {type(exc).__name__}", retryable=True
+        )
+    return "failed"
 
 
 #: A pause this short is waited out inside the task, holding the lease, rather
