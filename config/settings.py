@@ -161,9 +161,14 @@ DASHBOARD_HTTP_TIMEOUT = float(envint("DASHBOARD_HTTP_TIMEOUT", 30))
 DASHBOARD_MAX_RESPONSE_MB = envint("DASHBOARD_MAX_RESPONSE_MB", 32)
 if DASHBOARD_MAX_RESPONSE_MB < 1:
     raise ImproperlyConfigured("DASHBOARD_MAX_RESPONSE_MB must be at least 1.")
+DASHBOARD_WORKERS = envint("DASHBOARD_WORKERS", 4)
 Q_CLUSTER: dict[str, object] = {
     "name": "dashboard",
-    "workers": envint("DASHBOARD_WORKERS", 4),
+    "workers": DASHBOARD_WORKERS,
+    # Tasks a cluster takes off the broker ahead of its workers (django-q2's
+    # default is workers squared): a busy cluster holding a big job's slice
+    # helpers keeps them from the idle workers of another cluster.
+    "queue_limit": envint("DASHBOARD_QUEUE_LIMIT", DASHBOARD_WORKERS),
     "timeout": TASK_TIMEOUT,
     "retry": TASK_TIMEOUT + 60,
     "max_attempts": 1,  # the job row keeps its own attempt counter

@@ -49,7 +49,9 @@ def test_two_clusters_share_one_big_job_and_survive_a_sigkill(
     team: Any, sims: Any, tmp_path: Path
 ) -> None:
     together = sims.get("together")
-    together.latency = 0.05  # long enough (about 10 s) for both clusters to get slices
+    # Long enough (about 19 s) for both clusters to get slices: a helper reaches
+    # the second cluster once the first holds as many as its queue takes.
+    together.latency = 0.1
     together.keep_log = True
     together.log.clear()
     credential = make_credential(team, base_url=together.base_url, max_concurrency=16)
