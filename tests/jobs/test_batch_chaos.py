@@ -24,6 +24,7 @@ from providers import JobSpec
 from providers.simulators import completion_text
 from providers.simulators.base import Hold, Simulator
 from tests.conftest import make_credential
+from tests.jobs.test_chaos import wait_until_terminal
 from tests.workers import kill, start_qcluster, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_db, pytest.mark.django_db(transaction=True)]
@@ -75,13 +76,8 @@ def crash_at(hold: Hold, log: Path, job: Job, *, then: Any = None) -> int:
         stop(first)
     second = worker(log)
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            job_sweep.sweep()  # the scheduler's minute tick, sooner
-            job.refresh_from_db()
-            if job.status in JOB_TERMINAL:
-                break
-            time.sleep(0.5)
+        wait_until_terminal([job], 40, interval=0.5)
+        job.refresh_from_db()
     finally:
         stop(second)
     assert job.status in JOB_TERMINAL, f"{job.status}: {log.read_text()[-3000:]}"

@@ -33,14 +33,16 @@ def remote_jobs_per_tag(mymagic: Any, gridrepublic: Any) -> Counter[str]:
     return counts
 
 
-def wait_until_terminal(jobs: list[Job], seconds: float) -> list[Job]:
+def wait_until_terminal(jobs: list[Job], seconds: float, interval: float = 1.0) -> list[Job]:
+    """Run the sweep every ``interval`` seconds until every job has ended or
+    ``seconds`` have passed; the jobs as they are then."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         job_sweep.sweep()  # the scheduler's minute tick, sooner
         fresh = list(Job.objects.filter(pk__in=[j.pk for j in jobs]))
         if all(job.status in JOB_TERMINAL for job in fresh):
             return fresh
-        time.sleep(1.0)
+        time.sleep(interval)
     return list(Job.objects.filter(pk__in=[j.pk for j in jobs]))
 
 

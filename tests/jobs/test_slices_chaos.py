@@ -14,10 +14,9 @@ import pytest
 from django.db.models import Q
 
 from dashboard.jobs import runner
-from dashboard.jobs import sweep as job_sweep
 from dashboard.models import Item, Job, JobSlice
-from dashboard.status import JOB_TERMINAL
 from tests.conftest import make_credential, make_job
+from tests.jobs.test_chaos import wait_until_terminal
 from tests.workers import kill, start_qcluster, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_db, pytest.mark.django_db(transaction=True)]
@@ -101,13 +100,8 @@ def test_two_clusters_share_one_big_job_and_survive_a_sigkill(
                     ).values_list("input", flat=True)
                 )
         done_at_kill = Job.objects.get(pk=job.pk).progress_done
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            job_sweep.sweep()  # the scheduler's minute tick, sooner
-            job.refresh_from_db()
-            if job.status in JOB_TERMINAL:
-                break
-            time.sleep(1.0)
+        wait_until_terminal([job], 180)
+        job.refresh_from_db()
     finally:
         for cluster in clusters:
             stop(cluster)
